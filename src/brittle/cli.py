@@ -1,0 +1,194 @@
+"""The ``brittle`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 2 invalid input, model or settings (one-line message); 3 the output directory
+cannot be used (another run, unwritable, disk full); 130 interrupted. ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import BrittleError, StoreError
+
+EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 2, 3, 130
+
+app = typer.Typer(help="brittle: detect brittle decisions of PyTorch classifiers for free.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+zoo_app = typer.Typer(help="The bundled MNIST model zoo.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    quiet = False
+    as_json = False
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"brittle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+          as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    State.quiet, State.as_json = quiet or as_json, as_json
+
+
+def emit(payload: dict[str, Any], table: Table | None = None) -> None:
+    """Print a result: JSON with ``--json``, else the rich table unless ``--quiet``."""
+    if State.as_json:
+        print(json.dumps(payload, indent=2, default=_json_default))
+    elif table is not None and not State.quiet:
+        console.print(table)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def parse_floats(text: str, what: str = "eps") -> list[float]:
+    """``"0.1,0.2"`` → ``[0.1, 0.2]`` with a clear error for anything else."""
+    from .errors import InputError
+
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"--{what} value {part!r} is not a number", f"pass numbers like --{what} 0.1,0.2") from None
+        if not value > 0 or value == float("inf"):
+            raise InputError(f"--{what} values must be finite and > 0, got {part}", f"pass e.g. --{what} 0.1,0.2,0.3")
+        values.append(value)
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# zoo
+# --------------------------------------------------------------------------------------------
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the bundled models with their clean and robust accuracy."""
+    from . import zoo
+
+    rows = [zoo.card(name) for name in zoo.names()]
+    table = Table(title="brittle zoo (MNIST)")
+    for col in ("name", "training", "clean acc", "robust acc"):
+        table.add_column(col)
+    for c in rows:
+        recipe, ra = c.get("recipe", {}), c.get("robust_accuracy", {})
+        table.add_row(c["name"], f"{recipe.get('method', '?')} {recipe.get('norm', '')} eps={recipe.get('eps', 0)}",
+                      f"{100 * c.get('clean_accuracy', float('nan')):.2f}%",
+                      f"{100 * ra.get('value', float('nan')):.2f}% ({ra.get('norm', '')} eps={ra.get('eps', '')})")
+    emit({"models": rows}, table)
+
+
+@zoo_app.command("show")
+def zoo_show(name: str = typer.Argument(..., help="Zoo model name (see `brittle zoo list`).")) -> None:
+    """Show a zoo model's card: recipe, accuracies, how it was built."""
+    from . import zoo
+
+    info = zoo.card(name)
+    table = Table(title=f"zoo model {name}", show_header=False)
+    for key, value in info.items():
+        table.add_row(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+    emit(info, table)
+
+
+@zoo_app.command("build")
+def zoo_build(root: Path = typer.Option(..., "--root", help="Folder with MNIST idx files (train and test)."),
+              names: Optional[str] = typer.Option(None, help="Comma-separated subset of models to build."),
+              device: str = typer.Option("auto", help="auto, cpu or cuda."),
+              epochs_scale: float = typer.Option(1.0, help="Scale every recipe's epochs (quick trial < 1).")) -> None:
+    """Train the zoo from brittle's own training code and write weights and model cards."""
+    from .zoo.build import build_zoo
+
+    build_zoo(root=str(root), names=names.split(",") if names else None, device=device, epochs_scale=epochs_scale)
+
+
+# --------------------------------------------------------------------------------------------
+# margins
+# --------------------------------------------------------------------------------------------
+
+@app.command()
+def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
+            data: str = typer.Option("mnist", "--data", "-d", help="mnist, fashion-mnist, digits, a .npz or idx folder."),
+            out: Path = typer.Option(..., "--out", "-o", help="Output directory (resumable run)."),
+            norm: str = typer.Option("linf", help="linf or l2."),
+            method: str = typer.Option("brittle", help="brittle, ensemble, exact, fab-autoattack, fab-torchattacks, ..."),
+            lower: Optional[str] = typer.Option(None, help="Certified lower bounds: crown or ibp (ReLU nets)."),
+            weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
+            data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+            limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
+            batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
+            device: str = typer.Option("auto", help="auto, cpu or cuda."),
+            seed: int = typer.Option(0, help="Random seed."),
+            overwrite: bool = typer.Option(False, help="Replace a different run in --out.")) -> None:
+    """Input margins ([lower, upper] per sample) and logit margins; writes DIR/margins.parquet."""
+    from .run import margins_run
+
+    t0 = time.perf_counter()
+    result = margins_run(model=model, data=data, out=out, norm=norm, method=method, lower=lower, weights=weights,
+                         data_root=data_root, limit=limit, batch_size=batch_size, device=device, seed=seed,
+                         overwrite=overwrite, progress=not State.quiet)
+    summary = result["summary"]
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    table = Table(title=f"input margins ({norm}) — {out}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    emit(summary, table)
+    if not State.quiet and not State.as_json:
+        console.print(f"per-sample results: {out / 'margins.parquet'}")
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; turn brittle's errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="brittle", standalone_mode=False)
+    except BrittleError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return EXIT_STORE if isinstance(exc, StoreError) else EXIT_INPUT
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("interrupted: finished batches are saved; re-run the same command to resume")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
