@@ -364,6 +364,10 @@ def load_npz(path: str | os.PathLike, *, domain: Domain = DEFAULT_DOMAIN, num_cl
     path = Path(path)
     if not path.exists():
         raise InputError(f"data file {path} does not exist", "check the path")
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"PK":
+            raise InputError(f"{path} is not a readable .npz file (not a zip archive)",
+                             "re-create it with np.savez(path, x=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())

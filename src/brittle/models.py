@@ -243,7 +243,7 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
             raise ModelError(f"a model file ({path}) and --weights were both given",
                              "for a state dict pass the architecture as --model module:factory --weights PATH")
         model = _load_torchscript(path)
-    return prepare_model(model, device=device)
+    return prepare_model(model.eval(), device=device)  # freshly built: eval mode is expected, no warning
 
 
 def _hub_torchvision(name: str, weights: str | os.PathLike | None) -> nn.Module:

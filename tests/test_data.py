@@ -1,0 +1,182 @@
+"""Data layer: every accepted form, and every rejected input with its message."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import brittle
+from brittle.data import as_data, load_data, load_mnist, load_npz, read_idx
+from brittle.errors import InputError
+
+
+def test_bundled_mnist_test_split_is_the_real_one():
+    d = load_mnist()
+    assert d.x.shape == (10000, 1, 28, 28) and d.x.dtype == torch.float32
+    assert d.y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first MNIST test labels
+    assert np.bincount(d.y.numpy()).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert float(d.x.min()) == 0.0 and float(d.x.max()) == 1.0
+    assert d.num_classes == 10
+
+
+def test_bundled_files_match_shared_checksums(shared_data):
+    sums = dict(line.split()[::-1] for line in (shared_data / "SHA256SUMS").read_text().splitlines() if line.strip())
+    from importlib import resources
+    folder = resources.files("brittle") / "_data" / "mnist"
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        key = next(k for k in sums if k.endswith("mnist/" + name) and "fashion" not in k)
+        assert digest == sums[key]
+
+
+def test_mnist_and_fashion_from_a_local_folder(shared_data):
+    train = load_mnist("train", shared_data)
+    assert train.x.shape == (60000, 1, 28, 28)
+    fashion = load_data("fashion-mnist:test", shared_data)
+    assert fashion.x.shape == (10000, 1, 28, 28) and fashion.class_names[9] == "Ankle boot"
+    assert not torch.equal(fashion.x[:5], load_mnist().x[:5])
+
+
+def test_fashion_without_root_names_the_fix(monkeypatch):
+    monkeypatch.delenv("BRITTLE_DATA_ROOT", raising=False)
+    with pytest.raises(InputError, match="only the MNIST test split ships.*--data-root"):
+        load_data("fashion-mnist")
+
+
+def test_digits():
+    d = load_data("digits")
+    assert d.x.shape == (1797, 1, 8, 8) and float(d.x.max()) == 1.0 and d.num_classes == 10
+
+
+def test_tensors_arrays_tuples_datasets_loaders_agree():
+    x = torch.rand(20, 1, 4, 4)
+    y = torch.randint(0, 3, (20,))
+    forms = [
+        as_data(x, y),
+        as_data(x.numpy(), y.numpy()),
+        as_data((x, y)),
+        as_data(TensorDataset(x, y)),
+        as_data(DataLoader(TensorDataset(x, y), batch_size=7)),
+        as_data([{"x": xi, "y": yi} for xi, yi in zip(x, y)] and _DictDataset(x, y)),
+    ]
+    for d in forms:
+        assert torch.equal(d.x, x) and torch.equal(d.y, y)
+
+
+class _DictDataset(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "label": self.y[i]}
+
+
+def test_npz_roundtrip_and_pickle_refused(tmp_path):
+    x = np.random.rand(5, 3).astype(np.float32)
+    np.savez(tmp_path / "ok.npz", x=x, y=np.array([0, 1, 2, 1, 0]))
+    d = load_data(str(tmp_path / "ok.npz"))
+    assert np.allclose(d.x.numpy(), x) and d.y.tolist() == [0, 1, 2, 1, 0]
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError, match="pickled objects"):
+        load_npz(tmp_path / "obj.npz")
+    np.savez(tmp_path / "nox.npz", images=x)
+    with pytest.raises(InputError, match=r"no 'x'"):
+        load_npz(tmp_path / "nox.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable .npz"):
+        load_npz(tmp_path / "bad.npz")
+
+
+def test_idx_reader_rejects_corrupt_and_truncated(tmp_path):
+    header = bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big")
+    (tmp_path / "ok").write_bytes(header + bytes(range(5)))
+    assert read_idx(tmp_path / "ok").tolist() == [0, 1, 2, 3, 4]
+    with gzip.open(tmp_path / "short.gz", "wb") as fh:
+        fh.write(header + bytes(3))
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_idx(tmp_path / "short.gz")
+    (tmp_path / "magic").write_bytes(b"\x1f\x00\x00\x00" + bytes(8))
+    with pytest.raises(InputError, match="bad magic"):
+        read_idx(tmp_path / "magic")
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "kwargs", "message"),
+    [
+        (torch.rand(0, 3), None, {}, "empty"),
+        (torch.rand(5), None, {}, r"shape \(5,\).*Fix: add a batch dimension"),
+        ((torch.rand(4, 3) * 255).to(torch.uint8), None, {}, r"dtype torch.uint8.*Fix: convert with x.float\(\) / 255"),
+        (torch.tensor([[0.1, float("nan")], [0.2, 0.3]]), None, {}, "non-finite.*first at index 0"),
+        (torch.tensor([[0.1, 0.2], [0.3, float("inf")]]), None, {}, "non-finite.*index 1"),
+        (torch.rand(4, 3) * 2 - 0.5, None, {}, "outside the declared input domain.*domain="),
+        (torch.rand(4, 3), torch.tensor([0, 1, 2, 3]), {"num_classes": 3}, r"labels range over \[0, 3\].*0..2"),
+        (torch.rand(4, 3), torch.tensor([0, -1, 1, 1]), {}, "outside the class indices"),
+        (torch.rand(4, 3), torch.tensor([0, 1, 1]), {}, "labels have shape .3,. but there are 4 inputs"),
+        (torch.rand(4, 3), torch.tensor([0.5, 1, 1, 0]), {}, "not whole numbers"),
+        (torch.rand(4, 3), torch.eye(4)[:, :3], {}, "one-hot"),
+        (torch.rand(4, 3), None, {"domain": (1, 0)}, "low < high"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_fix(x, y, kwargs, message):
+    with pytest.raises(InputError, match=message) as info:
+        as_data(x, y, **kwargs)
+    assert "\n" not in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_declared_domain_is_respected():
+    x = torch.rand(4, 3) * 2 - 1
+    d = as_data(x, domain=(-1, 1))
+    assert d.domain == (-1.0, 1.0)
+
+
+def test_ragged_dataset_refused():
+    items = [(torch.rand(3), 0), (torch.rand(4), 1)]
+    with pytest.raises(InputError, match="different shapes"):
+        as_data(_ListDataset(items))
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_unknown_spec_and_missing_folder():
+    with pytest.raises(InputError, match="unknown data 'nope'"):
+        load_data("nope")
+    with pytest.raises(InputError, match="no mnist file"):
+        load_mnist("test", "/nonexistent-folder")
+
+
+def test_subset_head_fingerprint():
+    d = brittle.load_mnist().head(10)
+    assert len(d) == 10 and len(d.subset([1, 3])) == 2
+    assert d.fingerprint() != brittle.load_mnist().head(11).fingerprint()
+    assert d.fingerprint() == brittle.load_mnist().head(10).fingerprint()
+    with pytest.raises(InputError, match="limit must be >= 1"):
+        d.head(0)
+
+
+def test_torchvision_dataset_without_torchvision_is_clear():
+    pytest.importorskip("numpy")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match=r"pip install 'brittle\[vision\]'"):
+            load_data("torchvision:CIFAR10")
+    else:
+        with pytest.raises(InputError):
+            load_data("torchvision:NoSuchDataset")

@@ -1,0 +1,228 @@
+"""Model layer: accepted model forms, adapters, devices, safe checkpoint loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import brittle
+from brittle.errors import ModelError
+from brittle.models import (LogitsAdapter, load_checkpoint, load_model, model_fingerprint, prepare_model,
+                            resolve_device, save_torchscript)
+from brittle.zoo.architectures import mlp
+
+
+def _net():
+    torch.manual_seed(0)
+    return mlp(6, (5,), 3)
+
+
+def test_train_mode_is_switched_off_with_a_warning():
+    net = _net().train()
+    with pytest.warns(UserWarning, match="train mode"):
+        out = prepare_model(net, device="cpu")
+    assert not out.training
+
+
+def test_eval_model_gives_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_model(_net().eval(), device="cpu", sample=torch.rand(2, 6))
+
+
+class _TupleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, x):
+        z = self.net(x)
+        return z, z.sum()
+
+
+class _DictNet(_TupleNet):
+    def forward(self, x):
+        return {"features": x, "logits": self.net(x)}
+
+
+class _BadDictNet(_TupleNet):
+    def forward(self, x):
+        return {"a": self.net(x)}
+
+
+def test_tuple_and_dict_outputs_are_adapted():
+    x = torch.rand(4, 6)
+    ref = _net().eval()(x)
+    for cls in (_TupleNet, _DictNet):
+        with pytest.warns(UserWarning, match="uses element"):
+            model = prepare_model(cls().eval(), device="cpu", sample=x)
+        assert isinstance(model, LogitsAdapter)
+        assert torch.allclose(model(x), ref)
+    with pytest.raises(ModelError, match=r"keys \['a'\].*LogitsAdapter"):
+        prepare_model(_BadDictNet().eval(), device="cpu", sample=x)
+
+
+class _Const(nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out(x)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (lambda x: torch.zeros(len(x)), r"shape \(2,\).*expected \(2, num_classes\)"),
+    (lambda x: torch.zeros(len(x), 1), "1 logit per input"),
+    (lambda x: torch.full((len(x), 3), float("nan")), "NaN or infinite"),
+    (lambda x: torch.zeros(len(x), 5), "5 logits but the data has 3 classes"),
+    (lambda x: x @ torch.zeros(7, 3), "failed on inputs of shape"),
+])
+def test_wrong_outputs_are_refused(fn, message):
+    with pytest.raises(ModelError, match=message):
+        prepare_model(_Const(fn), device="cpu", sample=torch.rand(2, 6), num_classes=3)
+
+
+def test_not_a_module():
+    with pytest.raises(ModelError, match="expected a torch.nn.Module"):
+        prepare_model(lambda x: x)
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ModelError, match="unknown device"):
+        resolve_device("tpu-please")
+
+
+def test_torchscript_roundtrip(tmp_path):
+    net, x = _net().eval(), torch.rand(3, 6)
+    save_torchscript(net, tmp_path / "m.pt", x)
+    loaded = load_model(str(tmp_path / "m.pt"), device="cpu")
+    assert torch.allclose(loaded(x), net(x))
+
+
+@pytest.fixture
+def factory_module(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent("""
+        from brittle.zoo.architectures import mlp
+        def make(hidden=5):
+            return mlp(6, (hidden,), 3)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_models:make"
+    sys.modules.pop("my_models", None)
+
+
+def test_factory_plus_state_dict(tmp_path, factory_module):
+    net, x = _net().eval(), torch.rand(3, 6)
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, tmp_path / "w.pt")
+    loaded = load_model(factory_module, tmp_path / "w.pt", device="cpu")
+    assert torch.allclose(loaded(x), net(x))
+    assert model_fingerprint(loaded) == model_fingerprint(net)
+    with pytest.raises(ModelError, match="do not fit the model"):
+        load_model(factory_module, tmp_path / "w.pt", device="cpu", hidden=4)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/brittle-pwned",))
+
+
+def test_pickled_code_checkpoint_is_refused_not_executed(tmp_path):
+    if os.path.exists("/tmp/brittle-pwned"):
+        os.remove("/tmp/brittle-pwned")
+    torch.save({"w": torch.zeros(1), "evil": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="pickled code or objects, refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not os.path.exists("/tmp/brittle-pwned")
+    with open(tmp_path / "raw.pkl", "wb") as fh:
+        pickle.dump(_Evil(), fh)
+    with pytest.raises(ModelError, match="refused|corrupt"):
+        load_checkpoint(tmp_path / "raw.pkl")
+    assert not os.path.exists("/tmp/brittle-pwned")
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    torch.save(_net().state_dict(), tmp_path / "w.pt")
+    data = (tmp_path / "w.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ModelError, match="does not hold a state dict"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_state_dict_file_as_model_names_the_fix(tmp_path):
+    torch.save(_net().state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ModelError, match="module:factory"):
+        load_model(str(tmp_path / "w.pt"), device="cpu")
+
+
+def test_unknown_model_spec():
+    with pytest.raises(ModelError, match="neither a file, a zoo name"):
+        load_model("no_such_model", device="cpu")
+    with pytest.raises(ModelError, match="cannot import"):
+        load_model("no_such_pkg_xyz:make", device="cpu")
+
+
+def test_hub_loaders_without_extras_are_clear(monkeypatch):
+    for name in ("torchvision", "timm", "robustbench", "robustbench.utils"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ModelError, match=r"brittle\[vision\]"):
+        load_model("torchvision:resnet18", device="cpu")
+    with pytest.raises(ModelError, match=r"brittle\[timm\]"):
+        load_model("timm:resnet18", device="cpu")
+    with pytest.raises(ModelError, match=r"brittle\[robustbench\]"):
+        load_model("robustbench:Carmon2019Unlabeled", device="cpu")
+
+
+def test_robustbench_loader_uses_local_cache(monkeypatch, tmp_path):
+    """The RobustBench route is exercised with a fake robustbench module that reads a local file."""
+    import types
+
+    net = _net().eval()
+    torch.save(net.state_dict(), tmp_path / "Toy.pt")
+    calls = {}
+
+    def fake_load_model(model_name, model_dir, dataset, threat_model):
+        calls.update(model_name=model_name, model_dir=model_dir, dataset=dataset, threat_model=threat_model)
+        m = _net()
+        m.load_state_dict(torch.load(tmp_path / f"{model_name}.pt", weights_only=True))
+        return m
+
+    utils = types.ModuleType("robustbench.utils")
+    utils.load_model = fake_load_model
+    monkeypatch.setitem(sys.modules, "robustbench", types.ModuleType("robustbench"))
+    monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
+    monkeypatch.setenv("BRITTLE_ROBUSTBENCH_DIR", str(tmp_path))
+    model = load_model("robustbench:Toy:cifar10:L2", device="cpu")
+    x = torch.rand(2, 6)
+    assert torch.allclose(model(x), net(x))
+    assert calls == {"model_name": "Toy", "model_dir": str(tmp_path), "dataset": "cifar10", "threat_model": "L2"}
+    with pytest.raises(ModelError, match="could not load 'Missing'"):
+        load_model("robustbench:Missing", device="cpu")
+
+
+def test_logit_margins_match_a_hand_computation():
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]))
+    x = torch.tensor([[0.9, 0.1], [0.2, 0.6], [0.5, 0.5]])
+    lm = brittle.logit_margins(lin, x, device="cpu")
+    # logits: [.9,.1,.5] -> 0.4 (0 vs 2); [.2,.6,.4] -> 0.2 (1 vs 2); [.5,.5,.5] -> 0 (tie)
+    assert lm.margin.tolist() == pytest.approx([0.4, 0.2, 0.0], abs=1e-6)
+    assert lm.pred[:2].tolist() == [0, 1] and lm.runner_up[:2].tolist() == [2, 2]
