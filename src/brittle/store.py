@@ -186,14 +186,18 @@ class _Transaction:
                 self.conn.execute("COMMIT")
                 return False
             except sqlite3.OperationalError as err:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"could not commit to {self.path} ({err}); the last batch was not saved",
                                  "free disk space and re-run the same command to resume") from None
-        self.conn.execute("ROLLBACK")
+        self._rollback()
         if isinstance(exc, sqlite3.OperationalError):
             raise StoreError(f"could not write to {self.path} ({exc}); the last batch was not saved",
                              "free disk space and re-run the same command to resume") from None
         return False
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
+            self.conn.execute("ROLLBACK")
 
 
 def run_batched(store: RunStore | None, job: str, n: int, batch_size: int,

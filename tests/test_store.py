@@ -1,0 +1,111 @@
+"""Run store: resume, refusal of a different run, crash safety (SIGKILL during writes, disk full)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from brittle.errors import StoreError
+from brittle.store import RunStore, run_batched
+
+
+def _compute_factory(calls):
+    def compute(start, stop):
+        calls.append(start)
+        return {"idx": np.arange(start, stop), "sq": np.arange(start, stop) ** 2.0}
+    return compute
+
+
+def test_resume_skips_committed_batches(tmp_path):
+    calls = []
+    with RunStore(tmp_path, {"a": 1}) as store:
+        store.put_batch("job", 1, 10, 20, _compute_factory([])(10, 20))
+        out = run_batched(store, "job", 35, 10, _compute_factory(calls))
+    assert calls == [0, 20, 30]  # batch 1 was already there
+    assert out["idx"].tolist() == list(range(35)) and np.array_equal(out["sq"], np.arange(35) ** 2.0)
+    calls.clear()
+    with RunStore(tmp_path, {"a": 1}) as store:
+        again = run_batched(store, "job", 35, 10, _compute_factory(calls))
+    assert calls == [] and np.array_equal(again["sq"], out["sq"])
+
+
+def test_without_store_computes_everything():
+    calls = []
+    out = run_batched(None, "job", 5, 2, _compute_factory(calls))
+    assert calls == [0, 2, 4] and out["idx"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_different_run_is_refused_then_overwritten(tmp_path):
+    with RunStore(tmp_path, {"model": "m1", "eps": 0.1}) as store:
+        store.put_batch("job", 0, 0, 1, {"v": np.zeros(1)})
+    with pytest.raises(StoreError, match=r"holds a different run \(differs in: model\).*--overwrite"):
+        RunStore(tmp_path, {"model": "m2", "eps": 0.1})
+    with RunStore(tmp_path, {"model": "m2", "eps": 0.1}, overwrite=True) as store:
+        assert store.done("job") == set()
+        assert store.get_meta("config") == '{"eps": 0.1, "model": "m2"}'
+
+
+def test_unwritable_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot write to the output directory.*writable --out"):
+        RunStore(blocker / "sub", {})
+
+
+def test_corrupt_database_is_reported(tmp_path):
+    (tmp_path / "run.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable run database.*--overwrite"):
+        RunStore(tmp_path, {})
+
+
+def test_disk_full_keeps_the_store_consistent(tmp_path):
+    store = RunStore(tmp_path, {"k": 1})
+    store.put_batch("job", 0, 0, 10, {"v": np.arange(10.0)})
+    page_count = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {page_count + 2}")  # the 'disk' is now almost full
+    with pytest.raises(StoreError, match="not saved.*re-run the same command to resume"):
+        store.put_batch("job", 1, 10, 20, {"v": np.random.rand(50_000)})
+    assert store.done("job") == {0}
+    store.close()
+    with RunStore(tmp_path, {"k": 1}) as again:
+        assert again.done("job") == {0} and again.gather("job")["v"].tolist() == list(np.arange(10.0))
+        assert again._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from brittle.store import RunStore
+    store = RunStore(sys.argv[1], {"w": 1})
+    for b in range(100000):
+        rng = np.random.default_rng(b)
+        store.put_batch("job", b, b, b + 1, {"v": rng.random(20000), "b": np.array([b])})
+        print(b, flush=True)
+""")
+
+
+def test_sigkill_during_writes_leaves_a_consistent_store(tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    for _ in range(15):  # let it commit a few batches, then kill it mid-write
+        proc.stdout.readline()
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    conn = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    with RunStore(tmp_path / "run", {"w": 1}) as store:
+        done = sorted(store.done("job"))
+        assert len(done) >= 15 and done == list(range(len(done)))
+        for b, _, _, arrays in store.batches("job"):  # every committed batch is complete and intact
+            assert arrays["b"].tolist() == [b]
+            assert np.array_equal(arrays["v"], np.random.default_rng(b).random(20000))
