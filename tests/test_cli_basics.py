@@ -1,0 +1,57 @@
+"""CLI basics: version, help listing every command, README/CI agreement, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from brittle import __version__
+from brittle.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "brittle.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"brittle {__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+
+
+def test_help_lists_every_command(capsys):
+    from brittle.cli import app
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    registered = [c.name or c.callback.__name__ for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert registered
+    for name in registered:
+        assert name in out
+
+
+def test_readme_first_lines_and_ci_agree():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert lines[0] == "```bash"
+    install_and_demo, install_and_test = lines[1], lines[2]
+    assert install_and_demo.endswith("brittle demo") and "pip install" in install_and_demo
+    assert "pytest" in install_and_test and "[test]" in install_and_test
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install_and_test in ci, ".ci/run must run the README's test command verbatim"
+
+
+def test_errors_are_one_line_with_exit_code():
+    proc = run_cli("zoo", "show", "no-such-model")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no zoo model named 'no-such-model'")
+
+
+def test_debug_shows_the_traceback():
+    proc = run_cli("--debug", "zoo", "show", "no-such-model")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
