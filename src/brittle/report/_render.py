@@ -1,0 +1,430 @@
+"""Build the template context from run directories and render the self-contained HTML pages."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from ..errors import InputError, StoreError
+from . import _plots as plots
+from ._load import Run, load_run, lookup_eps, num
+
+#: The gallery shows at most this many of the most brittle inputs.
+GALLERY_LIMIT = 12
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("brittle.report", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(pct=pct, f3=f3, ci=ci_text, eps=eps_text)
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+DASH = "—"
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    """``0.8731`` → ``"87.3%"``; missing → an em dash."""
+    v = num(value)
+    return DASH if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f}%"
+
+
+def f3(value: Any) -> str:
+    """Three decimals; missing → an em dash."""
+    v = num(value)
+    if v is None:
+        return DASH
+    return "∞" if v == math.inf else f"{v:.3f}"
+
+
+def ci_text(obj: Any) -> str:
+    """``{"ci_low", "ci_high"}`` → ``"0.681 – 0.742"``; missing → an em dash."""
+    if not isinstance(obj, dict):
+        return DASH
+    lo, hi = num(obj.get("ci_low")), num(obj.get("ci_high"))
+    return DASH if lo is None or hi is None else f"{lo:.3f} – {hi:.3f}"
+
+
+def eps_text(value: Any) -> str:
+    """ε as short as it is exact (``0.1``, ``8/255`` printed as ``0.03137``)."""
+    v = num(value)
+    return DASH if v is None else f"{v:.4g}"
+
+
+def norm_text(norm: str) -> str:
+    """Display name of the norm."""
+    return {"linf": "L∞", "l2": "L2"}.get(norm, norm)
+
+
+def seconds_text(value: Any) -> str:
+    """``3725.2`` → ``"1 h 02 min"``."""
+    s = num(value)
+    if s is None:
+        return DASH
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes = int(round(s / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+# --------------------------------------------------------------------------------------------
+# Run → context
+# --------------------------------------------------------------------------------------------
+
+def _flipped_share(run: Run, eps: float, bound: str) -> float | None:
+    """Share of correctly classified inputs whose ``bound`` input margin is ≤ ε (summary first, then samples).
+
+    With ``bound="upper"`` this is a lower bound on the share that can be flipped; with ``"lower"`` an upper one.
+    """
+    clean = num(run.summary.get("clean_accuracy"))
+    ra = num((run.at("robust_accuracy", eps) or {}).get(bound))
+    if clean is not None and clean > 0 and ra is not None:
+        return max(0.0, min(1.0, (clean - ra) / clean))
+    correct = plots.correct_mask(run)
+    column = f"input_margin_{bound}"
+    if correct is None or run.samples is None or column not in run.samples.columns or not correct.any():
+        return None
+    margin = run.samples[column].to_numpy(dtype=float, na_value=np.nan)[correct]
+    if bound == "lower" and not np.nanmax(np.nan_to_num(margin), initial=0) > 0:
+        return None
+    return float(np.mean(np.nan_to_num(margin, nan=0.0) <= eps))
+
+
+def _unlabelled_share(run: Run, eps: float) -> float | None:
+    if run.samples is None or "input_margin_upper" not in run.samples.columns or len(run.samples) == 0:
+        return None
+    margin = run.samples["input_margin_upper"].to_numpy(dtype=float, na_value=np.nan)
+    return float(np.mean(np.nan_to_num(margin, nan=np.inf) <= eps))
+
+
+def consistency_word(tau: float) -> str:
+    """Plain-language strength of a Kendall τ."""
+    if tau >= 0.7:
+        return "high"
+    if tau >= 0.5:
+        return "moderate"
+    if tau >= 0.3:
+        return "low"
+    return "very low"
+
+
+def _lead(run: Run) -> list[Markup]:
+    """The plain-language sentences at the top of the report."""
+    norm = norm_text(run.norm)
+    clean = num(run.summary.get("clean_accuracy"))
+    out: list[Markup] = []
+    if clean is not None:
+        out.append(Markup("The model classifies <strong>{}</strong> of the {} inputs correctly.").format(
+            pct(clean), run.summary.get("n", DASH)))
+    shown = run.eps if len(run.eps) <= 5 else [run.eps[len(run.eps) // 2]]
+    for e in shown:
+        det = run.at("detection", e) or {}
+        auroc = num(det.get("auroc"))
+        detect = (Markup(" The logit margin detects the non-robust inputs with <strong>AUROC {}</strong>.").format(f3(auroc))
+                  if auroc is not None else
+                  Markup(" Detection is undefined at this ε: every input is on the same side of it."))
+        lo_share = _flipped_share(run, e, "upper") if clean is not None else None
+        if lo_share is not None:
+            hi_share = _flipped_share(run, e, "lower")
+            bound = (Markup(" and at most {} (the rest are certified robust)").format(pct(hi_share))
+                     if hi_share is not None and hi_share < 1.0 else "")
+            out.append(Markup("At least <strong>{}</strong> of the correctly classified inputs can be flipped by an "
+                              "{} perturbation ≤ {}{}.").format(pct(lo_share), norm, eps_text(e), bound) + detect)
+        else:
+            share = _unlabelled_share(run, e)
+            if share is not None:
+                out.append(Markup("<strong>{}</strong> of the inputs can be flipped by an {} perturbation ≤ {}.").format(
+                    pct(share), norm, eps_text(e)) + detect)
+    tau = run.summary.get("kendall_tau") or {}
+    value = num(tau.get("value")) if isinstance(tau, dict) else None
+    if value is not None:
+        sentence = Markup("Margin consistency is <strong>{}</strong> (Kendall τ = {}, 95% CI {}): ").format(
+            consistency_word(value), f3(value), ci_text(tau))
+        sentence += ("the logit margin, which costs one forward pass, ranks inputs by robustness much like the "
+                     "input margin does, so a threshold on it is a cheap robustness monitor."
+                     if value >= 0.5 else
+                     "the logit margin ranks inputs by robustness only loosely, so treat it as a rough signal "
+                     "rather than a monitor.")
+        out.append(sentence)
+    er = run.summary.get("expected_robustness") or {}
+    er_value = num(er.get("from_margins")) if isinstance(er, dict) else None
+    if er_value is not None:
+        out.append(Markup("Expected robustness (accuracy averaged over ε from 0 to {}) is <strong>{}</strong>.").format(
+            eps_text(plots.eps_max_of(run)), f3(er_value)))
+    return out
+
+
+def _card(run: Run) -> list[tuple[str, str]]:
+    s = run.summary
+    rows = [("Model", str(s.get("model", DASH))), ("Data", str(s.get("data", DASH))),
+            ("Inputs", str(s.get("n", DASH))), ("Norm", norm_text(run.norm)),
+            ("ε", ", ".join(eps_text(e) for e in run.eps) or DASH),
+            ("Attack", str(s.get("method", DASH))), ("Seed", str(s.get("seed", DASH))),
+            ("Device", str(s.get("device", DASH))), ("Run time", seconds_text(s.get("seconds"))),
+            ("Run directory", run.path.name or str(run.path))]
+    if run.samples is not None and "label" not in run.samples.columns:
+        rows.append(("Labels", "none (unlabelled data: correctness unknown)"))
+    return rows
+
+
+def _headline(run: Run) -> list[dict[str, str]]:
+    s = run.summary
+    rows = [{"metric": "Clean accuracy", "value": pct(s.get("clean_accuracy")), "ci": "",
+             "note": "share of inputs classified correctly"}]
+    for key, name, note in (("kendall_tau", "Kendall τ", "margin consistency: input vs logit margin ranks"),
+                            ("spearman", "Spearman ρ", "rank correlation"),
+                            ("pearson", "Pearson r", "linear correlation of finite margins")):
+        obj = s.get(key)
+        if isinstance(obj, dict):
+            rows.append({"metric": name, "value": f3(obj.get("value")), "ci": ci_text(obj), "note": note})
+    er = s.get("expected_robustness")
+    if isinstance(er, dict):
+        rows.append({"metric": "Expected robustness", "value": f3(er.get("from_margins")), "ci": "",
+                     "note": f"area under robust accuracy vs ε, divided by ε_max = {eps_text(er.get('eps_max'))}"})
+    return rows
+
+
+def _per_eps(run: Run) -> list[dict[str, str]]:
+    rows = []
+    for e in run.eps:
+        ra, det = run.at("robust_accuracy", e) or {}, run.at("detection", e) or {}
+        npos, nneg = det.get("n_positive"), det.get("n_negative")
+        rows.append({"eps": eps_text(e), "upper": pct(ra.get("upper")), "lower": pct(ra.get("lower")),
+                     "flipped": pct(_flipped_share(run, e, "upper")),
+                     "auroc": f3(det.get("auroc")), "aupr": f3(det.get("aupr")),
+                     "fpr95": pct(det.get("fpr_at_95_tpr")),
+                     "npos": DASH if npos is None else str(npos), "nneg": DASH if nneg is None else str(nneg)})
+    return rows
+
+
+def _gallery(run: Run) -> list[dict[str, Any]]:
+    ex = run.examples
+    if ex is None:
+        return []
+    k = ex["x"].shape[0]
+    margin = np.asarray(ex.get("input_margin", np.full(k, np.nan)), dtype=float).reshape(-1)[:k]
+    order = np.argsort(np.where(np.isnan(margin), np.inf, margin), kind="stable")[:GALLERY_LIMIT]
+
+    def field(name: str, i: int) -> Any:
+        arr = ex.get(name)
+        return arr.reshape(-1)[i].item() if arr is not None and arr.size > i else None
+
+    items = []
+    for i in order:
+        x, x_adv = ex["x"][i], ex["x_adv"][i]
+        delta = np.asarray(x_adv, dtype=np.float64) - np.asarray(x, dtype=np.float64)
+        peak = float(np.abs(delta).max())
+        adv_class = field("adv_class", i)
+        items.append({
+            "index": field("index", i), "pred": field("pred", i),
+            "adv_class": None if adv_class is None or adv_class < 0 else adv_class,
+            "margin": f3(margin[i]), "linf": f3(peak), "amplify": f"×{0.5 / peak:.0f}" if peak > 0 else "",
+            "clean": plots.image_uri(x), "adv": plots.image_uri(x_adv),
+            "delta": plots.image_uri(delta, diverging=True),
+        })
+    return items
+
+
+def _pseudo(run: Run) -> dict[str, Any] | None:
+    pm = run.summary.get("pseudo_margin")
+    if not isinstance(pm, dict):
+        return None
+    rows = [{"what": "Kendall τ", "before": f3(pm.get("kendall_tau_before")), "after": f3(pm.get("kendall_tau_after"))}]
+    for e in run.eps:
+        before, after = lookup_eps(pm.get("auroc_before"), e), lookup_eps(pm.get("auroc_after"), e)
+        if before is not None or after is not None:
+            rows.append({"what": f"AUROC at ε = {eps_text(e)}", "before": f3(before), "after": f3(after)})
+    return {"layer": str(pm.get("layer", DASH)), "rows": rows, "scatter": plots.pseudo_margin_scatter(run)}
+
+
+def _monitor(run: Run) -> dict[str, Any] | None:
+    mon = run.summary.get("monitor")
+    if not isinstance(mon, dict):
+        return None
+    sentence = Markup("Flag an input when its logit margin is below <strong>{}</strong>. At ε = {} this catches "
+                      "<strong>{}</strong> of the non-robust inputs (target {}) and raises a false alarm on "
+                      "<strong>{}</strong> of the robust ones.").format(
+        f3(mon.get("threshold")), eps_text(mon.get("eps")), pct(mon.get("recall")), pct(mon.get("target_recall"), 0),
+        pct(mon.get("false_alarm_rate")))
+    rows = [("ε", eps_text(mon.get("eps"))), ("Logit-margin threshold", f3(mon.get("threshold"))),
+            ("Target recall", pct(mon.get("target_recall"))), ("Recall achieved", pct(mon.get("recall"))),
+            ("False-alarm rate", pct(mon.get("false_alarm_rate")))]
+    return {"sentence": sentence, "rows": rows}
+
+
+def _subset(run: Run) -> dict[str, Any] | None:
+    rows = run.summary.get("subset_estimates")
+    if not isinstance(rows, list) or not rows:
+        return None
+    rows = [r for r in rows if isinstance(r, dict)]
+    table = []
+    for r in rows:
+        est, lo, hi, true = (num(r.get(k)) for k in ("estimate", "ci_low", "ci_high", "true"))
+        covered = DASH if None in (lo, hi, true) else ("yes" if lo <= true <= hi else "no")
+        table.append({"eps": eps_text(r.get("eps")), "n": str(r.get("n", DASH)), "method": str(r.get("method", DASH)),
+                      "estimate": pct(est), "ci": DASH if lo is None or hi is None else f"{pct(lo)} – {pct(hi)}",
+                      "true": pct(true), "covered": covered})
+    return {"rows": table, "plot": plots.subset_plot(rows)}
+
+
+def _footer(run: Run) -> dict[str, Any]:
+    versions = run.summary.get("versions")
+    versions = [(str(k), str(v)) for k, v in versions.items()] if isinstance(versions, dict) else []
+    return {"command": str(run.summary.get("command", "")), "versions": versions}
+
+
+def report_context(run: Run) -> dict[str, Any]:
+    """Everything ``report.html.j2`` needs, computed from one run (figures as data URIs)."""
+    return {
+        "title": f"brittle report: {run.model}", "model": run.model, "norm": norm_text(run.norm),
+        "lead": _lead(run), "card": _card(run), "headline": _headline(run), "per_eps": _per_eps(run),
+        "has_lower": any((run.at("robust_accuracy", e) or {}).get("lower") is not None for e in run.eps),
+        "figures": {"scatter": plots.margin_scatter(run), "curves": plots.detection_curves(run),
+                    "robust": plots.robust_accuracy_plot(run), "hist": plots.margin_histograms(run)},
+        "gallery": _gallery(run), "pseudo": _pseudo(run), "monitor": _monitor(run), "subset": _subset(run),
+        "footer": _footer(run), "brittle_version": _version(),
+    }
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _write(html: str, out: Path) -> Path:
+    """Write ``html`` to ``out`` atomically (a reader never sees half a page)."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(html)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise StoreError(f"cannot write the report to {out} ({exc.strerror or exc})",
+                         "pass a writable path with --out") from None
+    return out
+
+
+def render_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Render the HTML report of one audit and return its path (default ``run_dir/report.html``).
+
+    The page is a single self-contained file: figures are embedded PNGs, styles are inline, nothing is
+    fetched over the network. Every user-supplied string is HTML-escaped.
+    """
+    run = load_run(run_dir)
+    html = _environment().get_template("report.html.j2").render(**report_context(run))
+    return _write(html, Path(out) if out is not None else run.path / "report.html")
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison
+# --------------------------------------------------------------------------------------------
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+    """Run labels for the comparison: the model name, suffixed with the directory when names repeat."""
+    names = [r.model for r in runs]
+    out = []
+    for run, name in zip(runs, names):
+        out.append(f"{name} ({run.path.name})" if names.count(name) > 1 else name)
+    if len(set(out)) < len(out):
+        out = [f"{i + 1}. {label}" for i, label in enumerate(out)]
+    return out
+
+
+def _best(values: list[float | None]) -> list[bool]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2 or max(finite) == min(finite):
+        return [False] * len(values)
+    top = max(finite)
+    return [v is not None and v == top for v in values]
+
+
+def _metric_row(name: str, values: list[float | None], fmt: Any, note: str = "",
+                extra: list[str] | None = None, best: bool = True) -> dict[str, Any]:
+    flags = _best(values) if best else [False] * len(values)
+    cells = []
+    for i, (v, flag) in enumerate(zip(values, flags)):
+        text = fmt(v)
+        if extra is not None and extra[i] and text != DASH:
+            text = f"{text} {extra[i]}"
+        cells.append({"text": text, "best": flag})
+    return {"metric": name, "note": note, "cells": cells, "numeric": True}
+
+
+def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
+    """Everything ``compare.html.j2`` needs for several runs."""
+    labels = _labels(runs)
+    s = [r.summary for r in runs]
+
+    def info(name: str, values: list[str]) -> dict[str, Any]:
+        return {"metric": name, "note": "", "cells": [{"text": v, "best": False} for v in values], "numeric": False}
+
+    def sub(obj: Any, key: str) -> float | None:
+        return num(obj.get(key)) if isinstance(obj, dict) else None
+
+    rows = [info("Data", [str(x.get("data", DASH)) for x in s]),
+            info("Norm", [norm_text(r.norm) for r in runs]),
+            info("Attack", [str(x.get("method", DASH)) for x in s]),
+            info("Inputs", [str(x.get("n", DASH)) for x in s]),
+            _metric_row("Clean accuracy", [num(x.get("clean_accuracy")) for x in s], pct),
+            _metric_row("Kendall τ", [sub(x.get("kendall_tau"), "value") for x in s], f3, "95% CI in brackets",
+                        extra=[f"[{ci_text(x.get('kendall_tau'))}]" if ci_text(x.get("kendall_tau")) != DASH else ""
+                               for x in s]),
+            _metric_row("Spearman ρ", [sub(x.get("spearman"), "value") for x in s], f3),
+            _metric_row("Expected robustness", [sub(x.get("expected_robustness"), "from_margins") for x in s], f3,
+                        extra=[f"(ε ≤ {eps_text(sub(x.get('expected_robustness'), 'eps_max'))})" for x in s])]
+    all_eps = sorted({e for r in runs for e in r.eps})
+    for e in all_eps:
+        ups = [num((r.at("robust_accuracy", e) or {}).get("upper")) for r in runs]
+        los = [num((r.at("robust_accuracy", e) or {}).get("lower")) for r in runs]
+        rows.append(_metric_row(f"Robust accuracy, ε = {eps_text(e)}", ups, pct, "attack upper bound (certified lower)",
+                                extra=[f"({pct(lo)})" if lo is not None else "" for lo in los]))
+    for e in all_eps:
+        rows.append(_metric_row(f"AUROC, ε = {eps_text(e)}",
+                                [num((r.at("detection", e) or {}).get("auroc")) for r in runs], f3,
+                                "logit margin detecting non-robust inputs"))
+    warnings = []
+    if len({r.norm for r in runs}) > 1:
+        warnings.append("The runs use different norms: their ε values and robust accuracies are not comparable.")
+    if len({str(x.get("data")) for x in s}) > 1:
+        warnings.append("The runs audit different data: differences mix model and data effects.")
+    return {
+        "title": "brittle comparison: " + ", ".join(labels), "labels": labels,
+        "colors": [plots.RUN_COLORS[i % len(plots.RUN_COLORS)] for i in range(len(runs))],
+        "rows": rows, "warnings": warnings,
+        "figures": {"robust": plots.compare_robust(runs, labels), "tau": plots.compare_tau(runs, labels)},
+        "thumbs": [{"label": label, "uri": plots.scatter_thumbnail(run, label), "dir": str(run.path)}
+                   for run, label in zip(runs, labels)],
+        "commands": [{"label": label, "command": str(run.summary.get("command", "")),
+                      "versions": ", ".join(f"{k} {v}" for k, v in (run.summary.get("versions") or {}).items())}
+                     for run, label in zip(runs, labels)],
+        "brittle_version": _version(),
+    }
+
+
+def render_comparison(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Render one self-contained HTML page comparing several audits side by side; returns ``out``."""
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    if len(run_dirs) < 1:
+        raise InputError("no run directories to compare", "pass one or more audit --out directories")
+    runs = [load_run(d) for d in run_dirs]
+    html = _environment().get_template("compare.html.j2").render(**comparison_context(runs))
+    return _write(html, Path(out))

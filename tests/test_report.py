@@ -1,0 +1,389 @@
+"""HTML reports: a synthetic but coherent run directory is rendered, parsed, and (when Chromium is installed)
+opened headless, screenshotted and checked for console errors through the DevTools protocol."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+from brittle.errors import StoreError
+from brittle.report import render_comparison, render_report
+
+EVIL = "<script>alert(1)</script>"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+# --------------------------------------------------------------------------------------------
+# A coherent synthetic run directory, written per the run-directory contract
+# --------------------------------------------------------------------------------------------
+
+def _corr(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> dict[str, float]:
+    fn = {"kendall": lambda u, v: stats.kendalltau(u, v)[0], "spearman": lambda u, v: stats.spearmanr(u, v)[0],
+          "pearson": lambda u, v: stats.pearsonr(u, v)[0]}[kind]
+    if kind == "pearson":
+        keep = np.isfinite(a)
+        a, b = a[keep], b[keep]
+    a = np.where(np.isinf(a), 1e9, a)
+    boots = [fn(a[i], b[i]) for i in (rng.integers(0, a.size, a.size) for _ in range(30))]
+    return {"value": float(fn(a, b)), "ci_low": float(np.quantile(boots, 0.025)),
+            "ci_high": float(np.quantile(boots, 0.975))}
+
+
+def make_run(directory: Path, *, model: str = "synthetic-cnn", n: int = 300, seed: int = 0, strength: float = 1.0,
+             images: np.ndarray | None = None, labelled: bool = True, extras: bool = True) -> Path:
+    """Write summary.json, samples.parquet, curves.json and examples.npz that agree with one another.
+
+    The input margin grows with the logit margin (with noise); ``strength`` scales the robustness; margins above
+    the attack budget are censored to ``inf``; certified lower bounds are a fraction of the input margin.
+    """
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    eps = [0.05, 0.1, 0.2]
+    budget = 0.3
+    logit = rng.lognormal(1.0, 0.8, n)
+    input_margin = 0.025 * strength * logit ** 0.9 * rng.lognormal(0.0, 0.35, n)
+    upper = np.where(input_margin > budget, np.inf, input_margin)
+    lower = np.where(rng.random(n) < 0.7, input_margin * rng.uniform(0.2, 0.8, n), 0.0)
+    label = rng.integers(0, 10, n)
+    correct = rng.random(n) < 1 / (1 + np.exp(-(logit - 0.4)))
+    pred = np.where(correct, label, (label + 1 + rng.integers(0, 9, n)) % 10)
+    runner_up = (pred + 1 + rng.integers(0, 9, n)) % 10
+    adv_class = np.where(np.isinf(upper), -1, runner_up)
+    frame = {"index": np.arange(n), "label": label.astype(float) if labelled else np.full(n, np.nan), "pred": pred,
+             "correct": correct, "logit_margin": logit, "runner_up": runner_up, "input_margin_upper": upper,
+             "input_margin_lower": lower, "adv_class": adv_class}
+    if extras:
+        frame["pseudo_margin"] = logit ** 0.95 * rng.lognormal(0, 0.15, n)
+    if not labelled:
+        del frame["label"]
+    pd.DataFrame(frame).to_parquet(directory / "samples.parquet")
+
+    detection, curves, robust = {}, {}, {}
+    for e in eps:
+        positive = upper <= e
+        key = f"{e:g}"
+        robust[key] = {"upper": float(np.mean(correct & (upper > e))), "lower": float(np.mean(correct & (lower > e)))}
+        if 0 < positive.sum() < n:
+            fpr, tpr, _ = roc_curve(positive, -logit)
+            precision, recall, _ = precision_recall_curve(positive, -logit)
+            detection[key] = {"auroc": float(roc_auc_score(positive, -logit)),
+                              "aupr": float(average_precision_score(positive, -logit)),
+                              "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95)]),
+                              "n_positive": int(positive.sum()), "n_negative": int((~positive).sum())}
+            curves[key] = {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+                           "pr": {"precision": precision.tolist(), "recall": recall.tolist()}}
+        else:
+            detection[key] = {"auroc": None, "aupr": None, "fpr_at_95_tpr": None,
+                              "n_positive": int(positive.sum()), "n_negative": int((~positive).sum())}
+    grid = np.linspace(0, max(eps), 201)
+    expected = float(np.mean([np.mean(correct & (upper > g)) for g in grid]))
+    summary = {
+        "model": model, "data": "synthetic digits (test split)", "norm": "linf", "eps": eps, "n": n,
+        "clean_accuracy": float(correct.mean()), "robust_accuracy": robust,
+        "kendall_tau": _corr(upper, logit, "kendall", rng), "spearman": _corr(upper, logit, "spearman", rng),
+        "pearson": _corr(upper, logit, "pearson", rng), "detection": detection,
+        "expected_robustness": {"eps_max": max(eps), "from_margins": expected},
+        "method": "pgd-linf (binary search, 20 steps)", "seconds": 754.3, "seed": seed, "device": "cpu",
+        "versions": {"brittle": "0.1.0", "torch": "2.13.0", "python": "3.11.2"},
+        "command": f"brittle audit -m '{model}' -d digits --norm linf --eps 0.05,0.1,0.2 --out runs/x",
+    }
+    if extras:
+        summary["pseudo_margin"] = {"layer": "features.4", "kendall_tau_before": summary["kendall_tau"]["value"],
+                                    "kendall_tau_after": summary["kendall_tau"]["value"] + 0.06,
+                                    "auroc_before": {k: v["auroc"] for k, v in detection.items()},
+                                    "auroc_after": {k: (v["auroc"] or 0.5) + 0.02 for k, v in detection.items()}}
+        threshold = float(np.quantile(logit[upper <= 0.1], 0.95))
+        flagged = logit <= threshold
+        summary["monitor"] = {"eps": 0.1, "threshold": threshold, "target_recall": 0.95,
+                              "recall": float(flagged[upper <= 0.1].mean()),
+                              "false_alarm_rate": float(flagged[upper > 0.1].mean())}
+        summary["subset_estimates"] = [
+            {"eps": e, "n": 100, "method": method, "estimate": robust[f"{e:g}"]["upper"] + shift,
+             "ci_low": robust[f"{e:g}"]["upper"] + shift - 0.06, "ci_high": robust[f"{e:g}"]["upper"] + shift + 0.06,
+             "true": robust[f"{e:g}"]["upper"]}
+            for e in (0.05, 0.1) for method, shift in (("logit-margin regression", 0.01), ("plain subset", -0.03))]
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2))
+    (directory / "curves.json").write_text(json.dumps(curves))
+
+    if images is None:  # smooth random blobs, 1×28×28
+        yy, xx = np.mgrid[0:28, 0:28] / 27.0
+        k = 8
+        centers = rng.uniform(0.3, 0.7, (k, 2))
+        images = np.exp(-((xx - centers[:, :1, None]) ** 2 + (yy - centers[:, 1:, None]) ** 2) / 0.03)[:, None]
+    k = images.shape[0]
+    chosen = np.argsort(upper)[:k]
+    x = images.astype(np.float32)
+    x_adv = np.clip(x + upper[chosen, None, None, None] * np.sign(rng.standard_normal(x.shape)), 0, 1).astype(np.float32)
+    np.savez(directory / "examples.npz", index=chosen, x=x, x_adv=x_adv, pred=pred[chosen],
+             adv_class=adv_class[chosen], input_margin=upper[chosen])
+    return directory
+
+
+# --------------------------------------------------------------------------------------------
+# HTML checks
+# --------------------------------------------------------------------------------------------
+
+class _Page(HTMLParser):
+    """Collects ids, image sources, every URL-bearing attribute, and the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.images: list[str] = []
+        self.urls: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name == "id" and value:
+                self.ids.add(value)
+            if name in ("src", "href", "srcset", "action", "poster", "data") and value:
+                self.urls.append(value)
+                if tag == "img" and name == "src":
+                    self.images.append(value)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(path: Path) -> tuple[str, _Page]:
+    html = path.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(html)
+    return html, page
+
+
+def _assert_self_contained(html: str, page: _Page) -> None:
+    for url in page.urls:
+        assert url.startswith(("data:", "#")), f"external reference {url[:80]!r}"
+    assert not re.search(r"url\(\s*['\"]?(?!data:)", html), "CSS url() to something other than data:"
+    assert "@import" not in html
+    assert "script" not in page.tags and "link" not in page.tags
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "run", model=f"resnet {EVIL} & co")
+
+
+def test_report_sections_images_and_escaping(run_dir: Path) -> None:
+    out = render_report(run_dir)
+    assert out == run_dir / "report.html"
+    html, page = _parse(out)
+    for section in ("overview", "card", "summary", "scatter", "detection", "robust", "histograms", "gallery",
+                    "pseudo", "monitor", "subset", "reproduce"):
+        assert section in page.ids, f"section {section} missing"
+    # figures: scatter, ROC/PR, robust accuracy, histograms, pseudo scatter, subset plot + 3 images per example
+    assert len(page.images) == 6 + 3 * 8
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    _assert_self_contained(html, page)
+    assert "<script>alert" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    text = " ".join(page.text)
+    assert f"resnet {EVIL} & co" in text  # the parser unescapes: the name is shown as the user wrote it
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"{100 * summary['clean_accuracy']:.1f}%" in text
+    assert f"{summary['kendall_tau']['value']:.3f}" in text
+    assert "can be flipped by an L∞ perturbation ≤ 0.1" in text
+    assert f"AUROC {summary['detection']['0.1']['auroc']:.3f}" in text
+    assert "drawn at top edge" not in text  # legend text lives inside the PNG, not the HTML
+    assert summary["command"] in text and "torch" in text
+
+
+def test_report_minimal_run_without_optional_parts(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "bare", labelled=False, extras=False)
+    (run / "examples.npz").unlink()
+    summary = json.loads((run / "summary.json").read_text())
+    summary["clean_accuracy"] = None
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = render_report(run, tmp_path / "elsewhere" / "page.html")
+    html, page = _parse(out)
+    assert out.is_file() and not (run / "report.html").exists()
+    assert {"scatter", "detection", "histograms"} <= page.ids
+    assert not {"gallery", "pseudo", "monitor", "subset"} & page.ids
+    assert "unlabelled" in html
+    _assert_self_contained(html, page)
+
+
+def test_report_refuses_a_directory_without_summary(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="summary.json"):
+        render_report(tmp_path / "empty")
+
+
+def test_comparison(tmp_path: Path) -> None:
+    runs = [make_run(tmp_path / "a", model="standard", seed=1, extras=False),
+            make_run(tmp_path / "b", model=f"madry {EVIL}", seed=2, strength=2.5, extras=False),
+            make_run(tmp_path / "c", model="standard", seed=3, strength=1.5, extras=False)]
+    out = render_comparison(runs, tmp_path / "cmp" / "compare.html")
+    html, page = _parse(out)
+    assert {"metrics", "robust", "tau", "scatters", "reproduce"} <= page.ids
+    assert len(page.images) == 2 + 3  # overlaid curves, τ dot plot, three scatter thumbnails
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    _assert_self_contained(html, page)
+    assert "<script>alert" not in html.lower()
+    text = " ".join(page.text)
+    assert "standard (a)" in text and "standard (c)" in text  # repeated model names are told apart
+    assert "Kendall τ" in text and "Robust accuracy, ε = 0.1" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Headless Chromium: screenshot + console errors, driven over the DevTools protocol (pipe transport)
+# --------------------------------------------------------------------------------------------
+
+class _DevTools:
+    """Minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
+
+    def __init__(self, profile: Path) -> None:
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",
+                "--remote-debugging-pipe", "about:blank"]
+
+        def fds() -> None:  # runs in the child: put the pipe ends on fds 3 and 4 (dup2 makes them inheritable;
+            os.dup2(to_chrome_r, 3)  # every other descriptor of ours is non-inheritable, so exec closes it)
+            os.dup2(from_chrome_w, 4)
+
+        self.proc = subprocess.Popen(args, close_fds=False, preexec_fn=fds,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def _read_message(self, deadline: float) -> dict:
+        import select
+
+        while b"\0" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._from_chrome], [], [], remaining)[0]:
+                raise TimeoutError("Chromium did not answer over the DevTools pipe")
+            chunk = os.read(self._from_chrome, 1 << 20)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, session: str | None = None, timeout: float = 20, **params) -> dict:
+        self._next_id += 1
+        payload = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            payload["sessionId"] = session
+        os.write(self._to_chrome, json.dumps(payload).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._read_message(deadline)
+            if message.get("id") == self._next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, method: str, timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while True:
+            message = self._read_message(deadline)
+            self.events.append(message)
+            if message.get("method") == method:
+                return message
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=5)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_chrome)
+        os.close(self._from_chrome)
+
+
+def open_in_chromium(html_path: Path, profile: Path, width: int = 1280, height: int = 4000) -> tuple[bytes, list[str]]:
+    """Load ``html_path`` in headless Chromium; return a PNG screenshot and every console / page error."""
+    tools = _DevTools(profile)
+    try:
+        target = tools.call("Target.createTarget", url="about:blank")["targetId"]
+        session = tools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
+            tools.call(domain, session=session)
+        tools.call("Emulation.setDeviceMetricsOverride", session=session, width=width, height=height,
+                   deviceScaleFactor=1, mobile=False)
+        tools.events.clear()
+        tools.call("Page.navigate", session=session, url=html_path.resolve().as_uri())
+        tools.wait_for("Page.loadEventFired")
+        tools.call("Runtime.evaluate", session=session, expression="document.title")  # flush pending console events
+        shot = tools.call("Page.captureScreenshot", session=session, format="png")
+        errors = []
+        for event in tools.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                errors.append(f"{details.get('text', 'exception')} {details.get('exception', {}).get('description', '')}")
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
+                errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in ("error", "warning"):
+                errors.append(params["entry"].get("text", ""))
+        return base64.b64decode(shot["data"]), errors
+    finally:
+        tools.close()
+
+
+@pytest.fixture
+def chromium() -> str:
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed: `apt-get install chromium chromium-driver` "
+                    "(CI's .ci/run installs them) to run the headless report test")
+    return CHROMIUM
+
+
+def test_report_in_headless_chromium(run_dir: Path, tmp_path: Path, chromium: str) -> None:
+    from PIL import Image
+
+    # The error collection itself works: a page that throws and logs an error is caught.
+    canary = tmp_path / "canary.html"
+    canary.write_text("<!DOCTYPE html><html><body><p>x</p><script>console.error('canary-log');"
+                      "undefinedFunction();</script></body></html>")
+    _, canary_errors = open_in_chromium(canary, tmp_path / "profile-canary", height=300)
+    assert any("undefinedFunction" in e for e in canary_errors), canary_errors
+    assert any("canary-log" in e for e in canary_errors), canary_errors
+
+    out = render_report(run_dir)
+    png, errors = open_in_chromium(out, tmp_path / "profile")
+    assert errors == [], errors
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    assert image.shape == (4000, 1280)
+    assert image.std() > 20, "screenshot is (nearly) blank"
+    assert (image < 128).mean() > 0.01  # there is dark ink (text, plots) on the page
+    # the embedded figures were decoded and painted: the top 4000 px hold several non-white, non-text blocks
+    rows_with_ink = (image < 200).mean(axis=1)
+    assert (rows_with_ink > 0.05).sum() > 400
