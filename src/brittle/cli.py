@@ -67,7 +67,7 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def parse_floats(text: str, what: str = "eps") -> list[float]:
+def parse_floats(text: str, what: str = "eps", positive: bool = True) -> list[float]:
     """``"0.1,0.2"`` → ``[0.1, 0.2]`` with a clear error for anything else."""
     from .errors import InputError
 
@@ -77,7 +77,7 @@ def parse_floats(text: str, what: str = "eps") -> list[float]:
             value = float(part)
         except ValueError:
             raise InputError(f"--{what} value {part!r} is not a number", f"pass numbers like --{what} 0.1,0.2") from None
-        if not value > 0 or value == float("inf"):
+        if positive and (not value > 0 or value == float("inf")):
             raise InputError(f"--{what} values must be finite and > 0, got {part}", f"pass e.g. --{what} 0.1,0.2,0.3")
         values.append(value)
     return values
@@ -146,22 +146,139 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             seed: int = typer.Option(0, help="Random seed."),
             overwrite: bool = typer.Option(False, help="Replace a different run in --out.")) -> None:
     """Input margins ([lower, upper] per sample) and logit margins; writes DIR/margins.parquet."""
-    from .run import margins_run
+    import numpy as np
 
+    from .runner import compute_margins, run_config
+    from .store import RunStore
+
+    net, dataset = _load_inputs(model, data, weights, data_root, limit, None, device)
     t0 = time.perf_counter()
-    result = margins_run(model=model, data=data, out=out, norm=norm, method=method, lower=lower, weights=weights,
-                         data_root=data_root, limit=limit, batch_size=batch_size, device=device, seed=seed,
-                         overwrite=overwrite, progress=not State.quiet)
-    summary = result["summary"]
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    config = run_config(net, dataset, job="margins", norm=norm, method=method, lower=lower, batch_size=batch_size,
+                        seed=seed, method_options={})
+    with RunStore(out, config, overwrite=overwrite) as store:
+        result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
+                                 device=device, seed=seed, store=store, progress=not State.quiet)
+    result.table.to_parquet(out / "margins.parquet", index=False)
+    upper = result.table["input_margin_upper"].to_numpy(float)
+    lower_b = result.table["input_margin_lower"].to_numpy(float)
+    ok = np.isfinite(upper) & (lower_b > 0)
+    summary = {"n": len(upper), "norm": norm, "method": method,
+               "median_input_margin": float(np.median(upper)),
+               "share_censored": float(np.mean(~np.isfinite(upper))),
+               "median_bracket_gap": float(np.median(upper[ok] / lower_b[ok])) if ok.any() else None,
+               "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
+               "seconds": round(time.perf_counter() - t0, 2)}
     table = Table(title=f"input margins ({norm}) — {out}")
     table.add_column("metric")
-    table.add_column("value")
+    table.add_column("value", justify="right")
     for key, value in summary.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(key, "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
     emit(summary, table)
-    if not State.quiet and not State.as_json:
+    if not State.quiet:
         console.print(f"per-sample results: {out / 'margins.parquet'}")
+
+
+# --------------------------------------------------------------------------------------------
+# audit, report, compare, demo
+# --------------------------------------------------------------------------------------------
+
+def _load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optional[Path], limit: Optional[int],
+                 domain: Optional[str], device: str):
+    from .data import DEFAULT_DOMAIN, load_data
+    from .models import load_model
+
+    dom = tuple(parse_floats(domain, "domain", positive=False)) if domain else DEFAULT_DOMAIN
+    if len(dom) != 2:
+        from .errors import InputError
+        raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")
+    dataset = load_data(data, data_root, domain=dom, limit=limit)
+    return load_model(model, weights, device=device), dataset
+
+
+def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
+    """The end-of-run summary as a rich table."""
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    table = Table(title=title)
+    for col in ("ε", "robust acc (attack, upper)", "robust acc (certified, lower)", "AUROC", "AUPR", "FPR@95"):
+        table.add_column(col, justify="right")
+    for e in summary.get("eps", []):
+        ra = summary.get("robust_accuracy", {}).get(str(e), {})
+        det = summary.get("detection", {}).get(str(e), {})
+        table.add_row(f"{e:g}", pct(ra.get("upper")), pct(ra.get("lower")), num(det.get("auroc")),
+                      num(det.get("aupr")), num(det.get("fpr_at_95_tpr")))
+    tau = summary.get("kendall_tau") or {}
+    table.caption = (f"clean accuracy {pct(summary.get('clean_accuracy'))} · Kendall τ {num(tau.get('value'))} "
+                     f"[{num(tau.get('ci_low'))}, {num(tau.get('ci_high'))}] · expected robustness "
+                     f"{pct((summary.get('expected_robustness') or {}).get('from_margins'))} · "
+                     f"{summary.get('n')} samples in {summary.get('seconds', 0):.1f}s")
+    return table
+
+
+@app.command()
+def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
+          data: str = typer.Option("mnist", "--data", "-d", help="mnist, fashion-mnist, digits, a .npz or idx folder."),
+          out: Path = typer.Option(..., "--out", "-o", help="Output directory (resumable run)."),
+          norm: str = typer.Option("linf", help="linf or l2."),
+          eps: Optional[str] = typer.Option(None, help="Comma-separated budgets (default: MNIST's standard three)."),
+          method: str = typer.Option("brittle", help="Input-margin method (see `brittle margins --help`)."),
+          lower: Optional[str] = typer.Option(None, help="Certified lower bounds: crown or ibp (ReLU nets)."),
+          weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
+          data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+          domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
+          limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
+          batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
+          device: str = typer.Option("auto", help="auto, cpu or cuda."),
+          seed: int = typer.Option(0, help="Random seed."),
+          overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+          report: bool = typer.Option(True, help="Write DIR/report.html.")) -> None:
+    """Audit a model: margins, margin consistency, detection, robust accuracy; writes DIR/summary.json,
+    DIR/samples.parquet and DIR/report.html."""
+    from .audit import audit as run_audit
+
+    net, dataset = _load_inputs(model, data, weights, data_root, limit, domain, device)
+    result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
+                       batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
+                       progress=not State.quiet, model_name=model, command=_command_line())
+    if report:
+        result.report()
+    emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
+    if not State.quiet:
+        console.print(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else ""))
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by `brittle audit`."),
+               out: Optional[Path] = typer.Option(None, help="Where to write the HTML (default DIR/report.html).")) -> None:
+    """(Re-)render the HTML report of an audit run."""
+    from .report import render_report
+
+    path = render_report(run_dir, out)
+    emit({"report": str(path)})
+    if not State.quiet:
+        console.print(f"report: {path}")
+
+
+@app.command()
+def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more audit run directories."),
+            out: Path = typer.Option(Path("comparison.html"), help="Output HTML file.")) -> None:
+    """One HTML report comparing several audit runs side by side."""
+    from .report import render_comparison
+
+    path = render_comparison(run_dirs, out)
+    emit({"report": str(path)})
+    if not State.quiet:
+        console.print(f"comparison report: {path}")
+
+
+def _command_line() -> str:
+    import shlex
+
+    return "brittle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 # --------------------------------------------------------------------------------------------

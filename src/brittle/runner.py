@@ -1,0 +1,120 @@
+"""Batched, resumable computation of per-sample margins into a run store.
+
+This is the expensive step of every audit: logit margins and input-margin brackets, batch by batch, each
+batch committed to the run store as it completes so that an interrupted run resumes where it stopped.
+The result of a resumed run equals that of an uninterrupted one (each batch has its own seed).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .attacks.base import check_norm
+from .data import Data
+from .errors import InputError
+from .logit_margin import margins_from_logits
+from .models import model_fingerprint, prepare_model, resolve_device
+from .store import RunStore, run_batched
+
+JOB = "margins"
+
+
+@dataclass
+class MarginTable:
+    """Per-sample margins of a dataset: the table plus the adversarial inputs found (clean x where none)."""
+
+    table: pd.DataFrame
+    x_adv: np.ndarray
+    forward_passes: int
+    backward_passes: int
+    seconds: float
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every summary."""
+    import numpy
+    import scipy
+    import sklearn
+
+    return {"brittle": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def run_config(model: nn.Module, data: Data, **settings: Any) -> dict[str, Any]:
+    """What identifies a run: model weights, data and every setting that changes the numbers."""
+    return {"model_fingerprint": model_fingerprint(model), "data_fingerprint": data.fingerprint(),
+            "domain": list(data.domain), "brittle": __version__, **settings}
+
+
+def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method: str = "brittle",
+                    lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
+                    seed: int = 0, store: RunStore | None = None, progress: bool = False,
+                    method_options: dict[str, Any] | None = None) -> MarginTable:
+    """Logit margins and input-margin brackets of every sample of ``data``, batch by batch.
+
+    With ``store``, each finished batch is committed and batches already there are not recomputed.
+    """
+    from .input_margin import input_margins
+
+    norm = check_norm(norm)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
+    dev = resolve_device(device)
+    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
+    options = dict(method_options or {})
+    n_batches = -(-len(data) // batch_size)
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        part = data.subset(slice(start, stop))
+        with torch.inference_mode():
+            logits = model(part.x.to(dev)).float()
+        margin, pred, runner = margins_from_logits(logits)
+        result = input_margins(model, part, norm=norm, method=method, lower=lower, batch_size=stop - start,
+                               device=dev, seed=seed * 100_003 + start // batch_size, **options)
+        if not np.array_equal(result.pred, pred.cpu().numpy()):
+            raise RuntimeError("the model's predictions changed between two identical forward passes "
+                               "(non-deterministic model?)")
+        return {"logit_margin": margin.cpu().numpy(), "pred": pred.cpu().numpy(),
+                "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper,
+                "input_margin_lower": result.lower, "adv_class": result.adv_class,
+                "x_adv": result.x_adv.astype(np.float32),
+                "cost": np.array([result.forward_passes, result.backward_passes]),
+                "seconds": np.array([result.seconds])}
+
+    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({norm}, {method})", disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+    resumed = {"n": 0}
+
+    def on_batch(samples: int, recomputed: bool) -> None:
+        if not recomputed:
+            resumed["n"] += samples
+        bar.update(samples)
+
+    try:
+        arrays = run_batched(store, JOB, len(data), batch_size, compute, on_batch)
+    finally:
+        bar.close()
+    if progress and resumed["n"]:
+        print(f"resumed: {resumed['n']} samples were already computed in {store.directory}", file=sys.stderr)
+    cost = arrays.pop("cost").reshape(n_batches, 2).sum(0)
+    seconds = float(arrays.pop("seconds").sum())
+    x_adv = arrays.pop("x_adv")
+    table = pd.DataFrame({"index": np.arange(len(data))})
+    if data.y is not None:
+        table["label"] = data.y.numpy()
+        table["correct"] = arrays["pred"] == table["label"].to_numpy()
+    for key, value in arrays.items():
+        table[key] = value
+    return MarginTable(table, x_adv, int(cost[0]), int(cost[1]), seconds)
+
