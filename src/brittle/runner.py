@@ -57,6 +57,18 @@ def run_config(model: nn.Module, data: Data, **settings: Any) -> dict[str, Any]:
             "domain": list(data.domain), "brittle": __version__, **settings}
 
 
+def check_labels_fit(model: nn.Module, data: Data, device: torch.device) -> None:
+    """Refuse labels that name classes the model does not have."""
+    if data.y is None:
+        return
+    with torch.inference_mode():
+        classes = model(data.x[:1].to(device)).shape[1]
+    top = int(data.y.max())
+    if top >= classes:
+        raise InputError(f"labels go up to {top} but the model has {classes} outputs (classes 0..{classes - 1})",
+                         "map the labels to the model's class indices, or use the model trained for this data")
+
+
 def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method: str = "brittle",
                     lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
                     seed: int = 0, store: RunStore | None = None, progress: bool = False,
@@ -72,6 +84,7 @@ def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
     dev = resolve_device(device)
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
+    check_labels_fit(model, data, dev)
     options = dict(method_options or {})
     n_batches = -(-len(data) // batch_size)
 
