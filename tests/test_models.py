@@ -226,3 +226,13 @@ def test_logit_margins_match_a_hand_computation():
     # logits: [.9,.1,.5] -> 0.4 (0 vs 2); [.2,.6,.4] -> 0.2 (1 vs 2); [.5,.5,.5] -> 0 (tie)
     assert lm.margin.tolist() == pytest.approx([0.4, 0.2, 0.0], abs=1e-6)
     assert lm.pred[:2].tolist() == [0, 1] and lm.runner_up[:2].tolist() == [2, 2]
+
+
+def test_torch_export_archive(tmp_path):
+    net, x = _net().eval(), torch.rand(3, 6)
+    torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "m.pt2"))
+    loaded = load_model(str(tmp_path / "m.pt2"), device="cpu")
+    assert torch.allclose(loaded(x), net(x))
+    (tmp_path / "bad.pt2").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="not a loadable torch.export archive"):
+        load_model(str(tmp_path / "bad.pt2"), device="cpu")

@@ -67,19 +67,17 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def parse_floats(text: str, what: str = "eps", positive: bool = True) -> list[float]:
-    """``"0.1,0.2"`` → ``[0.1, 0.2]`` with a clear error for anything else."""
+def parse_floats(text: str, what: str = "eps") -> list[float]:
+    """``"0.1,0.2"`` → ``[0.1, 0.2]``; a clear error for anything that is not a number (ranges are checked
+    by the API, e.g. ε > 0)."""
     from .errors import InputError
 
     values = []
     for part in text.split(","):
         try:
-            value = float(part)
+            values.append(float(part))
         except ValueError:
             raise InputError(f"--{what} value {part!r} is not a number", f"pass numbers like --{what} 0.1,0.2") from None
-        if positive and (not value > 0 or value == float("inf")):
-            raise InputError(f"--{what} values must be finite and > 0, got {part}", f"pass e.g. --{what} 0.1,0.2,0.3")
-        values.append(value)
     return values
 
 
@@ -187,7 +185,7 @@ def _load_inputs(model: str, data: str, weights: Optional[Path], data_root: Opti
     from .data import DEFAULT_DOMAIN, load_data
     from .models import load_model
 
-    dom = tuple(parse_floats(domain, "domain", positive=False)) if domain else DEFAULT_DOMAIN
+    dom = tuple(parse_floats(domain, "domain")) if domain else DEFAULT_DOMAIN
     if len(dom) != 2:
         from .errors import InputError
         raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")

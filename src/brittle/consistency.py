@@ -396,8 +396,10 @@ class DetectionMetrics:
 def fpr_at_tpr(positive: np.ndarray, score: np.ndarray, target_tpr: float = 0.95) -> tuple[float, float, float]:
     """``(fpr, tpr, threshold)`` at the first ROC point with TPR >= ``target_tpr``, flagging ``score <= threshold``.
 
-    Equals the reference's ``get_FPR_at_TPR`` (sklearn ``det_curve`` on ``-score``): the smallest FPR among the
-    operating points whose TPR reaches the target; the threshold is returned in score units.
+    The smallest FPR among the operating points whose TPR reaches the target (the standard FPR@95%TPR); the
+    threshold is returned in score units. The reference's ``get_FPR_at_TPR`` (det_curve + ``np.argmin``) breaks
+    ties between points of equal TPR towards the *largest* FPR, so it can report a higher FPR when negatives
+    lie between two consecutive positives; brittle reports the lowest.
     """
     fpr, tpr, thr = roc_curve(positive, -score, drop_intermediate=False)
     i = int(np.argmax(tpr >= target_tpr - 1e-12))

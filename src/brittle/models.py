@@ -198,7 +198,28 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
     return model
 
 
+class _Exported(nn.Module):
+    """Holds a module from a ``torch.export`` archive, whose graph is fixed (train/eval does not apply)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> "_Exported":
+        self.training = mode  # the exported graph was captured in one mode; nothing to switch
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
 def _load_torchscript(path: Path) -> nn.Module:
+    if path.suffix == ".pt2":  # torch.export archive (the successor of TorchScript)
+        try:
+            return _Exported(torch.export.load(str(path)).module())
+        except Exception as exc:  # noqa: BLE001 - torch.export raises many types on bad archives
+            raise ModelError(f"{path} is not a loadable torch.export archive ({str(exc).splitlines()[0][:120]})",
+                             "re-export it with torch.export.save(torch.export.export(model, (x,)), path)") from None
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
@@ -210,7 +231,8 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
                device: str | torch.device | None = "auto", **factory_kwargs: Any) -> nn.Module:
     """Load a model named by a string, as the CLI does, in eval mode on ``device``.
 
-    ``spec`` is one of: a zoo name (``brittle zoo list``; also ``zoo:NAME``); a TorchScript file;
+    ``spec`` is one of: a zoo name (``brittle zoo list``; also ``zoo:NAME``); a TorchScript file or a
+    ``torch.export`` archive (``.pt2``);
     ``module:factory`` with ``weights`` a state-dict checkpoint; ``torchvision:NAME``, ``timm:NAME``
     or ``robustbench:MODEL_ID[:dataset[:threat]]`` (optional extras, download where network is allowed).
     """

@@ -77,14 +77,14 @@ def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method:
 
     With ``store``, each finished batch is committed and batches already there are not recomputed.
     """
-    from .input_margin import input_margins
-
     norm = check_norm(norm)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
     dev = resolve_device(device)
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     check_labels_fit(model, data, dev)
+    from .input_margin import input_margins
+
     options = dict(method_options or {})
     n_batches = -(-len(data) // batch_size)
 

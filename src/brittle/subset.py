@@ -8,7 +8,8 @@ attacks ``n`` points and extrapolates with the logit margin, by one of three met
     draw ``n`` points uniformly from all ``N``; label them non-robust when ``input_margin <= ε``; for each
     target recall α in (0.80, 0.825, ..., 0.95, 0.99) take the logit-margin threshold λ_α = the smallest
     logit margin at which the recall of the subset's non-robust points reaches α (``det_curve`` on
-    ``-logit_margin``, as their ``get_FPR_at_TPR``), and keep the λ_α whose implied subset robust accuracy
+    ``-logit_margin``, as their ``get_FPR_at_TPR``, with its tie-breaking; see `paper_threshold`),
+    and keep the λ_α whose implied subset robust accuracy
     ``mean(correct & logit_margin > λ_α)`` is closest to the subset's measured robust accuracy (first α on a tie;
     a fixed ``alpha`` skips the search). Predict non-robust ⇔ ``logit_margin <= λ`` on all ``N`` points.
     brittle adds a bootstrap CI (resampling the subset, repeating the whole procedure); the paper gives none,
@@ -123,18 +124,30 @@ def paper_threshold(logit_margin: np.ndarray, nonrobust: np.ndarray, correct: np
                     alpha: float | None = None) -> float:
     """The paper's logit-margin threshold λ on an attacked subset (non-robust ⇔ logit margin <= λ).
 
-    λ_α is the smallest subset logit margin at which the recall of the subset's non-robust points reaches α
-    (``-inf`` when the subset has no non-robust point). With ``alpha`` None, α is searched over `PAPER_ALPHAS`
+    Exactly the reference's ``get_FPR_at_TPR(y, -logit_margin, α)`` threshold: among the operating points
+    ``flag lm <= v`` (v a subset logit margin) that ``sklearn.metrics.det_curve`` keeps — it drops those past
+    full recall and all but the last of those with as few false alarms as the very first — take the ones whose
+    recall is the smallest recall >= α, and of these the *largest* v (``np.argmin`` returns the first of equal
+    values in det_curve's order). λ_α is therefore the smallest subset logit margin reaching recall α, moved up
+    to just below the next non-robust point's logit margin. ``-inf`` when the subset has no non-robust point. With ``alpha`` None, α is searched over `PAPER_ALPHAS`
     so that ``mean(correct & logit_margin > λ_α)`` on the subset is closest to the subset's robust accuracy
     ``mean(correct & ~nonrobust)`` (first α on a tie).
     """
     pos = np.sort(logit_margin[nonrobust])
     if len(pos) == 0:
         return -math.inf
+    neg = np.sort(logit_margin[~nonrobust])
+    vals = np.unique(logit_margin)  # the operating points: flag lm <= v
+    tp = np.searchsorted(pos, vals, side="right")
+    fp = np.searchsorted(neg, vals, side="right")
+    tpr = 1 - (len(pos) - tp) / len(pos)  # as det_curve computes it (1 - fnr)
+    first = int(np.flatnonzero(fp == fp[0])[-1])
+    kept = (np.arange(len(vals)) >= first) & (vals <= pos[-1])
 
     def lam(a: float) -> float:
-        k = max(1, math.ceil(a * len(pos) - 1e-9))
-        return float(pos[k - 1])
+        reach = kept & (tpr >= a)
+        lowest = tpr[reach].min()
+        return float(vals[reach & (tpr == lowest)].max())
 
     if alpha is not None:
         return lam(alpha)

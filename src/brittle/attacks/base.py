@@ -55,6 +55,7 @@ class CountingModel(nn.Module):
         super().__init__()
         self.model = model
         self.cost = cost if cost is not None else Cost()
+        self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.cost.forward += len(x)

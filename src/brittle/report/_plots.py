@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +19,7 @@ RC = {
     "font.size": 9.5, "axes.titlesize": 10.5, "axes.labelsize": 9.5, "legend.fontsize": 8.5,
     "xtick.labelsize": 8.5, "ytick.labelsize": 8.5, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.color": "#e2e8f0", "grid.linewidth": 0.7, "axes.edgecolor": "#4a5568",
-    "axes.titleweight": "semibold", "legend.frameon": False,
+    "axes.titleweight": "bold", "legend.frameon": False,
 }
 DPI = 150
 
@@ -40,11 +39,8 @@ def norm_symbol(norm: str) -> str:
 
 def new_figure(width: float, height: float) -> Figure:
     """A constrained-layout figure styled for the report."""
-    import matplotlib
-
-    with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(fig)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
     return fig
 
 
@@ -270,7 +266,7 @@ def summary_points(run: Run) -> tuple[list[float], list[float | None], list[floa
 
 
 def _draw_robust(ax: Any, run: Run, color_upper: str, color_lower: str, label: str = "",
-                 markers: bool = True) -> None:
+                 markers: bool = True, band_alpha: float = 0.13) -> None:
     eps_max = eps_max_of(run)
     curve = robust_curve(run, eps_max)
     eps, up, lo = summary_points(run)
@@ -281,7 +277,7 @@ def _draw_robust(ax: Any, run: Run, color_upper: str, color_lower: str, label: s
         if "lower" in curve:
             ax.plot(curve["eps"], curve["lower"], color=color_lower, lw=1.6, ls="--",
                     label=f"{prefix}certified lower bound")
-            ax.fill_between(curve["eps"], curve["lower"], curve["upper"], color=color_upper, alpha=0.13,
+            ax.fill_between(curve["eps"], curve["lower"], curve["upper"], color=color_upper, alpha=band_alpha,
                             lw=0, label=f"{prefix}true value lies in this band" if not label else None)
     else:
         pts = [(e, u) for e, u in zip(eps, up) if u is not None]
@@ -291,7 +287,7 @@ def _draw_robust(ax: Any, run: Run, color_upper: str, color_lower: str, label: s
         if len(both) > 1:
             be, bl, bu = map(list, zip(*both))
             ax.plot(be, bl, color=color_lower, lw=1.6, ls="--", label=f"{prefix}certified lower bound")
-            ax.fill_between(be, bl, bu, color=color_upper, alpha=0.13, lw=0)
+            ax.fill_between(be, bl, bu, color=color_upper, alpha=band_alpha, lw=0)
     if markers:
         ax.plot([e for e, u in zip(eps, up) if u is not None], [u for u in up if u is not None], "o",
                 color=color_upper, ms=5, zorder=3)
@@ -311,10 +307,9 @@ def robust_accuracy_plot(run: Run) -> str | None:
     _draw_robust(ax, run, UPPER, LOWER)
     er = run.summary.get("expected_robustness") or {}
     value = num(er.get("from_margins")) if isinstance(er, dict) else None
-    title = "Robust accuracy against perturbation size"
+    ax.set_title("Robust accuracy against perturbation size")
     if value is not None:
-        title += f"   ·   expected robustness (ε ≤ {eps_max_of(run):g}) = {value:.3f}"
-    ax.set_title(title)
+        ax.plot([], [], " ", label=f"expected robustness (ε ≤ {eps_max_of(run):g}): {value:.3f}")
     ax.set_xlabel(f"ε ({norm_symbol(run.norm)} perturbation budget)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, max(eps_max_of(run), max(run.eps or [0])) * 1.02 or 1)
@@ -356,11 +351,11 @@ def margin_histograms(run: Run) -> str | None:
         for e, color in zip(run.eps, eps_colors(len(run.eps))):
             ax_i.axvline(e, color=color, lw=1.4, ls="--", label=f"ε = {e:g}")
         if run.eps:
-            ax_i.legend(loc="upper right")
-    title = f"Input margin ({norm_symbol(run.norm)})"
+            ax_i.legend(loc="best")
+    xlabel = "input margin (attack upper bound)"
     if n_cens:
-        title += f" — {n_cens} without adversarial example not shown"
-    ax_i.set(title=title, xlabel="input margin (attack upper bound)", ylabel="inputs")
+        xlabel += f"\nnot shown: {n_cens} input{'s' if n_cens != 1 else ''} without an adversarial example"
+    ax_i.set(title=f"Input margin ({norm_symbol(run.norm)})", xlabel=xlabel, ylabel="inputs")
     return to_data_uri(fig)
 
 
@@ -392,7 +387,6 @@ def subset_plot(rows: Sequence[dict[str, Any]]) -> str | None:
     if not rows:
         return None
     methods = sorted({str(r.get("method", "")) for r in rows})
-    eps_values = sorted({num(r.get("eps")) or 0.0 for r in rows})
     fig = new_figure(7.2, 0.9 + 0.38 * max(len(rows), 3))
     ax = fig.add_subplot()
     colors = dict(zip(methods, ["#2b6cb0", "#dd6b20", "#2f855a", "#6b46c1", "#b83280", "#4a5568"] * 4))
@@ -412,8 +406,8 @@ def subset_plot(rows: Sequence[dict[str, Any]]) -> str | None:
     ax.set_yticks(range(len(rows)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("robust accuracy")
-    ax.set_title("Robust accuracy estimated from an attacked subset" + (" (several ε)" if len(eps_values) > 1 else ""))
-    ax.legend(loc="best")
+    ax.set_title("Robust accuracy estimated from an attacked subset")
+    fig.legend(loc="outside lower center", ncols=min(len(seen), 4))
     return to_data_uri(fig)
 
 
@@ -461,7 +455,7 @@ def compare_robust(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
     for i, (run, label) in enumerate(zip(runs, labels)):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         before = len(ax.lines)
-        _draw_robust(ax, run, color, color, label=plain(label, 28))
+        _draw_robust(ax, run, color, color, label=plain(label, 28), band_alpha=0.06)
         drawn |= len(ax.lines) > before
     if not drawn:
         return None
@@ -470,9 +464,11 @@ def compare_robust(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, None)
-    ax.set_title("Robust accuracy against ε  (solid: attack upper bound, dashed: certified lower bound)")
+    ax.set_title("Robust accuracy against perturbation size")
     handles = [Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2, label=plain(l, 28))
                for i, l in enumerate(labels)]
+    handles += [Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"),
+                Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound")]
     ax.legend(handles=handles, loc="upper right")
     return to_data_uri(fig)
 
@@ -506,8 +502,3 @@ def compare_tau(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
     ax.set_xlabel("Kendall τ between input margin and logit margin (95% CI)")
     ax.set_title("Margin consistency")
     return to_data_uri(fig)
-
-
-def finite_or_none(values: Sequence[float | None]) -> list[float]:
-    """The finite numbers in ``values``."""
-    return [v for v in values if v is not None and math.isfinite(v)]

@@ -376,6 +376,9 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
     def info(name: str, values: list[str]) -> dict[str, Any]:
         return {"metric": name, "note": "", "cells": [{"text": v, "best": False} for v in values], "numeric": False}
 
+    def group(name: str, note: str) -> dict[str, Any]:
+        return {"metric": name, "note": note, "cells": [], "numeric": False, "group": True}
+
     def sub(obj: Any, key: str) -> float | None:
         return num(obj.get(key)) if isinstance(obj, dict) else None
 
@@ -391,15 +394,17 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
             _metric_row("Expected robustness", [sub(x.get("expected_robustness"), "from_margins") for x in s], f3,
                         extra=[f"(ε ≤ {eps_text(sub(x.get('expected_robustness'), 'eps_max'))})" for x in s])]
     all_eps = sorted({e for r in runs for e in r.eps})
+    if all_eps:
+        rows.append(group("Robust accuracy", "attack upper bound, certified lower bound in brackets"))
     for e in all_eps:
         ups = [num((r.at("robust_accuracy", e) or {}).get("upper")) for r in runs]
         los = [num((r.at("robust_accuracy", e) or {}).get("lower")) for r in runs]
-        rows.append(_metric_row(f"Robust accuracy, ε = {eps_text(e)}", ups, pct, "attack upper bound (certified lower)",
+        rows.append(_metric_row(f"ε = {eps_text(e)}", ups, pct,
                                 extra=[f"({pct(lo)})" if lo is not None else "" for lo in los]))
+    if all_eps:
+        rows.append(group("AUROC", "the logit margin detecting non-robust inputs"))
     for e in all_eps:
-        rows.append(_metric_row(f"AUROC, ε = {eps_text(e)}",
-                                [num((r.at("detection", e) or {}).get("auroc")) for r in runs], f3,
-                                "logit margin detecting non-robust inputs"))
+        rows.append(_metric_row(f"ε = {eps_text(e)}", [num((r.at("detection", e) or {}).get("auroc")) for r in runs], f3))
     warnings = []
     if len({r.norm for r in runs}) > 1:
         warnings.append("The runs use different norms: their ε values and robust accuracies are not comparable.")
