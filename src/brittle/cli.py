@@ -273,6 +273,34 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more audit r
         console.print(f"comparison report: {path}")
 
 
+@app.command()
+def demo(out: Path = typer.Option(Path("brittle-demo"), "--out", "-o", help="Output directory."),
+         n: int = typer.Option(200, help="Number of bundled MNIST test images to audit."),
+         seed: int = typer.Option(0, help="Random seed.")) -> None:
+    """Offline demo: audit the bundled model zoo on the bundled MNIST test split (L∞ and L2), write reports."""
+    from .demo import run_demo
+
+    result = run_demo(out, n, progress=not State.quiet, seed=seed, command=_command_line())
+    summaries = {name: a.summary for name, a in result["runs"].items()}
+    table = Table(title=f"brittle demo: {n} MNIST test images, bundled zoo")
+    for col in ("run", "clean acc", "robust acc (ε)", "Kendall τ", "AUROC (ε)", "exp. robustness", "time"):
+        table.add_column(col, justify="right" if col != "run" else "left")
+    for name, s in summaries.items():
+        mid = str(s["eps"][len(s["eps"]) // 2])
+        tau = (s.get("kendall_tau") or {}).get("value")
+        auroc = s["detection"][mid]["auroc"]
+        table.add_row(name, f"{100 * s['clean_accuracy']:.1f}%",
+                      f"{100 * s['robust_accuracy'][mid]['upper']:.1f}% ({mid})",
+                      "–" if tau is None else f"{tau:.3f}", "–" if auroc is None else f"{auroc:.3f} ({mid})",
+                      f"{100 * s['expected_robustness']['from_margins']:.1f}%", f"{s['seconds']:.0f}s")
+    emit({"runs": summaries, "comparisons": {k: str(v) for k, v in result["comparisons"].items()}}, table)
+    if not State.quiet:
+        for name in summaries:
+            console.print(f"report: {out / name / 'report.html'}")
+        for norm, path in result["comparisons"].items():
+            console.print(f"comparison ({norm}): {path}")
+
+
 def _command_line() -> str:
     import shlex
 
