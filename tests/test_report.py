@@ -251,12 +251,21 @@ def test_comparison(tmp_path: Path) -> None:
 # Headless Chromium: screenshot + console errors, driven over the DevTools protocol (pipe transport)
 # --------------------------------------------------------------------------------------------
 
+def _high_fd(fd: int) -> int:
+    """``fd`` moved to a number >= 10 (close-on-exec), so the child's dup2 onto 3 and 4 cannot clobber it."""
+    import fcntl
+
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class _DevTools:
     """Minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
 
     def __init__(self, profile: Path) -> None:
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
+        to_chrome_r, self._to_chrome = map(_high_fd, os.pipe())
+        self._from_chrome, from_chrome_w = map(_high_fd, os.pipe())
         args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",

@@ -352,6 +352,10 @@ def margin_histograms(run: Run) -> str | None:
             ax_i.axvline(e, color=color, lw=1.4, ls="--", label=f"ε = {e:g}")
         if run.eps:
             ax_i.legend(loc="best")
+    else:
+        ax_i.text(0.5, 0.5, "no finite input margin:\nthe attack found no adversarial example", ha="center",
+                  va="center", transform=ax_i.transAxes, color="#4a5568")
+        ax_i.set(xticks=[], yticks=[])
     xlabel = "input margin (attack upper bound)"
     if n_cens:
         xlabel += f"\nnot shown: {n_cens} input{'s' if n_cens != 1 else ''} without an adversarial example"

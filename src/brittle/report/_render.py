@@ -135,7 +135,10 @@ def _lead(run: Run) -> list[Markup]:
                   if auroc is not None else
                   Markup(" Detection is undefined at this ε: every input is on the same side of it."))
         lo_share = _flipped_share(run, e, "upper") if clean is not None else None
-        if lo_share is not None:
+        if lo_share == 0.0:
+            out.append(Markup("The attack flipped <strong>none</strong> of the correctly classified inputs with an "
+                              "{} perturbation ≤ {}.").format(norm, eps_text(e)) + detect)
+        elif lo_share is not None:
             hi_share = _flipped_share(run, e, "lower")
             bound = (Markup(" and at most {} (the rest are certified robust)").format(pct(hi_share))
                      if hi_share is not None and hi_share < 1.0 else "")
@@ -382,17 +385,20 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
     def sub(obj: Any, key: str) -> float | None:
         return num(obj.get(key)) if isinstance(obj, dict) else None
 
+    er_max = [eps_text(sub(x.get("expected_robustness"), "eps_max")) for x in s]
+    er_name, er_extra = "Expected robustness", [f"(ε ≤ {m})" for m in er_max]
+    if len(set(er_max)) == 1:
+        er_name, er_extra = f"Expected robustness (ε ≤ {er_max[0]})", None
     rows = [info("Data", [str(x.get("data", DASH)) for x in s]),
             info("Norm", [norm_text(r.norm) for r in runs]),
             info("Attack", [str(x.get("method", DASH)) for x in s]),
             info("Inputs", [str(x.get("n", DASH)) for x in s]),
             _metric_row("Clean accuracy", [num(x.get("clean_accuracy")) for x in s], pct),
-            _metric_row("Kendall τ", [sub(x.get("kendall_tau"), "value") for x in s], f3, "95% CI in brackets",
+            _metric_row("Kendall τ [95% CI]", [sub(x.get("kendall_tau"), "value") for x in s], f3,
                         extra=[f"[{ci_text(x.get('kendall_tau'))}]" if ci_text(x.get("kendall_tau")) != DASH else ""
                                for x in s]),
             _metric_row("Spearman ρ", [sub(x.get("spearman"), "value") for x in s], f3),
-            _metric_row("Expected robustness", [sub(x.get("expected_robustness"), "from_margins") for x in s], f3,
-                        extra=[f"(ε ≤ {eps_text(sub(x.get('expected_robustness'), 'eps_max'))})" for x in s])]
+            _metric_row(er_name, [sub(x.get("expected_robustness"), "from_margins") for x in s], f3, extra=er_extra)]
     all_eps = sorted({e for r in runs for e in r.eps})
     if all_eps:
         rows.append(group("Robust accuracy", "attack upper bound, certified lower bound in brackets"))
