@@ -180,6 +180,21 @@ def _single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _adam_step(params: list[torch.Tensor], moments: list[tuple[torch.Tensor, torch.Tensor]], step: int,
+               lr: float, weight_decay: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> None:
+    """One Adam update with L2 weight decay, as ``torch.optim.Adam`` (written out: creating a torch optimizer
+    imports torch._dynamo and sympy, seconds of start-up for a network this small)."""
+    with torch.no_grad():
+        for p, (m, v) in zip(params, moments):
+            if p.grad is None:
+                continue
+            g = p.grad + weight_decay * p if weight_decay else p.grad
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2 ** step)).sqrt_().add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+
+
 def _mlp(n_in: int, hidden: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = n_in
@@ -309,7 +324,9 @@ class PseudoMargin:
 
     def _train(self, xs: torch.Tensor, target: torch.Tensor) -> None:
         assert self.net is not None
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = list(self.net.parameters())
+        moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        step = 0
         n = len(xs)
         bs = min(self.batch_size, n)
         self.net.train()
@@ -329,9 +346,11 @@ class PseudoMargin:
                     if not bool(valid.any()):
                         continue
                     loss = nn.functional.softplus(-sign[valid] * (out - out[j])[valid]).mean()
-                opt.zero_grad()
+                for p in params:
+                    p.grad = None
                 loss.backward()
-                opt.step()
+                step += 1
+                _adam_step(params, moments, step, self.lr, self.weight_decay)
 
     # --- inference ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
