@@ -244,7 +244,7 @@ def test_comparison(tmp_path: Path) -> None:
     assert "<script>alert" not in html.lower()
     text = " ".join(page.text)
     assert "standard (a)" in text and "standard (c)" in text  # repeated model names are told apart
-    assert "Kendall τ" in text and "Robust accuracy, ε = 0.1" in text
+    assert "Kendall τ [95% CI]" in text and "Robust accuracy" in text and "ε = 0.1" in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,3 +396,18 @@ def test_report_in_headless_chromium(run_dir: Path, tmp_path: Path, chromium: st
     # the embedded figures were decoded and painted: the top 4000 px hold several non-white, non-text blocks
     rows_with_ink = (image < 200).mean(axis=1)
     assert (rows_with_ink > 0.05).sum() > 400
+
+
+def test_robust_accuracy_curve_matches_its_definition(tmp_path: Path) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._plots import robust_curve
+
+    run = load_run(make_run(tmp_path / "r", n=400, extras=False))
+    curve = robust_curve(run, 0.2)
+    correct = run.samples["correct"].to_numpy()
+    for column, key in (("input_margin_upper", "upper"), ("input_margin_lower", "lower")):
+        margin = run.samples[column].to_numpy()
+        expected = [np.mean(correct & (margin > e)) for e in curve["eps"]]
+        np.testing.assert_allclose(curve[key], expected)
+    # its mean over the grid is the expected robustness the run reports (same integral, same grid density)
+    assert math.isclose(curve["upper"].mean(), run.summary["expected_robustness"]["from_margins"], abs_tol=2e-3)

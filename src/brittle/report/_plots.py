@@ -237,12 +237,16 @@ def robust_curve(run: Run, eps_max: float, points: int = 241) -> dict[str, np.nd
     if correct is None or upper is None or eps_max <= 0:
         return None
     grid = np.linspace(0.0, eps_max, points)
-    up = np.nan_to_num(upper, nan=0.0)
-    out = {"eps": grid, "upper": (correct[None, :] & (up[None, :] > grid[:, None])).mean(axis=1)}
+    n = correct.size
+
+    def share_above(margin: np.ndarray) -> np.ndarray:  # mean(correct & margin > ε) for every ε of the grid
+        kept = np.sort(np.nan_to_num(margin, nan=0.0)[correct])
+        return (kept.size - np.searchsorted(kept, grid, side="right")) / max(n, 1)
+
+    out = {"eps": grid, "upper": share_above(upper)}
     lower = _column(run, "input_margin_lower")
     if lower is not None and np.nanmax(np.nan_to_num(lower, nan=0.0), initial=0.0) > 0:
-        lo = np.nan_to_num(lower, nan=0.0)
-        out["lower"] = (correct[None, :] & (lo[None, :] > grid[:, None])).mean(axis=1)
+        out["lower"] = share_above(lower)
     return out
 
 
