@@ -194,11 +194,11 @@ def train(model: nn.Module, data: Data | Any, *, method: str = "standard", attac
     """
     norm = _validate(method, attack, norm, eps, steps, trades_beta, epochs, lr, batch_size, protocol, last_k,
                      lr_schedule, optimizer, label_smoothing)
-    data = as_data(data)
+    data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
     if data.y is None:
         raise InputError("training data has no labels", "pass labelled data (x, y)")
     if val_data is not None:
-        val_data = as_data(val_data)
+        val_data = val_data if isinstance(val_data, Data) else as_data(val_data)
         if val_data.y is None:
             raise InputError("validation data has no labels", "pass labelled validation data")
     sched = make_schedule(schedule if method != "standard" else "constant", eps if method != "standard" else 0.0,

@@ -196,11 +196,19 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
 
 
 def _apgd_checkpoints(steps: int) -> list[int]:
-    """Iterations at which APGD checks its step size: p0=0, p1=0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
-    p = [0.0, 0.22]
-    while p[-1] < 1:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p if 0 < q < 1 and math.ceil(q * steps) < steps})
+    """Iterations at which APGD checks its step size.
+
+    The paper's p0 = 0, p1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), in the integer form of the
+    reference code: first interval ⌊0.22 N⌋, each next one ⌊0.03 N⌋ shorter, never below ⌊0.06 N⌋ (all >= 1).
+    """
+    interval = max(int(0.22 * steps), 1)
+    shrink, floor = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    out, it = [], interval
+    while it < steps:
+        out.append(it)
+        interval = max(interval - shrink, floor)
+        it += interval
+    return out
 
 
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf",

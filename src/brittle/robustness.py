@@ -1,0 +1,125 @@
+"""Robust accuracy over an ε grid, and expected robustness (the normalised area under that curve).
+
+- `robust_accuracy_curve`: attack a model at each ε of a grid with a fixed-budget attack (APGD-CE or PGD).
+- `robust_accuracy_from_margins`: the same curve at every ε at once from per-sample input margins
+  (a sample is robust at ε when it is correctly classified and its margin exceeds ε).
+- `expected_robustness`: trapezoid area under the curve divided by ε_max (the grid must start at 0), i.e.
+  the robust accuracy averaged over ε uniform on [0, ε_max].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.integrate import trapezoid
+from torch import nn
+
+from .attacks.base import check_norm
+from .attacks.pgd import run_attack
+from .data import Data, as_data
+from .errors import InputError
+from .models import resolve_device
+
+__all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
+
+
+def check_eps_grid(eps_grid: Sequence[float] | np.ndarray, *, start_at_zero: bool = True) -> np.ndarray:
+    """The grid as a float array: 1-D, finite, >= 0, strictly increasing, starting at 0 when asked."""
+    grid = np.asarray(eps_grid, dtype=float)
+    if grid.ndim != 1 or grid.size == 0:
+        raise InputError(f"eps grid must be a non-empty 1-D sequence, got shape {grid.shape}",
+                         "pass e.g. [0, 0.1, 0.2, 0.3]")
+    if not np.all(np.isfinite(grid)) or np.any(grid < 0):
+        raise InputError("eps grid values must be finite and >= 0", "pass e.g. [0, 0.1, 0.2, 0.3]")
+    if np.any(np.diff(grid) <= 0):
+        raise InputError("eps grid must be strictly increasing", "sort the grid and drop repeated values")
+    if start_at_zero and grid[0] != 0:
+        raise InputError(f"eps grid starts at {grid[0]:g}, not 0", "prepend 0 (the clean accuracy) to the grid")
+    return grid
+
+
+def expected_robustness(eps_grid: Sequence[float] | np.ndarray, accuracies: Sequence[float] | np.ndarray) -> float:
+    """Trapezoid area under the robust-accuracy curve divided by ε_max.
+
+    ``eps_grid`` must start at 0 and increase strictly; ``accuracies`` (in [0, 1]) has one value per ε.
+    A single-point grid ``[0]`` gives the clean accuracy.
+    """
+    grid = check_eps_grid(eps_grid)
+    acc = np.asarray(accuracies, dtype=float)
+    if acc.shape != grid.shape:
+        raise InputError(f"{acc.size} accuracies for {grid.size} eps values", "pass one accuracy per eps")
+    if not np.all(np.isfinite(acc)) or np.any(acc < 0) or np.any(acc > 1):
+        raise InputError("accuracies must lie in [0, 1]", "pass fractions, not percentages")
+    if grid.size == 1:
+        return float(acc[0])
+    return float(trapezoid(acc, grid) / grid[-1])
+
+
+def robust_accuracy_from_margins(input_margins: Sequence[float] | np.ndarray | torch.Tensor,
+                                 correct: Sequence[bool] | np.ndarray | torch.Tensor,
+                                 eps_grid: Sequence[float] | np.ndarray) -> pd.DataFrame:
+    """Robust accuracy at every ε of the grid from input margins: mean of ``correct & (margin > eps)``.
+
+    Margins may be ``inf`` (no adversarial example); NaN margins are refused. ``correct`` says whether each
+    sample is correctly classified (a misclassified sample is never robust). The grid need not start at 0.
+    """
+    m = np.asarray(input_margins.detach().cpu() if isinstance(input_margins, torch.Tensor) else input_margins,
+                   dtype=float).reshape(-1)
+    c = np.asarray(correct.detach().cpu() if isinstance(correct, torch.Tensor) else correct).reshape(-1)
+    if m.size == 0:
+        raise InputError("no margins given", "pass one input margin per sample")
+    if c.shape != m.shape:
+        raise InputError(f"{c.size} correctness flags for {m.size} margins", "pass one flag per sample")
+    if c.dtype != bool:
+        if not np.all(np.isin(c, (0, 1))):
+            raise InputError("correct must be booleans (or 0/1)", "pass pred == y")
+        c = c.astype(bool)
+    if np.any(np.isnan(m)) or np.any(m < 0):
+        raise InputError("input margins must be >= 0 (inf allowed), without NaN", "check the margin computation")
+    grid = check_eps_grid(eps_grid, start_at_zero=False)
+    robust = c[None, :] & (m[None, :] > grid[:, None])
+    return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(1)})
+
+
+def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
+                          attack: str = "apgd-ce", steps: int = 10, batch_size: int = 500, seed: int = 0,
+                          device: str | torch.device | None = "auto") -> pd.DataFrame:
+    """Robust accuracy of ``model`` on labelled ``data`` at each ε of ``eps_grid`` under a fixed-budget attack.
+
+    ε = 0 is the clean accuracy. Only samples still robust at the previous ε are attacked at the next
+    (robustness at ε is necessary for robustness at any larger ε), so the curve never increases.
+    Returns a DataFrame with columns ``eps``, ``robust_accuracy`` and ``attack``.
+    """
+    norm = check_norm(norm)
+    grid = check_eps_grid(eps_grid, start_at_zero=False)
+    if attack not in ("apgd-ce", "pgd"):
+        raise InputError(f"unknown robust-accuracy attack {attack!r}", "use 'apgd-ce' or 'pgd'")
+    data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
+    if data.y is None:
+        raise InputError("robust accuracy needs labelled data", "pass labels y")
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval().to(dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    robust = np.zeros(grid.size)
+    try:
+        for _, xb, yb in data.batches(batch_size):
+            xb, yb = xb.to(dev), yb.to(dev)
+            with torch.no_grad():
+                alive = model(xb).argmax(1) == yb
+            for i, eps in enumerate(grid):
+                if eps > 0 and bool(alive.any()):
+                    idx = alive.nonzero().flatten()
+                    xa = run_attack(attack, model, xb[idx], yb[idx], float(eps), norm=norm, steps=steps,
+                                    domain=data.domain, generator=gen)
+                    with torch.no_grad():
+                        alive[idx] = model(xa).argmax(1) == yb[idx]
+                robust[i] += int(alive.sum())
+    finally:
+        model.train(was_training)
+    name = f"{attack}-{steps}"
+    return pd.DataFrame({"eps": grid, "robust_accuracy": robust / len(data), "attack": name})

@@ -1,0 +1,164 @@
+"""Training: ε schedules, determinism, resume, protocols, adversarial training gains, bad settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from brittle.data import load_mnist
+from brittle.errors import InputError
+from brittle.schedules import Automatic, Constant, LinearWarmup, TwoHinge, make_schedule
+from brittle.training import evaluate, train
+from brittle.zoo.architectures import mlp, mnist_cnn
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    d = load_mnist("test")  # the bundled split; tiny subsets keep these tests fast
+    return d.head(1000), d.subset(slice(9500, 10000))
+
+
+def _mlp(seed: int = 0):
+    torch.manual_seed(seed)
+    return mlp(784, (64,), 10)
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+
+def test_two_hinge_values_at_chosen_epochs() -> None:
+    s = TwoHinge(0.3, t1=2, t2=4)
+    assert s(0.0) == 0.0 and s(1.99) == 0.0 and s(2.0) == 0.0
+    assert s(3.0) == pytest.approx(0.15)
+    assert s(2.5) == pytest.approx(0.075)
+    assert s(4.0) == 0.3 and s(10.0) == 0.3
+
+
+def test_linear_warmup_constant_and_callable() -> None:
+    assert LinearWarmup(0.2, 2)(1.0) == pytest.approx(0.1)
+    assert LinearWarmup(0.2, 2)(5.0) == pytest.approx(0.2)
+    assert Constant(0.1)(0.0) == 0.1
+    s = make_schedule(lambda t: 0.05 * t, 0.3, 5)
+    assert s(2.0) == pytest.approx(0.1)
+    assert make_schedule("two-hinge", 0.3, 10)(2.5) == pytest.approx(0.15)  # default t1=1, t2=4
+
+
+def test_automatic_schedule_starts_ramp_on_plateau() -> None:
+    s = Automatic(0.3, ramp=2, patience=1, min_delta=0.01, max_wait=10)
+    for epoch, acc in enumerate([0.80, 0.90, 0.95]):
+        s.observe(epoch, acc)
+        assert s.start is None and s(epoch + 0.5) == 0.0
+    s.observe(3, 0.952)  # +0.002 < min_delta: plateau, ramp starts at epoch 4
+    assert s.start == 4.0
+    assert s(4.0) == 0.0 and s(5.0) == pytest.approx(0.15) and s(6.5) == pytest.approx(0.3)
+    restored = Automatic(0.3, ramp=2)
+    restored.load_state_dict(s.state_dict())
+    assert restored(5.0) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("spec, eps, opts, match", [
+    ("two-hinge", 0.3, {"t1": 4, "t2": 2}, "t1=4.0 > t2=2.0"),
+    ("cosine", 0.3, {}, "unknown eps schedule"),
+    ("constant", -0.1, {}, "eps must be finite and >= 0"),
+])
+def test_bad_schedules(spec: str, eps: float, opts: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        make_schedule(spec, eps, 10, **opts)
+
+
+def test_history_records_the_scheduled_eps(mnist) -> None:
+    tr, _ = mnist
+    h = train(_mlp(), tr.head(200), method="madry", attack="fgsm-rs", eps=0.2, epochs=3, batch_size=50,
+              schedule="two-hinge", schedule_options={"t1": 1, "t2": 2}, progress=False)
+    # eps at each epoch's last iteration (t = epoch + 3/4)
+    assert [r.eps for r in h] == pytest.approx([0.0, 0.15, 0.2])
+    assert h[0].adv_accuracy is None and h[2].adv_accuracy is not None
+    assert list(h.to_frame().columns)[:3] == ["epoch", "loss", "clean_accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+def test_same_seed_gives_identical_weights_and_other_seed_differs(mnist) -> None:
+    tr, _ = mnist
+    kw = dict(method="madry", attack="pgd", steps=2, eps=0.1, epochs=1, batch_size=100, progress=False)
+    a, b, c = mnist_cnn(), mnist_cnn(), mnist_cnn()
+    b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())
+    train(a, tr.head(300), seed=3, **kw)
+    train(b, tr.head(300), seed=3, **kw)
+    train(c, tr.head(300), seed=4, **kw)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(mnist) -> None:
+    tr, _ = mnist
+    kw = dict(method="trades", attack="pgd", steps=2, eps=0.1, epochs=3, batch_size=100, lr_schedule="cosine",
+              schedule="linear", schedule_options={"warmup": 1.5}, seed=1, progress=False)
+    full, part = _mlp(), _mlp()
+    saved: dict[int, dict] = {}
+    h_full = train(full, tr.head(300), checkpoint_fn=lambda e, s: saved.__setitem__(e, s), **kw)
+    assert sorted(saved) == [0, 1, 2]
+    h_res = train(part, tr.head(300), resume_state=saved[1], **kw)
+    assert all(torch.equal(p, q) for p, q in zip(full.state_dict().values(), part.state_dict().values()))
+    assert len(h_res) == 3 and h_res[2].loss == pytest.approx(h_full[2].loss)
+
+
+def test_linear_protocol_trains_only_the_last_layer(mnist) -> None:
+    tr, _ = mnist
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, tr.head(200), epochs=1, batch_size=50, protocol="linear", progress=False)
+    after = model.state_dict()
+    assert torch.equal(before["1.weight"], after["1.weight"])  # first Linear frozen
+    assert not torch.equal(before["3.weight"], after["3.weight"])  # last Linear trained
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_callback_can_stop_training(mnist) -> None:
+    tr, val = mnist
+    seen = []
+    h = train(_mlp(), tr.head(200), epochs=5, batch_size=50, val_data=val.head(50), val_eps=0.05, val_steps=2,
+              progress=False, callback=lambda r: seen.append(r) or True)
+    assert len(h) == 1 and len(seen) == 1
+    assert h[0].val_accuracy is not None and h[0].val_robust_accuracy is not None
+
+
+def test_adversarial_training_raises_pgd_robust_accuracy(mnist) -> None:
+    tr, val = mnist
+    kw = dict(eps=0.1, epochs=4, lr=3e-3, batch_size=50, seed=0, progress=False)
+    std, adv, trades = _mlp(), _mlp(), _mlp()
+    train(std, tr, method="standard", **kw)
+    train(adv, tr, method="madry", attack="fgsm-rs", **kw)
+    train(trades, tr, method="trades", attack="pgd", steps=3, **kw)
+    _, r_std = evaluate(std, val, eps=0.1, steps=10, device="cpu")
+    _, r_adv = evaluate(adv, val, eps=0.1, steps=10, device="cpu")
+    _, r_trades = evaluate(trades, val, eps=0.1, steps=10, device="cpu")
+    assert r_adv > r_std + 0.08
+    assert r_trades > r_std + 0.08
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"eps": -0.1, "method": "madry"}, "eps must be finite"),
+    ({"eps": 0.1, "method": "free"}, "unknown training method"),
+    ({"eps": 0.1, "method": "madry", "norm": "l1"}, "unknown norm"),
+    ({"eps": 0.1, "method": "madry", "attack": "cw"}, "unknown training attack"),
+    ({"eps": 0.0, "method": "madry"}, "needs eps > 0"),
+    ({"eps": 0.1, "method": "madry", "schedule": "two-hinge", "schedule_options": {"t1": 3, "t2": 1}}, "t1"),
+    ({"eps": 0.1, "method": "madry", "schedule": "exp"}, "unknown eps schedule"),
+    ({"protocol": "partial", "last_k": 5}, "last_k=5"),
+    ({"protocol": "half"}, "unknown training protocol"),
+    ({"epochs": 0}, "epochs"),
+    ({"lr_schedule": "step"}, "unknown lr schedule"),
+])
+def test_bad_training_settings(mnist, kwargs: dict, match: str) -> None:
+    tr, _ = mnist
+    with pytest.raises(InputError, match=match):
+        train(_mlp(), tr.head(20), progress=False, **kwargs)
+
+
+def test_resume_state_from_another_model_is_refused(mnist) -> None:
+    tr, _ = mnist
+    with pytest.raises(InputError, match="resume_state"):
+        train(_mlp(), tr.head(20), progress=False, resume_state={"epoch": 0, "model": mnist_cnn().state_dict()})
