@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,7 +51,7 @@ def to_data_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _styled(draw):
+def _styled(draw: Callable[..., str | None]) -> Callable[..., str | None]:
     """Run a drawing function inside the report's rc settings (ticks and fonts are read at draw time)."""
     import functools
 
