@@ -83,9 +83,9 @@ def files(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _audit(files, *args, model=None, data="ok.npz"):
+def _audit(files, *args, model=None, data="ok.npz", out="out"):
     model = model or str(files / "model.pt")
-    return ["--quiet", "audit", "--model", model, "--data", str(files / data), "--out", str(files / "out"),
+    return ["--quiet", "audit", "--model", model, "--data", str(files / data), "--out", str(files / out),
             "--no-report", "--eps", "0.1", *args]
 
 
@@ -109,8 +109,7 @@ CASES = [
      "contains pickled code or objects, refused unexecuted"),
     ("missing-data", lambda f: _audit(f, data="missing.npz"), 2, "data file"),
     ("missing-model", lambda f: _audit(f, model=str(f / "missing.pt")), 2, "is neither a file, a zoo name"),
-    ("unwritable-out", lambda f: _audit(f)[:-4] + ["--out", str(f / "a_file" / "sub"), "--no-report", "--eps", "0.1"],
-     3, "cannot write to the output directory"),
+    ("unwritable-out", lambda f: _audit(f, out="a_file/sub"), 3, "cannot write to the output directory"),
 ]
 
 
