@@ -12,13 +12,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from .errors import BrittleError, StoreError
+
+try:  # recent typer vendors click; older releases use the click package
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
 
 EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -311,9 +315,14 @@ def _command_line() -> str:
 # entry point
 # --------------------------------------------------------------------------------------------
 
+_GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--debug")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn brittle's errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    flags = [a for a in args if a in _GLOBAL_FLAGS]  # global flags are accepted anywhere on the line
+    args = flags + [a for a in args if a not in _GLOBAL_FLAGS]
     debug = "--debug" in args
     try:
         app(args=args, prog_name="brittle", standalone_mode=False)
@@ -322,12 +331,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return EXIT_STORE if isinstance(exc, StoreError) else EXIT_INPUT
-    except click.exceptions.Exit as exc:
+    except click_exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click_exceptions.Abort):
         err_console.print("interrupted: finished batches are saved; re-run the same command to resume")
         return EXIT_INTERRUPTED
     return 0
