@@ -27,6 +27,7 @@ from .consistency import detection_metrics, margin_correlations, robust_accuracy
 from .data import Data, as_data
 from .errors import InputError, StoreError
 from .models import prepare_model, resolve_device
+from .robustness import expected_robustness, robust_accuracy_from_margins
 from .runner import compute_margins, run_config, versions
 from .store import RunStore
 
@@ -121,8 +122,8 @@ def expected_robustness_from_margins(upper: np.ndarray, correct: np.ndarray, eps
                                      points: int = 201) -> float:
     """Accuracy averaged uniformly over ε ∈ [0, eps_max] implied by attack margins (trapezoid rule)."""
     grid = np.linspace(0.0, eps_max, points)
-    acc = np.array([np.mean(correct & (upper > e)) if e > 0 else np.mean(correct) for e in grid])
-    return float(np.trapezoid(acc, grid) / eps_max)
+    curve = robust_accuracy_from_margins(upper, correct, grid)
+    return expected_robustness(grid, curve["robust_accuracy"].to_numpy())
 
 
 def analyse(table: pd.DataFrame, *, norm: str, eps: list[float], n_boot: int = 1000, seed: int = 0,
