@@ -128,3 +128,25 @@ def test_unknown_attack_name() -> None:
     model, x, y, _ = _linear_problem(n=4)
     with pytest.raises(InputError, match="unknown attack"):
         run_attack("cw", model, x, y, 0.1)
+
+
+def test_apgd_agrees_with_reference_autoattack() -> None:
+    """Optional cross-check against the authors' APGD (``pip install --no-deps pyautoattack``)."""
+    ref = pytest.importorskip("pyautoattack.autopgd_base")
+    from brittle import zoo
+    from brittle.data import load_mnist
+
+    if "standard" not in zoo.names():
+        pytest.skip("zoo model 'standard' not built")
+    model = zoo.load("standard")
+    d = load_mnist("test").head(100)
+    with torch.no_grad():
+        ok = model(d.x).argmax(1) == d.y
+    mine = apgd_ce(model, d.x, d.y, 0.05, steps=50, generator=torch.Generator().manual_seed(0))
+    theirs = ref.APGDAttack(model, norm="Linf", eps=0.05, n_iter=50, n_restarts=1, loss="ce", seed=0,
+                            device="cpu").perturb(d.x, d.y)
+    with torch.no_grad():
+        r_mine = float((ok & (model(mine).argmax(1) == d.y)).float().mean())
+        r_theirs = float((ok & (model(theirs).argmax(1) == d.y)).float().mean())
+    assert 0 < r_theirs < float(ok.float().mean())  # the budget is informative
+    assert abs(r_mine - r_theirs) <= 0.03

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import math
 import os
@@ -71,27 +72,27 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("standard", "plain cross-entropy training (no adversarial examples)", epochs=5,
+    Recipe("standard", "plain cross-entropy training (no adversarial examples)", epochs=10,
            eval_eps=0.1, extra_evals=(("linf", 0.3), ("l2", 1.0))),
     Recipe("linf_madry", "L-inf adversarial training at eps=0.3, fast FGSM with random start (alpha=1.25 eps), "
            "eps ramped up over the first 3 epochs, cyclic learning rate",
            method="madry", attack="fgsm-rs", eps=0.3, step_ratio=1.25, epochs=12, lr=5e-3, lr_schedule="cyclic",
            schedule="linear", schedule_options={"warmup": 3.0}, extra_evals=(("linf", 0.1), ("l2", 2.0))),
     Recipe("linf_trades", "TRADES (beta=6) at L-inf eps=0.3, 4-step PGD inner maximisation of the KL term, "
-           "eps ramped up over the first 3 epochs",
-           method="trades", attack="pgd", eps=0.3, steps=4, trades_beta=6.0, epochs=7, lr=2e-3, lr_schedule="cyclic",
-           schedule="linear", schedule_options={"warmup": 3.0}, extra_evals=(("linf", 0.1), ("l2", 2.0))),
+           "eps ramped up over the first 2.5 epochs",
+           method="trades", attack="pgd", eps=0.3, steps=4, trades_beta=6.0, epochs=6, lr=2e-3, lr_schedule="cyclic",
+           schedule="linear", schedule_options={"warmup": 2.5}, extra_evals=(("linf", 0.1), ("l2", 2.0))),
     Recipe("l2_madry", "L2 adversarial training at eps=2.0, 5-step PGD, eps ramped up over the first 2 epochs",
-           method="madry", attack="pgd", norm="l2", eps=2.0, steps=5, epochs=6, lr=2e-3, lr_schedule="cyclic",
+           method="madry", attack="pgd", norm="l2", eps=2.0, steps=5, epochs=5, lr=2e-3, lr_schedule="cyclic",
            schedule="linear", schedule_options={"warmup": 2.0}, eval_norm="l2", eval_eps=2.0,
            extra_evals=(("l2", 1.0), ("linf", 0.1), ("linf", 0.3))),
     Recipe("linf_madry_ls", "L-inf fast adversarial training at eps=0.3 (as linf_madry) with strong label "
-           "smoothing (0.5): logit margins saturate, so they rank input margins less faithfully",
+           "smoothing (0.5), ramp over 2.5 epochs: logit margins saturate, so they rank input margins less faithfully",
            method="madry", attack="fgsm-rs", eps=0.3, step_ratio=1.25, epochs=8, lr=5e-3, lr_schedule="cyclic",
-           schedule="linear", schedule_options={"warmup": 3.0}, label_smoothing=0.5,
+           schedule="linear", schedule_options={"warmup": 2.5}, label_smoothing=0.5,
            extra_evals=(("linf", 0.1), ("l2", 2.0))),
     Recipe("linf_small", "L-inf fast adversarial training at a small eps=0.1 (FGSM-RS): robust only near the data",
-           method="madry", attack="fgsm-rs", eps=0.1, step_ratio=1.25, epochs=5, lr=5e-3, lr_schedule="cyclic",
+           method="madry", attack="fgsm-rs", eps=0.1, step_ratio=1.25, epochs=4, lr=5e-3, lr_schedule="cyclic",
            schedule="linear", schedule_options={"warmup": 1.0}, eval_eps=0.1,
            extra_evals=(("linf", 0.3), ("l2", 1.0))),
 ]}
@@ -110,6 +111,73 @@ def _scaled(recipe: Recipe, scale: float) -> Recipe:
     epochs = max(1, int(round(recipe.epochs * scale)))
     opts = {k: (v * scale if k in ("warmup", "t1", "t2", "ramp") else v) for k, v in recipe.schedule_options.items()}
     return Recipe(**{**recipe.__dict__, "epochs": epochs, "schedule_options": opts})
+
+
+def estimate_margin_consistency(model: torch.nn.Module, data: Data, norm: str, *, samples: int = 500,
+                                 steps: int = 20, bisections: int = 10) -> dict[str, Any]:
+    """Kendall τ between logit margins and input margins estimated by bisection on ε with PGD.
+
+    Uses the first ``samples`` correctly classified inputs; each input margin is the smallest ε (to
+    ``bisections`` halvings of [0, ε_hi], ε_hi = 1 for L∞, 10 for L2) at which PGD-``steps`` flips the
+    prediction: an upper bound, as in the margin-consistency literature's attack-based estimates.
+    """
+    from scipy.stats import kendalltau
+
+    from ..attacks.pgd import pgd
+
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(xb) for _, xb, _ in data.batches(1000)])
+    ok = (logits.argmax(1) == data.y).nonzero().flatten()[:samples]
+    x, y, z = data.x[ok], data.y[ok], logits[ok]
+    top2 = z.topk(2, dim=1).values
+    logit_margin = (top2[:, 0] - top2[:, 1]).numpy()
+    lo = torch.zeros(len(x))
+    hi = torch.full((len(x),), 1.0 if norm == "linf" else 10.0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(bisections):
+        mid = (lo + hi) / 2
+        fooled = torch.zeros(len(x), dtype=torch.bool)
+        for a in range(0, len(x), 500):
+            xa = pgd(model, x[a:a + 500], y[a:a + 500], mid[a:a + 500], norm=norm, steps=steps,
+                     domain=data.domain, generator=gen)
+            with torch.no_grad():
+                fooled[a:a + 500] = model(xa).argmax(1) != y[a:a + 500]
+        hi = torch.where(fooled, mid, hi)
+        lo = torch.where(fooled, lo, mid)
+    tau = kendalltau(logit_margin, hi.numpy()).statistic
+    return {"kendall_tau": round(float(tau), 4), "norm": norm, "samples": len(x),
+            "input_margin": f"smallest eps flipped by pgd-{steps}, {bisections} bisections (upper bound)",
+            "data": f"{data.name} (first {len(x)} correctly classified)",
+            "median_input_margin": round(float(hi.median()), 4)}
+
+
+def measure(model: torch.nn.Module, recipe: Recipe, test_data: Data, *, device: str | torch.device = "cpu",
+            eval_limit: int | None = 1000, pgd_steps: int = 40, log: Any = print) -> dict[str, Any]:
+    """The measured card fields of a trained zoo model: clean / robust accuracies, margin consistency."""
+    t1 = time.perf_counter()
+    model = model.float().cpu().eval()
+    clean, robust = evaluate(model, test_data, norm=recipe.eval_norm, eps=recipe.eval_eps, attack="pgd",
+                             steps=pgd_steps, device=device)
+    model.cpu()
+    subset = test_data.head(eval_limit) if eval_limit else test_data
+    extra = []
+    for norm, eps in ((recipe.eval_norm, recipe.eval_eps), *recipe.extra_evals):
+        _, r = evaluate(model, subset, norm=norm, eps=eps, attack="apgd-ce", steps=100, device=device)
+        model.cpu()
+        extra.append({"norm": norm, "eps": eps, "attack": "apgd-ce-100", "value": r, "samples": len(subset),
+                      "data": f"{test_data.name} (first {len(subset)})"})
+    consistency = estimate_margin_consistency(model, test_data, recipe.eval_norm)
+    log(f"  [{recipe.name}] clean {clean:.4f}  pgd-{pgd_steps} {recipe.eval_norm}@{recipe.eval_eps}: {robust:.4f}  "
+        f"kendall tau {consistency['kendall_tau']} (eval {time.perf_counter() - t1:.0f}s)")
+    return {
+        "clean_accuracy": clean,
+        "clean_accuracy_data": f"{test_data.name} ({len(test_data)})",
+        "robust_accuracy": {"norm": recipe.eval_norm, "eps": recipe.eval_eps, "attack": f"pgd-{pgd_steps}",
+                            "value": robust, "samples": len(test_data), "data": test_data.name},
+        "robust_accuracy_extra": extra,
+        "margin_consistency_estimate": consistency,
+    }
 
 
 def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Data, *,
@@ -148,19 +216,7 @@ def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Dat
         model.load_state_dict(best["state"])
     model = model.float().cpu().eval()
 
-    t1 = time.perf_counter()
-    clean, robust = evaluate(model, test_data, norm=recipe.eval_norm, eps=recipe.eval_eps, attack="pgd",
-                             steps=pgd_steps, device=device)
-    model.cpu()
-    subset = test_data.head(eval_limit) if eval_limit else test_data
-    extra = []
-    for norm, eps in ((recipe.eval_norm, recipe.eval_eps), *recipe.extra_evals):
-        _, r = evaluate(model, subset, norm=norm, eps=eps, attack="apgd-ce", steps=100, device=device)
-        model.cpu()
-        extra.append({"norm": norm, "eps": eps, "attack": "apgd-ce-100", "value": r, "samples": len(subset),
-                      "data": f"{test_data.name} (first {len(subset)})"})
-    log(f"  [{recipe.name}] clean {clean:.4f}  pgd-{pgd_steps} {recipe.eval_norm}@{recipe.eval_eps}: {robust:.4f} "
-        f"(eval {time.perf_counter() - t1:.0f}s)")
+    measured = measure(model, recipe, test_data, device=device, eval_limit=eval_limit, pgd_steps=pgd_steps, log=log)
     card = {
         "name": recipe.name,
         "description": recipe.description,
@@ -172,11 +228,7 @@ def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Dat
         "recipe": recipe.to_dict(),
         "training_data": f"{train_data.name} (first {len(train_data)}; last {len(val_data)} held out for validation)",
         "selected_epoch": (best["epoch"] + 1) if best["epoch"] is not None else len(history),
-        "clean_accuracy": clean,
-        "clean_accuracy_data": f"{test_data.name} ({len(test_data)})",
-        "robust_accuracy": {"norm": recipe.eval_norm, "eps": recipe.eval_eps, "attack": f"pgd-{pgd_steps}",
-                            "value": robust, "samples": len(test_data), "data": test_data.name},
-        "robust_accuracy_extra": extra,
+        **measured,
         "training_seconds": round(seconds, 1),
         "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in history.to_dicts()],
         "torch_version": torch.__version__,
@@ -194,11 +246,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def build_zoo(out_dir: str | os.PathLike | None = None, root: str | os.PathLike = "/work/shared/data",
               names: Sequence[str] | None = None, device: str = "auto", epochs_scale: float = 1.0,
-              eval_limit: int | None = 1000, progress: bool = False, command: str | None = None) -> list[dict[str, Any]]:
+              eval_limit: int | None = 1000, progress: bool = False, command: str | None = None,
+              evaluate_only: bool = False) -> list[dict[str, Any]]:
     """Train and write the zoo models ``names`` (default: all `RECIPES`) under ``out_dir``; returns their cards.
 
     Each model is written as soon as it is done (``weights/NAME.pt``, ``cards/NAME.json``).
-    ``epochs_scale`` shrinks the recipes for a quick smoke build.
+    ``epochs_scale`` shrinks the recipes for a quick smoke build. ``evaluate_only`` re-measures already
+    built models (accuracies, margin consistency) and updates their cards without training.
     """
     names = list(names) if names else list(RECIPES)
     unknown = [n for n in names if n not in RECIPES]
@@ -209,12 +263,27 @@ def build_zoo(out_dir: str | os.PathLike | None = None, root: str | os.PathLike 
     out = Path(out_dir) if out_dir is not None else default_out_dir()
     (out / "cards").mkdir(parents=True, exist_ok=True)
     (out / "weights").mkdir(parents=True, exist_ok=True)
-    full = load_mnist("train", root)
-    train_data = full.subset(slice(0, len(full) - VAL_SIZE))
-    val_data = full.subset(slice(len(full) - VAL_SIZE, len(full)))
     test_data = load_mnist("test", root)
     command = command or "python -m brittle.zoo.build " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     cards = []
+    if evaluate_only:
+        for name in names:
+            card_path, weights_path = out / "cards" / f"{name}.json", out / "weights" / f"{name}.pt"
+            if not (card_path.exists() and weights_path.exists()):
+                raise InputError(f"zoo model {name!r} is not built under {out}", "build it first (without --evaluate-only)")
+            model = ARCHITECTURES["mnist_cnn"]()
+            model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+            print(f"evaluating {name}", flush=True)
+            card = json.loads(card_path.read_text())
+            card.update(measure(model, RECIPES[name], test_data, device=device, eval_limit=eval_limit,
+                                log=lambda s: print(s, flush=True)))
+            card["evaluated_with"] = command
+            _write_atomic(card_path, (json.dumps(card, indent=2) + "\n").encode())
+            cards.append(card)
+        return cards
+    full = load_mnist("train", root)
+    train_data = full.subset(slice(0, len(full) - VAL_SIZE))
+    val_data = full.subset(slice(len(full) - VAL_SIZE, len(full)))
     for name in names:
         recipe = _scaled(RECIPES[name], epochs_scale)
         print(f"building {name}: {recipe.description}", flush=True)
@@ -222,8 +291,6 @@ def build_zoo(out_dir: str | os.PathLike | None = None, root: str | os.PathLike 
                                   progress=progress, log=lambda s: print(s, flush=True))
         card["built_with"] = command
         state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-        import io
-
         buf = io.BytesIO()
         torch.save(state, buf)
         _write_atomic(out / "weights" / f"{name}.pt", buf.getvalue())
@@ -244,13 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, default=1000, help="test images for the APGD-CE evaluations")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on shared cores)")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--evaluate-only", action="store_true", help="re-measure built models, no training")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "python -m brittle.zoo.build " + " ".join(shlex.quote(a) for a in argv_list)
     build_zoo(args.out_dir, args.root, args.names, args.device, args.epochs_scale, args.eval_limit or None,
-              args.progress, command)
+              args.progress, command, args.evaluate_only)
     return 0
 
 
