@@ -186,19 +186,21 @@ def _validate_labels(y: torch.Tensor, n: int, num_classes: int | None) -> torch.
 # Conversions from what users have
 # --------------------------------------------------------------------------------------------
 
-def as_data(data: Any, labels: Any = None, *, domain: Domain = DEFAULT_DOMAIN, num_classes: int | None = None,
+def as_data(data: Any, labels: Any = None, *, domain: Domain | None = None, num_classes: int | None = None,
             name: str | None = None) -> Data:
-    """Convert ``data`` (see module docstring for the accepted forms) to a validated `Data`."""
+    """Convert ``data`` (see module docstring for the accepted forms) to a validated `Data`.
+
+    ``domain`` defaults to the domain of ``data`` when it is a `Data`, else to [0, 1].
+    """
     if isinstance(data, Data):
-        if labels is None and num_classes is None and tuple(domain) == data.domain:
+        if labels is None and num_classes is None and (domain is None or tuple(domain) == data.domain):
             return data
-        return validate(data.x, data.y if labels is None else labels, domain=domain,
+        return validate(data.x, data.y if labels is None else labels, domain=domain or data.domain,
                         num_classes=num_classes or data.num_classes, name=name or data.name,
                         class_names=data.class_names)
     if isinstance(data, (str, os.PathLike)):
-        loaded = load_data(str(data))
-        return as_data(loaded, labels, domain=domain if domain != DEFAULT_DOMAIN else loaded.domain,
-                       num_classes=num_classes, name=name)
+        return as_data(load_data(str(data)), labels, domain=domain, num_classes=num_classes, name=name)
+    domain = DEFAULT_DOMAIN if domain is None else domain
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         data, labels = data
     if isinstance(data, torch.utils.data.DataLoader):
