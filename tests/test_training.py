@@ -162,3 +162,26 @@ def test_resume_state_from_another_model_is_refused(mnist) -> None:
     tr, _ = mnist
     with pytest.raises(InputError, match="resume_state"):
         train(_mlp(), tr.head(20), progress=False, resume_state={"epoch": 0, "model": mnist_cnn().state_dict()})
+
+
+def test_shipped_zoo_cards_are_complete_and_match_their_weights() -> None:
+    from brittle import zoo
+
+    names = zoo.names()
+    if not names:
+        pytest.skip("zoo not built")
+    data = load_mnist("test").head(1000)
+    for name in names:
+        card = zoo.card(name)
+        for key in ("name", "architecture", "recipe", "clean_accuracy", "robust_accuracy", "training_seconds",
+                    "torch_version", "built_with"):
+            assert key in card, (name, key)
+        assert card["name"] == name and card["architecture"]["name"] == "mnist_cnn"
+        assert {"norm", "eps", "attack", "value"} <= set(card["robust_accuracy"])
+        assert card["robust_accuracy"]["attack"].startswith("pgd-")
+        assert {"method", "epochs", "lr", "batch_size", "seed"} <= set(card["recipe"])
+        model = zoo.load(name)
+        assert all(p.dtype == torch.float32 for p in model.state_dict().values())
+        with torch.no_grad():
+            acc = float((model(data.x).argmax(1) == data.y).float().mean())
+        assert abs(acc - card["clean_accuracy"]) < 0.02, (name, acc, card["clean_accuracy"])

@@ -155,7 +155,8 @@ def _validate(method: str, attack: str, norm: str, eps: float, steps: int, trade
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown training protocol {protocol!r}", f"use one of {PROTOCOLS}")
     if protocol == "partial" and (not isinstance(last_k, int) or last_k < 1):
-        raise InputError(f"protocol 'partial' needs last_k >= 1, got {last_k!r}", "pass the number of last layers to train")
+        raise InputError(f"protocol 'partial' needs last_k >= 1, got {last_k!r}",
+                         "pass the number of last layers to train")
     if lr_schedule not in LR_SCHEDULES:
         raise InputError(f"unknown lr schedule {lr_schedule!r}", f"use one of {LR_SCHEDULES}")
     if optimizer not in OPTIMIZERS:

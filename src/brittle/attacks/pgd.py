@@ -40,7 +40,8 @@ def eps_tensor(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         e = e.expand(len(x))
     e = e.reshape(-1)
     if e.numel() != len(x):
-        raise InputError(f"eps has {e.numel()} values for {len(x)} inputs", "pass one eps or one per sample, shape (N,)")
+        raise InputError(f"eps has {e.numel()} values for {len(x)} inputs",
+                         "pass one eps or one per sample, shape (N,)")
     if not bool(torch.isfinite(e).all()) or bool((e < 0).any()):
         raise InputError("eps must be finite and >= 0", "pass a non-negative perturbation budget")
     return e.view(-1, *([1] * (x.ndim - 1)))

@@ -230,7 +230,8 @@ def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Dat
         "selected_epoch": (best["epoch"] + 1) if best["epoch"] is not None else len(history),
         **measured,
         "training_seconds": round(seconds, 1),
-        "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()} for r in history.to_dicts()],
+        "history": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in history.to_dicts()],
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": str(resolve_device(device)),
@@ -270,7 +271,8 @@ def build_zoo(out_dir: str | os.PathLike | None = None, root: str | os.PathLike 
         for name in names:
             card_path, weights_path = out / "cards" / f"{name}.json", out / "weights" / f"{name}.pt"
             if not (card_path.exists() and weights_path.exists()):
-                raise InputError(f"zoo model {name!r} is not built under {out}", "build it first (without --evaluate-only)")
+                raise InputError(f"zoo model {name!r} is not built under {out}",
+                                 "build it first (without --evaluate-only)")
             model = ARCHITECTURES["mnist_cnn"]()
             model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
             print(f"evaluating {name}", flush=True)
