@@ -12,6 +12,8 @@ spending passes once their bound has stopped improving, and a verified bisection
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -160,12 +162,18 @@ class FastBoundaryAttack(MinimalNormAttack):
         return (x0 + self.eta * best_d).clamp(lo, hi)
 
     def _run(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, lo: float, hi: float,
-             start: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One attack run from ``start`` (DeepFool-style start when None): best adversarial and its norm."""
+             start: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One attack run from ``start`` (DeepFool-style start when None).
+
+        Returns candidates ``(x_adv, norm)``: the smallest adversarial iterate and the first one found (its
+        L∞ shape often refines better: later iterates can trade box-capped coordinates for a smaller norm).
+        """
         n = len(x0)
         dev = x0.device
         best_n = torch.full((n,), torch.inf, device=dev)
         best_x = x0.clone()
+        first_n = best_n.clone()
+        first_x = x0.clone()
         x1 = self._init_step(model, x0, pred, lo, hi) if start is None else start.clone()
         last_gain = torch.zeros(n, dtype=torch.long, device=dev)
         active = torch.arange(n, device=dev)
@@ -183,6 +191,9 @@ class FastBoundaryAttack(MinimalNormAttack):
             dist = perturbation_norm(xa - x0a, self.norm)
             improved = adv & (dist < best_n[active])
             significant = improved & (dist < best_n[active] * (1 - self.rtol))
+            new = adv & torch.isinf(first_n[active])
+            first_n[active] = torch.where(new, dist, first_n[active])
+            first_x[active] = torch.where(new.unsqueeze(1), xa, first_x[active])
             best_n[active] = torch.where(improved, dist, best_n[active])
             best_x[active] = torch.where(improved.unsqueeze(1), xa, best_x[active])
             last_gain[active] = torch.where(significant, torch.full_like(last_gain[active], step), last_gain[active])
@@ -202,54 +213,116 @@ class FastBoundaryAttack(MinimalNormAttack):
             x1[active] = x_new
             done = torch.isfinite(best_n[active]) & (step - last_gain[active] >= self.patience)
             active = active[~done]
-        return best_x, best_n
+        first_n = torch.where(first_n == best_n, torch.full_like(first_n, torch.inf), first_n)  # same point
+        return [(best_x, best_n), (first_x, first_n)]
 
     @torch.no_grad()
+    def _bisect(self, model: nn.Module, pred: torch.Tensor, point: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                high: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """Smallest ``t`` in ``[0, high]`` with ``point(t)`` adversarial, by verified bisection (``high`` is).
+
+        ``point(t, rows)`` builds candidates for the rows ``rows``; returns the last adversarial candidate per
+        row (``fallback`` where none was tried).
+        """
+        low = torch.zeros_like(high)
+        best = fallback.clone()
+        live = torch.arange(len(high), device=high.device)
+        for _ in range(self.refine_steps):
+            if len(live) == 0:
+                break
+            mid = (low[live] + high[live]) / 2
+            cand = point(mid, live)
+            adv = model(cand.reshape(len(cand), *self._shape)).argmax(1) != pred[live]
+            high[live] = torch.where(adv, mid, high[live])
+            low[live] = torch.where(adv, low[live], mid)
+            best[live] = torch.where(adv.unsqueeze(1), cand, best[live])
+            live = live[high[live] - low[live] > 1e-6 * high[live]]
+        return best
+
     def _refine(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
                 pred: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-        """Verified bisection toward the clean point: scale the perturbation (L2) or shrink its L∞ box."""
+        """Bisection toward the clean point: scale the perturbation (L2) or shrink its L∞ box."""
         idx = found.nonzero().flatten()
         if len(idx) == 0 or self.refine_steps == 0:
             return x_adv
-        delta = x_adv[idx] - x0[idx]
-        base, p = x0[idx], pred[idx]
-        linf = self.norm == "linf"
-        size = delta.abs().amax(1) if linf else perturbation_norm(delta, "l2")
-        high = size.clone() if linf else torch.ones_like(size)
-        low = torch.zeros_like(high)
-        best = x_adv[idx].clone()
-        live = torch.arange(len(idx), device=x0.device)
-        for _ in range(self.refine_steps):
-            mid = ((low[live] + high[live]) / 2).unsqueeze(1)
-            step = torch.maximum(torch.minimum(delta[live], mid), -mid) if linf else mid * delta[live]
-            cand = (base[live] + step).clamp(lo, hi)
-            adv = model(cand.reshape(len(cand), *self._shape)).argmax(1) != p[live]
-            high[live] = torch.where(adv, mid.squeeze(1), high[live])
-            low[live] = torch.where(adv, low[live], mid.squeeze(1))
-            best[live] = torch.where(adv.unsqueeze(1), cand, best[live])
-            gap = (high[live] - low[live]) * (1.0 if linf else size[live])
-            live = live[gap > 1e-6 * size[live].clamp_min(1e-12)]
-            if len(live) == 0:
-                break
+        delta, base = x_adv[idx] - x0[idx], x0[idx]
+        if self.norm == "linf":
+            def point(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                t = t.unsqueeze(1)
+                return (base[rows] + torch.maximum(torch.minimum(delta[rows], t), -t)).clamp(lo, hi)
+            high = delta.abs().amax(1)
+        else:
+            def point(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                return (base[rows] + t.unsqueeze(1) * delta[rows]).clamp(lo, hi)
+            high = torch.ones(len(idx), device=x0.device)
         out = x_adv.clone()
-        out[idx] = best
+        out[idx] = self._bisect(model, pred[idx], point, high, x_adv[idx])
         return out
+
+    def _polish(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
+                pred: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project the clean point onto the boundary linearised at ``x_adv``, then bisect on the overshoot.
+
+        The box-aware projections ``d(s)`` of the clean point onto ``{f_lin = (1 - s) f_lin(x0)}`` grow with
+        ``s``; exact for linear models. Returns the candidates and where one was verified adversarial.
+        """
+        idx = found.nonzero().flatten()
+        ok = torch.zeros_like(found)
+        if len(idx) == 0 or self.refine_steps == 0:
+            return x_adv, ok
+        base = x0[idx]
+        _, f, g = self._logits_and_grad(model, x_adv[idx], pred[idx])
+        r = -(f + (g * (base - x_adv[idx])).sum(1))  # g.d needed from the clean point
+        usable = r < 0  # the linearisation must put the clean point on the predicted side
+
+        def point(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return (base[rows] + box_projection(base[rows], g[rows], t * r[rows], lo, hi, self.norm)).clamp(lo, hi)
+
+        rows = torch.arange(len(idx), device=x0.device)
+        high = torch.full((len(idx),), torch.inf, device=x0.device)
+        for s in (1.001, 1.05, 1.3):
+            todo = rows[usable & torch.isinf(high)]
+            if len(todo) == 0:
+                break
+            with torch.no_grad():
+                adv = model(point(torch.full((len(todo),), s, device=x0.device), todo)
+                            .reshape(len(todo), *self._shape)).argmax(1) != pred[idx][todo]
+            high[todo[adv]] = s
+        good = torch.isfinite(high)
+        if not bool(good.any()):
+            return x_adv, ok
+        sub = rows[good]
+        out = x_adv.clone()
+        out[idx[sub]] = self._bisect(model, pred[idx][sub], lambda t, rr: point(t, sub[rr]), high[sub],
+                                     point(high[sub], sub))
+        ok[idx[sub]] = True
+        return out, ok
 
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         lo, hi = float(domain[0]), float(domain[1])
         self._shape = tuple(x.shape[1:])
         x0 = x.detach().reshape(len(x), -1).float()
-        best_x, best_n = self._run(model, x0, pred, lo, hi, None)
+        candidates = self._run(model, x0, pred, lo, hi, None)
         for _ in range(self.restarts):
+            best_n = torch.stack([c[1] for c in candidates]).amin(0)
             radius = torch.where(torch.isfinite(best_n), best_n, torch.full_like(best_n, hi - lo)).unsqueeze(1) * 0.5
             noise = torch.rand_like(x0) * 2 - 1 if self.norm == "linf" else torch.randn_like(x0)
             noise = noise / perturbation_norm(noise, self.norm).clamp_min(1e-12).unsqueeze(1)
-            cand_x, cand_n = self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi))
-            better = cand_n < best_n
-            best_n = torch.where(better, cand_n, best_n)
+            candidates += self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi))[:1]
+        best_n = torch.full((len(x0),), torch.inf, device=x0.device)
+        best_x, refined = x0.clone(), x0.clone()
+        for cand_x, cand_n in candidates:
+            found = torch.isfinite(cand_n)
+            cand_r = self._refine(model, x0, cand_x, found, pred, lo, hi)
+            cand_rn = torch.where(found, perturbation_norm(cand_r - x0, self.norm), cand_n)
+            better = cand_rn < best_n
+            best_n = torch.where(better, cand_rn, best_n)
             best_x = torch.where(better.unsqueeze(1), cand_x, best_x)
+            refined = torch.where(better.unsqueeze(1), cand_r, refined)
         found = torch.isfinite(best_n)
-        refined = self._refine(model, x0, best_x, found, pred, lo, hi)
+        polished, ok = self._polish(model, x0, refined, found, pred, lo, hi)
+        better = ok & (perturbation_norm(polished - x0, self.norm) < best_n)
+        refined = torch.where(better.unsqueeze(1), polished, refined)
         # the refined points sit closer to the boundary: re-check them on the whole batch, as `verify` will,
         # and fall back to the unrefined adversarial example where the re-check disagrees
         with torch.no_grad():

@@ -1,0 +1,277 @@
+"""Minimal-norm attacks against ground truth: exact margins of linear classifiers inside the box."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linprog, minimize
+from torch import nn
+
+from brittle.attacks import (AttackResult, Ensemble, FastBoundaryAttack, make_attack, perturbation_norm, verify)
+from brittle.attacks import adapters
+from brittle.errors import InputError, ModelError
+
+DIM, CLASSES = 12, 5
+
+
+def linear_model(seed: int = 0, scale: float = 1.0) -> nn.Module:
+    torch.manual_seed(seed)
+    lin = nn.Linear(DIM, CLASSES)
+    with torch.no_grad():
+        lin.weight.mul_(scale)
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def weights(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    lin = model[1]
+    return lin.weight.detach().double().numpy(), lin.bias.detach().double().numpy()
+
+
+def exact_linf(w: np.ndarray, b: np.ndarray, x: np.ndarray, p: int, lo: float, hi: float) -> float:
+    """min ||d||∞ s.t. some class j scores at least class p at x + d, lo <= x + d <= hi (one LP per class)."""
+    best = np.inf
+    n = len(x)
+    for j in range(len(b)):
+        if j == p:
+            continue
+        a = w[j] - w[p]
+        c = a @ x + b[j] - b[p]
+        # variables (d, t): minimise t; |d_i| <= t; a.d >= -c
+        obj = np.r_[np.zeros(n), 1.0]
+        a_ub = np.vstack([np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)], np.r_[-a, 0.0][None]])
+        b_ub = np.r_[np.zeros(2 * n), c]
+        bounds = [(lo - xi, hi - xi) for xi in x] + [(0, None)]
+        res = linprog(obj, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        if res.status == 0:
+            best = min(best, res.fun)
+        else:
+            assert res.status == 2, res.message  # infeasible: class j cannot win inside the box
+    return best
+
+
+def exact_l2(w: np.ndarray, b: np.ndarray, x: np.ndarray, p: int, lo: float, hi: float) -> float:
+    """min ||d||_2 with the same constraints: one convex QP per class, solved by SLSQP."""
+    best = np.inf
+    for j in range(len(b)):
+        if j == p:
+            continue
+        a = w[j] - w[p]
+        c = a @ x + b[j] - b[p]
+        room = np.where(a > 0, hi - x, lo - x)
+        if a @ room + c < 0:  # even the best corner of the box does not reach class j
+            continue
+        res = minimize(lambda d: d @ d, np.clip(room * 0.5, lo - x, hi - x), jac=lambda d: 2 * d,
+                       constraints=[{"type": "ineq", "fun": lambda d, a=a, c=c: a @ d + c, "jac": lambda d, a=a: a}],
+                       bounds=list(zip(lo - x, hi - x)), method="SLSQP", options={"ftol": 1e-15, "maxiter": 1000})
+        assert res.success, res.message
+        best = min(best, float(np.sqrt(res.fun)))
+    return best
+
+
+def closed_form(w: np.ndarray, b: np.ndarray, x: np.ndarray, p: int, norm: str) -> float:
+    """Margin without the box: min_j |(w_p - w_j).x + b_p - b_j| / ||w_p - w_j||_dual."""
+    dual = 1 if norm == "linf" else 2
+    return min(abs((w[p] - w[j]) @ x + b[p] - b[j]) / np.linalg.norm(w[p] - w[j], dual)
+               for j in range(len(b)) if j != p)
+
+
+def box_points(n: int, seed: int = 1) -> torch.Tensor:
+    """Inputs with many coordinates at or near the box edges, so the box binds."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, DIM, generator=g)
+    edge = torch.rand(n, DIM, generator=g) < 0.4
+    return torch.where(edge, (x > 0.5).float(), x)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_linear_margin_inside_box_matches_exact_solution(norm: str) -> None:
+    model = linear_model(scale=0.6)
+    x = box_points(24)
+    pred = model(x).argmax(1)
+    res = FastBoundaryAttack(norm)(model, x, pred)
+    w, b = weights(model)
+    truth = np.array([(exact_linf if norm == "linf" else exact_l2)(w, b, xi, int(p), 0.0, 1.0)
+                      for xi, p in zip(x.double().numpy(), pred.numpy())])
+    free = np.array([closed_form(w, b, xi, int(p), norm) for xi, p in zip(x.double().numpy(), pred.numpy())])
+    assert (truth > free * 1.05).sum() >= 5, "test data too easy: the box should bind for several samples"
+    assert np.isfinite(truth).all()
+    np.testing.assert_allclose(res.upper.double().numpy(), truth, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_linear_margin_without_active_box_matches_closed_form(norm: str) -> None:
+    model = linear_model(seed=3, scale=3.0)
+    x = 0.5 + 0.05 * (torch.rand(20, DIM, generator=torch.Generator().manual_seed(2)) - 0.5)
+    pred = model(x).argmax(1)
+    res = FastBoundaryAttack(norm)(model, x, pred)
+    w, b = weights(model)
+    free = np.array([closed_form(w, b, xi, int(p), norm) for xi, p in zip(x.double().numpy(), pred.numpy())])
+    box_ok = (x - res.x_adv).abs().amax() < 0.45  # the minimal perturbations stay far from the box edges
+    assert bool(box_ok)
+    np.testing.assert_allclose(res.upper.double().numpy(), free, rtol=1e-4, atol=1e-7)
+
+
+def test_unflippable_model_gives_inf_not_zero() -> None:
+    lin = nn.Linear(DIM, 3)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = box_points(6)
+    for norm in ("linf", "l2"):
+        res = FastBoundaryAttack(norm, steps=20, restarts=1)(model, x)
+        assert torch.isinf(res.upper).all()
+        assert (res.adv_class == -1).all()
+        assert torch.equal(res.x_adv, x)
+
+
+def test_verify_rejects_non_adversarial_and_out_of_domain_candidates() -> None:
+    model = linear_model()
+    x = box_points(4)
+    pred = model(x).argmax(1)
+    same = verify(model, x, x.clone(), pred, "linf", (0.0, 1.0))
+    assert torch.isinf(same.upper).all()
+    nan = verify(model, x, torch.full_like(x, float("nan")), pred, "l2", (0.0, 1.0))
+    assert torch.isinf(nan.upper).all() and torch.equal(nan.x_adv, x)
+
+
+def small_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(DIM, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Linear(32, CLASSES)).eval()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("domain", [(0.0, 1.0), (-1.0, 2.0)])
+def test_adversarial_examples_flip_and_stay_in_domain(norm: str, domain: tuple[float, float]) -> None:
+    model = small_net()
+    lo, hi = domain
+    x = lo + (hi - lo) * box_points(40)
+    pred = model(x).argmax(1)
+    res = FastBoundaryAttack(norm, restarts=1)(model, x, pred, domain)
+    assert res.found.float().mean() > 0.9
+    f = res.found
+    assert (res.x_adv >= lo).all() and (res.x_adv <= hi).all()
+    adv_pred = model(res.x_adv).argmax(1)
+    assert (adv_pred[f] != pred[f]).all()
+    assert torch.equal(adv_pred[f], res.adv_class[f])
+    torch.testing.assert_close(perturbation_norm(res.x_adv - x, norm)[f], res.upper[f])
+    assert (res.upper[f] > 0).all()
+
+
+def test_seeded_runs_are_deterministic_and_cost_is_counted() -> None:
+    model = small_net(1)
+    x = box_points(30, seed=5)
+    a = FastBoundaryAttack("linf", restarts=2, seed=7)(model, x)
+    b = FastBoundaryAttack("linf", restarts=2, seed=7)(model, x)
+    assert torch.equal(a.upper, b.upper) and torch.equal(a.x_adv, b.x_adv)
+    assert a.cost == b.cost and a.cost.backward > 0 and a.cost.forward > a.cost.backward
+
+
+def test_early_stopping_spends_fewer_passes() -> None:
+    model = small_net(2)
+    x = box_points(30, seed=6)
+    early = FastBoundaryAttack("l2", steps=200, patience=5)(model, x)
+    full = FastBoundaryAttack("l2", steps=200, patience=200)(model, x)
+    assert early.cost.backward < 0.5 * full.cost.backward
+    assert torch.median(early.upper) <= torch.median(full.upper) * 1.02
+
+
+def test_ensemble_keeps_best_verified_bound_per_sample() -> None:
+    model = small_net(3)
+    x = box_points(30, seed=7)
+    pred = model(x).argmax(1)
+    weak = FastBoundaryAttack("l2", steps=1, refine_steps=0, seed=1)
+    strong = FastBoundaryAttack("l2", seed=2)
+    ens = Ensemble([weak, strong], "l2")(model, x, pred)
+    rw, rs = weak(model, x, pred), strong(model, x, pred)
+    torch.testing.assert_close(ens.upper, torch.minimum(rw.upper, rs.upper))
+    assert ens.cost.backward == rw.cost.backward + rs.cost.backward
+
+
+def test_bad_settings_raise_input_error() -> None:
+    with pytest.raises(InputError, match="unknown norm"):
+        FastBoundaryAttack("l1")
+    with pytest.raises(InputError, match="unknown attack method"):
+        make_attack("pgd-minimal", "linf")
+    with pytest.raises(InputError, match="steps"):
+        FastBoundaryAttack("linf", steps=0)
+    with pytest.raises(InputError, match="does not support norm"):
+        make_attack("ddn-foolbox", "linf") if importlib.util.find_spec("foolbox") else FakeL2Only("linf")
+    with pytest.raises(InputError, match="invalid options"):
+        make_attack("brittle", "linf", stepz=3)
+
+
+class FakeL2Only(FastBoundaryAttack):
+    name = "l2-only"
+    norms = ("l2",)
+
+
+def test_non_differentiable_model_raises_model_error() -> None:
+    class Argmaxed(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return small_net()(x)
+
+    with pytest.raises(ModelError, match="not differentiable"):
+        FastBoundaryAttack("linf")(Argmaxed(), box_points(3))
+
+
+def test_missing_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = adapters.importlib.import_module
+
+    def fake(name: str, *args: object) -> object:
+        if name in ("pyautoattack", "torchattacks", "foolbox"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args)
+
+    monkeypatch.setattr(adapters.importlib, "import_module", fake)
+    for method, extra in (("fab-autoattack", "autoattack"), ("fab-torchattacks", "attacks"),
+                          ("fmn-foolbox", "foolbox")):
+        with pytest.raises(InputError, match=rf"pip install 'brittle\[{extra}\]'"):
+            make_attack(method, "linf")
+
+
+REFERENCE = [(m, n) for m, n in (("fab-autoattack", "linf"), ("fab-autoattack", "l2"), ("fab-torchattacks", "linf"),
+                                  ("ddn-foolbox", "l2"), ("fmn-foolbox", "linf"), ("deepfool-torchattacks", "l2"))]
+
+
+@pytest.mark.parametrize("method,norm", REFERENCE)
+def test_reference_adapters_are_verified(method: str, norm: str) -> None:
+    if not adapters.available(method):
+        pytest.skip(f"{method} not installed")
+    model = small_net(4)
+    x = -1.0 + 3.0 * box_points(8, seed=9)
+    domain = (-1.0, 2.0)
+    pred = model(x).argmax(1)
+    res: AttackResult = make_attack(method, norm, steps=20)(model, x, pred, domain)
+    f = res.found
+    assert f.any()
+    assert (model(res.x_adv).argmax(1)[f] != pred[f]).all()
+    assert (res.x_adv >= -1).all() and (res.x_adv <= 2).all()
+    assert torch.isinf(res.upper[~f]).all() and (res.upper[f] > 0).all()
+    unflippable = nn.Sequential(nn.Flatten(), nn.Linear(DIM, 3))
+    with torch.no_grad():
+        unflippable[1].weight.zero_()
+        unflippable[1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+    none = make_attack(method, norm, steps=5)(unflippable.eval(), x, None, domain)
+    assert torch.isinf(none.upper).all() and (none.adv_class == -1).all()
+
+
+def test_brittle_is_as_tight_as_fab_on_a_small_network() -> None:
+    if not adapters.available("fab-autoattack"):
+        pytest.skip("pyautoattack not installed")
+    model = small_net(5)
+    x = box_points(40, seed=11)
+    pred = model(x).argmax(1)
+    for norm in ("linf", "l2"):
+        ours = FastBoundaryAttack(norm)(model, x, pred)
+        fab = make_attack("fab-autoattack", norm)(model, x, pred)
+        both = ours.found & fab.found
+        ratio = (ours.upper[both] / fab.upper[both]).median()
+        assert ours.found.sum() >= fab.found.sum()
+        assert ratio <= 1.01, f"{norm}: median ratio to FAB {ratio:.4f}"
+        assert ours.cost.backward < fab.cost.backward / 5
