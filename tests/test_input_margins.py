@@ -1,0 +1,194 @@
+"""The public input-margin API: ground truth, failure semantics, validity, determinism, validation."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.optimize import linprog
+from torch import nn
+
+import brittle
+from brittle import InputError, ModelError, as_data
+from brittle.input_margin import InputMargins, build_attack, input_margins, margins_for_batch
+
+DIM, CLASSES = 10, 4
+
+
+def linear(seed: int = 0, scale: float = 0.6) -> nn.Sequential:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(DIM, CLASSES)).eval()
+    with torch.no_grad():
+        model[1].weight.mul_(scale)
+    return model
+
+
+def mlp(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(DIM, 24), nn.ReLU(), nn.Linear(24, CLASSES)).eval()
+
+
+def points(n: int, seed: int = 0, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 2, DIM // 2))
+    edge = rng.random(x.shape) < 0.4
+    x = np.where(edge, (x > 0.5).astype(float), x)
+    return (lo + (hi - lo) * x).astype(np.float32)
+
+
+def lp_margin(model: nn.Sequential, x: np.ndarray, lo: float, hi: float) -> float:
+    """Exact L∞ margin of a linear model inside the box, by one LP per competing class."""
+    w = model[1].weight.detach().double().numpy()
+    b = model[1].bias.detach().double().numpy()
+    x = x.reshape(-1).astype(float)
+    p = int(np.argmax(w @ x + b))
+    n, best = len(x), np.inf
+    for j in range(len(b)):
+        if j == p:
+            continue
+        a = w[j] - w[p]
+        a_ub = np.vstack([np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)], np.r_[-a, 0.0][None]])
+        b_ub = np.r_[np.zeros(2 * n), a @ x + b[j] - b[p]]
+        res = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=b_ub,
+                      bounds=[(lo - v, hi - v) for v in x] + [(0, None)], method="highs")
+        if res.status == 0:
+            best = min(best, res.fun)
+    return best
+
+
+def test_linear_margins_match_lp_with_a_non_unit_domain() -> None:
+    lo, hi = -1.0, 1.0
+    model = linear(scale=0.5)
+    x = points(16, seed=1, lo=lo, hi=hi)
+    res = input_margins(model, as_data(x, domain=(lo, hi)), "linf", batch_size=5, device="cpu")
+    truth = np.array([lp_margin(model, xi, lo, hi) for xi in x])
+    np.testing.assert_allclose(res.upper, truth, rtol=1e-4, atol=1e-7)
+    assert (res.x_adv >= lo).all() and (res.x_adv <= hi).all()
+
+
+def test_result_fields_and_frame() -> None:
+    model = mlp()
+    x = points(12, seed=2)
+    res = input_margins(model, x, "l2", batch_size=5, device="cpu")
+    assert isinstance(res, InputMargins) and len(res) == 12
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == np.float32
+    np.testing.assert_array_equal(res.pred, model(torch.from_numpy(x)).argmax(1).numpy())
+    assert (res.lower == 0).all() and res.norm == "l2" and res.method == "brittle"
+    assert res.forward_passes > 12 and res.backward_passes > 12 and res.seconds > 0
+    frame = res.to_frame()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["upper", "lower", "adv_class", "pred"]
+    assert len(frame) == 12
+
+
+def test_adversarial_examples_are_verified_and_upper_is_their_norm() -> None:
+    model = mlp(1)
+    x = points(30, seed=3)
+    for norm in ("linf", "l2"):
+        res = input_margins(model, x, norm, batch_size=8, device="cpu")
+        f = res.found
+        assert f.mean() > 0.9 and (res.upper[f] > 0).all()
+        adv = model(torch.from_numpy(res.x_adv)).argmax(1).numpy()
+        assert (adv[f] != res.pred[f]).all() and (adv[f] == res.adv_class[f]).all()
+        assert (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+        delta = (res.x_adv - x).reshape(len(x), -1)
+        size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+        np.testing.assert_allclose(size[f], res.upper[f], rtol=1e-5)
+
+
+def test_model_that_cannot_flip_gives_inf_never_zero() -> None:
+    model = linear()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([2.0, 1.0, 0.0, -1.0]))
+    x = points(5, seed=4)
+    res = input_margins(model, x, "linf", device="cpu")
+    assert np.isinf(res.upper).all() and (res.adv_class == -1).all() and (res.pred == 0).all()
+    np.testing.assert_array_equal(res.x_adv, x)
+    assert np.isinf(res.to_frame()["upper"]).all()
+
+
+def test_seed_makes_runs_deterministic_and_batches_match_the_batch_function() -> None:
+    model = mlp(2)
+    x = points(20, seed=5)
+    a = input_margins(model, x, "linf", seed=3, batch_size=10, device="cpu", restarts=1)
+    b = input_margins(model, x, "linf", seed=3, batch_size=10, device="cpu", restarts=1)
+    np.testing.assert_array_equal(a.upper, b.upper)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    assert (a.forward_passes, a.backward_passes) == (b.forward_passes, b.backward_passes)
+    attack = build_attack("brittle", "linf", seed=3, restarts=1)
+    part = margins_for_batch(model, torch.from_numpy(x[10:]), norm="linf", attack=attack)
+    np.testing.assert_array_equal(part.upper.numpy(), a.upper[10:])
+
+
+def test_ensemble_is_no_worse_than_its_members() -> None:
+    model = mlp(3)
+    x = points(16, seed=6)
+    single = input_margins(model, x, "l2", device="cpu", steps=3)
+    ens = input_margins(model, x, "l2", "ensemble", device="cpu",
+                        attacks=[("brittle", {"steps": 3}), ("brittle", {"restarts": 1})])
+    assert ens.method.startswith("ensemble(brittle[steps=3]+brittle[restarts=1]")
+    assert (ens.upper <= single.upper + 1e-6).all()
+    assert ens.backward_passes > single.backward_passes
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"norm": "l1"}, "unknown norm"),
+    ({"method": "carlini"}, "unknown input-margin method"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": "64"}, "batch_size"),
+    ({"lower": "milp"}, "unknown lower-bound method"),
+    ({"steps": -1}, "steps"),
+])
+def test_bad_settings_raise_input_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        input_margins(mlp(), points(3), **kwargs)
+
+
+def test_bad_models_raise_model_error() -> None:
+    class NaNs(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((len(x), 3), float("nan")) + 0 * x.flatten(1)[:, :1]
+
+    class Frozen(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return mlp()(x)
+
+    class LaterNaNs(nn.Module):  # finite on the first two samples, which prepare_model probes
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = mlp()(x)
+            return torch.where(torch.arange(len(x))[:, None] >= 2, float("nan"), out)
+
+    with pytest.raises(ModelError, match="NaN"):
+        input_margins(NaNs().eval(), points(3), device="cpu")
+    with pytest.raises(ModelError, match="NaN"):
+        input_margins(LaterNaNs().eval(), points(5), device="cpu")
+    with pytest.raises(ModelError, match="not differentiable"):
+        input_margins(Frozen().eval(), points(3), device="cpu")
+
+
+def test_package_exports_the_api() -> None:
+    assert brittle.input_margins is input_margins and brittle.InputMargins is InputMargins
+
+
+@pytest.mark.skipif(importlib.util.find_spec("brittle.bounds") is None, reason="brittle.bounds not available")
+def test_certified_lower_bounds_bracket_the_margin() -> None:
+    model = linear(scale=0.5)
+    x = points(8, seed=7)
+    res = input_margins(model, x, "linf", lower="crown", device="cpu")
+    truth = np.array([lp_margin(model, xi, 0.0, 1.0) for xi in x])
+    assert (res.lower <= truth * (1 + 1e-5)).all() and (res.upper >= truth * (1 - 1e-5)).all()
+    assert (res.lower > 0.9 * truth).all()  # CROWN is exact on a linear model up to the bisection
+
+
+@pytest.mark.skipif(importlib.util.find_spec("brittle.bounds") is None, reason="brittle.bounds not available")
+def test_exact_method_closes_the_bracket_on_a_tiny_relu_network() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(DIM, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x = points(3, seed=8)
+    res = input_margins(model, x, "linf", "exact", device="cpu", time_limit=20.0)
+    assert (res.lower > 0).all()
+    np.testing.assert_allclose(res.upper, res.lower, rtol=1e-3, atol=1e-5)
