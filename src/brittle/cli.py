@@ -133,6 +133,12 @@ def zoo_build(root: Path = typer.Option(..., "--root", help="Folder with MNIST i
 # margins
 # --------------------------------------------------------------------------------------------
 
+_BACKEND = typer.Option("local", help="Where margins are computed: local (this process) or ray.")
+_WORKERS = typer.Option(1, help="--backend ray: number of Ray workers (actors).")
+_GPUS = typer.Option(0.0, "--gpus-per-worker", help="--backend ray: GPUs per worker (fractions share a GPU).")
+_ADDRESS = typer.Option(None, help="--backend ray: existing cluster (auto, ray://HOST:10001); default: start one.")
+
+
 @app.command()
 def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
             data: str = typer.Option("mnist", "--data", "-d", help="mnist, fashion-mnist, digits, a .npz or idx folder."),
@@ -146,7 +152,9 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
             device: str = typer.Option("auto", help="auto, cpu or cuda."),
             seed: int = typer.Option(0, help="Random seed."),
-            overwrite: bool = typer.Option(False, help="Replace a different run in --out.")) -> None:
+            overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+            backend: str = _BACKEND, workers: int = _WORKERS, gpus_per_worker: float = _GPUS,
+            address: Optional[str] = _ADDRESS) -> None:
     """Input margins ([lower, upper] per sample) and logit margins; writes DIR/margins.parquet."""
     import numpy as np
 
@@ -159,7 +167,8 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
                         seed=seed, method_options={})
     with RunStore(out, config, overwrite=overwrite) as store:
         result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
-                                 device=device, seed=seed, store=store, progress=not State.quiet)
+                                 device=device, seed=seed, store=store, progress=not State.quiet, backend=backend,
+                                 workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     result.table.to_parquet(out / "margins.parquet", index=False)
     upper = result.table["input_margin_upper"].to_numpy(float)
     lower_b = result.table["input_margin_lower"].to_numpy(float)
@@ -237,7 +246,9 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           seed: int = typer.Option(0, help="Random seed."),
           overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
-          report: bool = typer.Option(True, help="Write DIR/report.html.")) -> None:
+          report: bool = typer.Option(True, help="Write DIR/report.html."),
+          backend: str = _BACKEND, workers: int = _WORKERS, gpus_per_worker: float = _GPUS,
+          address: Optional[str] = _ADDRESS) -> None:
     """Audit a model: margins, margin consistency, detection, robust accuracy; writes DIR/summary.json,
     DIR/samples.parquet and DIR/report.html."""
     from .audit import audit as run_audit
@@ -245,7 +256,8 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     net, dataset = _load_inputs(model, data, weights, data_root, limit, domain, device)
     result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
-                       progress=not State.quiet, model_name=model, command=_command_line())
+                       progress=not State.quiet, model_name=model, command=_command_line(), backend=backend,
+                       workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     if report:
         result.report()
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))

@@ -22,23 +22,23 @@ from ..errors import InputError, ModelError
 from .base import MinimalNormAttack, perturbation_norm
 
 
-def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the ``t >= 0`` with ``sum_i a_i * min(t, b_i) = target`` (``a, b >= 0``).
+def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, ``t >= 0`` with ``g(t) = sum_i a_i * min(t, b_i)`` reaching ``target`` (``a, b >= 0``).
 
+    ``g`` is concave and piecewise linear, so Newton's method from ``t = 0`` approaches the root from below
+    and never overshoots: after ``iters`` steps ``g(t) <= target``, usually with equality (no sort needed).
     Returns ``(t, feasible)``; where even ``t = max b`` falls short, ``t = max b`` and ``feasible`` is False.
     """
-    b_sorted, order = b.sort(dim=1)
-    a_sorted = a.gather(1, order)
-    # g(b_k) = sum_{m<k} a_m b_m + b_k * sum_{m>=k} a_m, nondecreasing in k
-    below = torch.cumsum(a_sorted * b_sorted, 1) - a_sorted * b_sorted
-    above = a_sorted.flip(1).cumsum(1).flip(1)
-    g = below + b_sorted * above
-    reach = g >= target.unsqueeze(1)
-    feasible = reach.any(1)
-    k = torch.where(feasible, reach.int().argmax(1), torch.full_like(feasible, b.shape[1] - 1, dtype=torch.long))
-    rows = torch.arange(len(b), device=b.device)
-    t = (target - below[rows, k]) / above[rows, k].clamp_min(1e-30)
-    t = torch.where(feasible, t.clamp_min(0.0), b_sorted[:, -1])
+    total = (a * b).sum(1)
+    feasible = total >= target
+    t = torch.zeros_like(target)
+    for _ in range(iters):
+        tc = t.unsqueeze(1)
+        g = (a * torch.minimum(tc, b)).sum(1)
+        slope = (a * (b > tc)).sum(1)
+        t = t + ((target - g) / slope.clamp_min(1e-30)).clamp_min(0.0)
+    t = torch.where(feasible, t, b.amax(1))
     return t, feasible
 
 
@@ -86,18 +86,26 @@ class FastBoundaryAttack(MinimalNormAttack):
         patience: steps without a relative improvement of ``rtol`` after which a sample stops.
         rtol: relative improvement that counts as progress.
         refine_steps: bisection steps of the final refinement (forward passes only).
-        restarts: extra runs from random starting points (seeded), each keeping the best bound.
+        restarts: extra runs from random starting points (seeded) at half the best norm so far; default 1
+            for L2 (where L∞-trained models trap the first run in a poor local optimum) and 0 for L∞.
+        restart_steps: maximum steps of each restart (default ``min(steps, 30)``).
         seed: seed of the random restarts.
     """
 
     name = "brittle"
 
     def __init__(self, norm: str = "linf", *, steps: int = 100, init_classes: int = 9, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, patience: int = 10, rtol: float = 1e-3,
-                 refine_steps: int = 20, restarts: int = 0, seed: int = 0):
+                 eta: float = 1.05, beta: float = 0.75, patience: int = 10, rtol: float = 1e-3,
+                 refine_steps: int = 20, restarts: int | None = None, restart_steps: int | None = None,
+                 seed: int = 0):
         super().__init__(norm, seed=seed)
+        if restarts is None:
+            restarts = 1 if self.norm == "l2" else 0
+        if restart_steps is None:
+            restart_steps = min(steps, 30)
         for name, value, low in (("steps", steps, 1), ("init_classes", init_classes, 1), ("patience", patience, 1),
-                                 ("refine_steps", refine_steps, 0), ("restarts", restarts, 0)):
+                                 ("refine_steps", refine_steps, 0), ("restarts", restarts, 0),
+                                 ("restart_steps", restart_steps, 1)):
             if not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}", f"pass e.g. {name}={max(low, 1)}")
         if not (0.0 <= alpha_max <= 1.0 and eta >= 1.0 and 0.0 < beta < 1.0 and rtol >= 0.0):
@@ -112,6 +120,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         self.rtol = rtol
         self.refine_steps = refine_steps
         self.restarts = restarts
+        self.restart_steps = restart_steps
 
     # ------------------------------------------------------------------------------------------
     def _logits_and_grad(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor
@@ -162,7 +171,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         return (x0 + self.eta * best_d).clamp(lo, hi)
 
     def _run(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, lo: float, hi: float,
-             start: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+             start: torch.Tensor | None, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One attack run from ``start`` (DeepFool-style start when None).
 
         Returns candidates ``(x_adv, norm)``: the smallest adversarial iterate and the first one found (its
@@ -177,11 +186,11 @@ class FastBoundaryAttack(MinimalNormAttack):
         x1 = self._init_step(model, x0, pred, lo, hi) if start is None else start.clone()
         last_gain = torch.zeros(n, dtype=torch.long, device=dev)
         active = torch.arange(n, device=dev)
-        for step in range(self.steps + 1):
+        for step in range(steps + 1):
             if len(active) == 0:
                 break
             xa, x0a, pa = x1[active], x0[active], pred[active]
-            if step == self.steps:  # final check of the last iterate, no gradient needed
+            if step == steps:  # final check of the last iterate, no gradient needed
                 with torch.no_grad():
                     logits = model(xa.reshape(len(xa), *self._shape))
             else:
@@ -197,7 +206,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             best_n[active] = torch.where(improved, dist, best_n[active])
             best_x[active] = torch.where(improved.unsqueeze(1), xa, best_x[active])
             last_gain[active] = torch.where(significant, torch.full_like(last_gain[active], step), last_gain[active])
-            if step == self.steps:
+            if step == steps:
                 break
             # step back toward the clean point after a success, then project with the linearisation at xa
             xc = torch.where(adv.unsqueeze(1), x0a + self.beta * (xa - x0a), xa)
@@ -227,16 +236,17 @@ class FastBoundaryAttack(MinimalNormAttack):
         low = torch.zeros_like(high)
         best = fallback.clone()
         live = torch.arange(len(high), device=high.device)
-        for _ in range(self.refine_steps):
+        for i in range(self.refine_steps):
             if len(live) == 0:
                 break
-            mid = (low[live] + high[live]) / 2
+            # the answer is usually just below ``high`` (overshoot): probe 0.9 high first, then halve
+            mid = 0.9 * high[live] if i == 0 else (low[live] + high[live]) / 2
             cand = point(mid, live)
             adv = model(cand.reshape(len(cand), *self._shape)).argmax(1) != pred[live]
             high[live] = torch.where(adv, mid, high[live])
             low[live] = torch.where(adv, low[live], mid)
             best[live] = torch.where(adv.unsqueeze(1), cand, best[live])
-            live = live[high[live] - low[live] > 1e-6 * high[live]]
+            live = live[high[live] - low[live] > 1e-5 * high[live]]
         return best
 
     def _refine(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
@@ -302,13 +312,14 @@ class FastBoundaryAttack(MinimalNormAttack):
         lo, hi = float(domain[0]), float(domain[1])
         self._shape = tuple(x.shape[1:])
         x0 = x.detach().reshape(len(x), -1).float()
-        candidates = self._run(model, x0, pred, lo, hi, None)
+        candidates = self._run(model, x0, pred, lo, hi, None, self.steps)
         for _ in range(self.restarts):
             best_n = torch.stack([c[1] for c in candidates]).amin(0)
             radius = torch.where(torch.isfinite(best_n), best_n, torch.full_like(best_n, hi - lo)).unsqueeze(1) * 0.5
             noise = torch.rand_like(x0) * 2 - 1 if self.norm == "linf" else torch.randn_like(x0)
             noise = noise / perturbation_norm(noise, self.norm).clamp_min(1e-12).unsqueeze(1)
-            candidates += self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi))[:1]
+            candidates += self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi),
+                                    self.restart_steps)[:1]
         best_n = torch.full((len(x0),), torch.inf, device=x0.device)
         best_x, refined = x0.clone(), x0.clone()
         for cand_x, cand_n in candidates:
