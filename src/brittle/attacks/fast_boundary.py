@@ -6,8 +6,10 @@ box, both the current iterate and the clean point onto the zero set of that line
 the two projections (biased toward the clean point) with a small overshoot, and after every adversarial
 iterate it steps back toward the clean point. Unlike FAB it needs one backward pass per step instead of one
 per class: only the first step (a DeepFool-style start) looks at several runner-up classes. Samples stop
-spending passes once their bound has stopped improving, and a verified bisection toward the clean point
-(along the perturbation for L2, shrinking the L∞ box for L∞) removes the overshoot at the end.
+spending passes once their bound has stopped improving (``patience``); L2 adds one short restart from a
+random point. At the end, verified bisections toward the clean point (along the perturbation for L2,
+shrinking the L∞ box for L∞) remove the overshoot, and a last projection of the clean point onto the
+boundary linearised at the best point (bisected on its overshoot; exact for linear models) polishes it.
 """
 
 from __future__ import annotations
