@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .attacks.base import check_norm
+from .backends import check_backend, worker_device
 from .consistency import detection_metrics, margin_correlations, robust_accuracy
 from .data import Data, as_data
 from .errors import InputError, StoreError
@@ -194,16 +195,20 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
           seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = False,
           n_boot: int = 1000, samples: str = "all", n_examples: int = 12, model_name: str | None = None,
-          command: str | None = None, method_options: dict[str, Any] | None = None) -> Audit:
+          command: str | None = None, method_options: dict[str, Any] | None = None, backend: str = "local",
+          workers: int = 1, gpus_per_worker: float = 0.0, address: str | None = None) -> Audit:
     """Audit ``model`` on ``data``: margins of every input and what margin consistency says about them.
 
     With ``out``, margins are computed into a resumable run store there (re-running resumes; a different
-    run is refused unless ``overwrite``) and the results and report are written there too.
+    run is refused unless ``overwrite``) and the results and report are written there too. ``backend``,
+    ``workers``, ``gpus_per_worker`` and ``address`` choose where margins are computed (see `compute_margins`).
     """
     norm = check_norm(norm)
     eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps)
     data = as_data(data)
+    check_backend(backend, workers, gpus_per_worker, address)
     dev = resolve_device(device)
+    where = str(dev) if backend == "local" else f"ray: {workers} workers ({worker_device(device, gpus_per_worker)})"
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     t0 = time.perf_counter()
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
@@ -211,8 +216,9 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     store = RunStore(out, config, overwrite=overwrite) if out is not None else None
     try:
         margins = compute_margins(model, data, norm=norm, method=method, lower=lower, batch_size=batch_size,
-                                  device=dev, seed=seed, store=store, progress=progress,
-                                  method_options=method_options)
+                                  device=dev if backend == "local" else device, seed=seed, store=store,
+                                  progress=progress, method_options=method_options, backend=backend,
+                                  workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     finally:
         if store is not None:
             store.close()
@@ -221,7 +227,7 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
                "lower_bound_method": lower, **summary,
                "forward_passes": margins.forward_passes, "backward_passes": margins.backward_passes,
                "attack_seconds": margins.seconds, "seconds": time.perf_counter() - t0, "seed": seed,
-               "device": str(dev), "versions": versions(), "command": command or "brittle.audit(...)"}
+               "device": where, "versions": versions(), "command": command or "brittle.audit(...)"}
     result = Audit(margins.table, summary, curves, _examples(data, margins.table, margins.x_adv, n_examples))
     if out is not None:
         result.save(out)

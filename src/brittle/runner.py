@@ -69,44 +69,74 @@ def check_labels_fit(model: nn.Module, data: Data, device: torch.device) -> None
                          "map the labels to the model's class indices, or use the model trained for this data")
 
 
+@dataclass(frozen=True)
+class MarginSettings:
+    """Everything besides model and data that a batch of `compute_margins` is computed with."""
+
+    norm: str
+    method: str
+    lower: str | None
+    batch_size: int
+    seed: int
+    method_options: dict[str, Any]
+
+
+def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSettings,
+                  device: torch.device) -> dict[str, np.ndarray]:
+    """Margins of batch number ``batch`` (its samples are ``part``): the arrays committed to the run store.
+
+    Every backend calls this; the batch's seed is ``seed * 100_003 + batch``, so results do not depend on
+    where or in which order batches run. ``model`` must be prepared on ``device``.
+    """
+    from .input_margin import input_margins
+
+    with torch.inference_mode():
+        logits = model(part.x.to(device)).float()
+    margin, pred, runner = margins_from_logits(logits)
+    result = input_margins(model, part, norm=settings.norm, method=settings.method, lower=settings.lower,
+                           batch_size=len(part), device=device, seed=settings.seed * 100_003 + batch,
+                           **settings.method_options)
+    if not np.array_equal(result.pred, pred.cpu().numpy()):
+        raise RuntimeError("the model's predictions changed between two identical forward passes "
+                           "(non-deterministic model?)")
+    return {"logit_margin": margin.cpu().numpy(), "pred": pred.cpu().numpy(),
+            "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper,
+            "input_margin_lower": result.lower, "adv_class": result.adv_class,
+            "x_adv": result.x_adv.astype(np.float32),
+            "cost": np.array([result.forward_passes, result.backward_passes]),
+            "seconds": np.array([result.seconds])}
+
+
 def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method: str = "brittle",
                     lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
                     seed: int = 0, store: RunStore | None = None, progress: bool = False,
-                    method_options: dict[str, Any] | None = None) -> MarginTable:
+                    method_options: dict[str, Any] | None = None, backend: str = "local", workers: int = 1,
+                    gpus_per_worker: float = 0.0, address: str | None = None) -> MarginTable:
     """Logit margins and input-margin brackets of every sample of ``data``, batch by batch.
 
     With ``store``, each finished batch is committed and batches already there are not recomputed.
+    ``backend="ray"`` computes the batches on ``workers`` Ray actors (``gpus_per_worker`` GPUs each) of the
+    cluster at ``address`` (default: a local Ray instance started for the run); per-sample results equal
+    the local backend's, and a run started with one backend resumes with the other (see `brittle.backends`).
     """
+    from .backends import check_backend
+
     norm = check_norm(norm)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
-    dev = resolve_device(device)
+    check_backend(backend, workers, gpus_per_worker, address)
+    dev = resolve_device(device) if backend == "local" else torch.device("cpu")  # ray: checks run on the driver's CPU
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     check_labels_fit(model, data, dev)
-    from .input_margin import input_margins
-
-    options = dict(method_options or {})
+    settings = MarginSettings(norm, method, lower, batch_size, seed, dict(method_options or {}))
     n_batches = -(-len(data) // batch_size)
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        part = data.subset(slice(start, stop))
-        with torch.inference_mode():
-            logits = model(part.x.to(dev)).float()
-        margin, pred, runner = margins_from_logits(logits)
-        result = input_margins(model, part, norm=norm, method=method, lower=lower, batch_size=stop - start,
-                               device=dev, seed=seed * 100_003 + start // batch_size, **options)
-        if not np.array_equal(result.pred, pred.cpu().numpy()):
-            raise RuntimeError("the model's predictions changed between two identical forward passes "
-                               "(non-deterministic model?)")
-        return {"logit_margin": margin.cpu().numpy(), "pred": pred.cpu().numpy(),
-                "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper,
-                "input_margin_lower": result.lower, "adv_class": result.adv_class,
-                "x_adv": result.x_adv.astype(np.float32),
-                "cost": np.array([result.forward_passes, result.backward_passes]),
-                "seconds": np.array([result.seconds])}
+        return batch_margins(model, data.subset(slice(start, stop)), start // batch_size, settings, dev)
 
-    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({norm}, {method})", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    where = "" if backend == "local" else f", ray × {workers}"
+    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({norm}, {method}{where})",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
     resumed = {"n": 0}
 
     def on_batch(samples: int, recomputed: bool) -> None:
@@ -115,7 +145,13 @@ def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method:
         bar.update(samples)
 
     try:
-        arrays = run_batched(store, JOB, len(data), batch_size, compute, on_batch)
+        if backend == "local":
+            arrays = run_batched(store, JOB, len(data), batch_size, compute, on_batch)
+        else:
+            from .backends import run_ray
+
+            arrays = run_ray(model, data, settings, store=store, job=JOB, workers=workers,
+                             gpus_per_worker=gpus_per_worker, address=address, device=device, on_batch=on_batch)
     finally:
         bar.close()
     if progress and resumed["n"]:
