@@ -1,0 +1,197 @@
+"""The Ray backend: per-sample results identical to the local backend, a worker killed mid-run is replaced
+and its shard recomputed, a killed driver's run resumes without recomputing finished shards, a worker's
+`BrittleError` is re-raised as is, and a shard that keeps failing ends in a clear `BackendError`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from brittle.audit import audit
+from brittle.backends import BackendError, check_backend
+from brittle.data import load_digits
+from brittle.errors import InputError
+from brittle.models import save_torchscript
+from brittle.zoo.architectures import mlp
+
+ray = pytest.importorskip("ray", reason="the ray backend tests need Ray: pip install 'brittle[ray]'")
+
+N, BATCH = 120, 20  # 6 shards
+EPS = [0.05, 0.1]
+
+
+class CrashOn(nn.Module):
+    """``net``, except that a Ray worker process dies (``os._exit``) on the clean pass of the shard starting
+    with ``trigger``: once if ``marker`` names a file (created on the crash), else every time."""
+
+    def __init__(self, net: nn.Module, trigger: torch.Tensor, marker: str | None, how: str = "exit"):
+        super().__init__()
+        self.net, self.marker, self.how, self.driver = net, marker, how, os.getpid()
+        self.trigger = trigger.clone()  # a plain attribute: not in the state dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (os.getpid() != self.driver and len(x) and torch.equal(x[0].detach().cpu(), self.trigger)
+                and (self.marker is None or not Path(self.marker).exists())):
+            if self.marker is not None:
+                Path(self.marker).touch()
+            if self.how == "raise":
+                raise RuntimeError("injected failure")
+            os._exit(1)
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.manual_seed(0)
+    data = load_digits()
+    net = mlp(64, (32,), 10)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(data.x), data.y).backward()
+        opt.step()
+    return net.eval(), data.subset(slice(0, N))
+
+
+@pytest.fixture(scope="module")
+def local(digits):
+    net, data = digits
+    return audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20).table
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray instance (2 CPUs, loopback only) shared by the in-process tests."""
+    from brittle.backends import _init_local
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    _init_local(ray, num_cpus=2, num_gpus=0)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_equals_local_and_resumes(digits, local, cluster, tmp_path):
+    net, data = digits
+    out = tmp_path / "run"
+    result = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, backend="ray", workers=2)
+    pd.testing.assert_frame_equal(result.table, local)
+    assert result.summary["device"] == "ray: 2 workers (cpu)"
+    assert ray.is_initialized(), "a Ray instance the caller started must stay up"
+    before = _batches(out)
+    assert len(before) == N // BATCH
+    conn = sqlite3.connect(out / "run.sqlite")
+    with conn:
+        conn.execute("DELETE FROM batches WHERE batch IN (1, 4)")
+    conn.close()
+    again = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, backend="ray", workers=2)
+    after = _batches(out)
+    assert {b for b in after if after[b] != before[b]} == {1, 4}, "only the missing shards are recomputed"
+    pd.testing.assert_frame_equal(again.table, local)
+
+
+def test_killed_worker_is_replaced(digits, local, cluster, tmp_path):
+    net, data = digits
+    marker = tmp_path / "crashed"
+    model = CrashOn(net, data.x[3 * BATCH], str(marker))
+    result = audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, backend="ray", workers=2)
+    assert marker.exists(), "the worker should have crashed once"
+    pd.testing.assert_frame_equal(result.table, local)
+
+
+def test_brittle_error_in_worker_is_reraised(digits, cluster):
+    net, data = digits
+    with pytest.raises(InputError, match="invalid options for method 'brittle'"):
+        audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, backend="ray", workers=2,
+              method_options={"bogus": 1})
+
+
+def test_failing_shard_gives_up_with_clear_error(digits, cluster, tmp_path):
+    net, data = digits
+    model = CrashOn(net, data.x[BATCH], None, how="raise")
+    with pytest.raises(BackendError, match=r"shard 1 \(samples 20\.\.39\) failed 3 times.*injected failure"):
+        audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, out=tmp_path / "run", backend="ray", workers=2)
+    done = _batches(tmp_path / "run")
+    assert 1 not in done and len(done) >= 1, "finished shards are kept for a re-run"
+
+
+def test_backend_settings_are_checked():
+    with pytest.raises(InputError, match="unknown backend"):
+        check_backend("dask", 1, 0, None)
+    with pytest.raises(InputError, match="ray backend only"):
+        check_backend("local", 2, 0, None)
+    with pytest.raises(InputError, match="positive integer"):
+        check_backend("ray", 0, 0, None)
+    with pytest.raises(InputError, match=">= 0"):
+        check_backend("ray", 2, -1, None)
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'brittle\[ray\]'"):
+        check_backend("ray", 2, 0, None)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: a killed driver resumes
+# --------------------------------------------------------------------------------------------
+
+def _batches(out: Path) -> dict[int, float]:
+    conn = sqlite3.connect(out / "run.sqlite")
+    try:
+        return dict(conn.execute("SELECT batch, created FROM batches WHERE job = 'margins'").fetchall())
+    finally:
+        conn.close()
+
+
+def _cmd(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "brittle.cli", "--quiet", "audit", "--model", str(folder / "mlp.pt"),
+            "--data", str(folder / "digits.npz"), "--norm", "linf", "--eps", "0.05,0.1", "--batch-size", str(BATCH),
+            "--out", str(out), "--no-report", *extra]
+
+
+def test_killed_driver_resumes(digits, local, tmp_path):
+    """SIGKILL the driver of a ``--backend ray`` run mid-way, then finish the run (here with the local
+    backend: a run's identity does not include the backend): finished shards are not recomputed."""
+    net, data = digits
+    save_torchscript(net, tmp_path / "mlp.pt", data.x[:2])
+    np.savez(tmp_path / "digits.npz", x=data.x.numpy(), y=data.y.numpy())
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(tmp_path, out, "--backend", "ray", "--workers", "2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            time.sleep(0.1)
+            try:
+                if (out / "run.sqlite").exists() and len(_batches(out)) >= 2:
+                    break
+            except sqlite3.OperationalError:
+                continue
+            assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:  # Ray's node agents outlive a SIGKILLed driver for a while: end the run's process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = _batches(out)
+    assert 2 <= len(before) < N // BATCH, "the driver should have been killed mid-run"
+    assert not (out / "samples.parquet").exists()
+
+    done = subprocess.run(_cmd(tmp_path, out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _batches(out)
+    assert len(after) == N // BATCH
+    assert all(after[b] == created for b, created in before.items()), "a finished shard was recomputed"
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "samples.parquet"), local)
