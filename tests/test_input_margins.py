@@ -109,6 +109,18 @@ def test_model_that_cannot_flip_gives_inf_never_zero() -> None:
     np.testing.assert_array_equal(res.x_adv, x)
     assert np.isinf(res.to_frame()["upper"]).all()
 
+    class Constant(nn.Module):  # differentiable in its parameters, blind to its input
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([0.0, 3.0, 1.0]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias.expand(len(x), -1)
+
+    for norm in ("linf", "l2"):
+        blind = input_margins(Constant().eval(), x, norm, device="cpu")
+        assert np.isinf(blind.upper).all() and (blind.pred == 1).all() and (blind.lower == 0).all()
+
 
 def test_seed_makes_runs_deterministic_and_batches_match_the_batch_function() -> None:
     model = mlp(2)

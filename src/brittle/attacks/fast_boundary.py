@@ -66,6 +66,13 @@ def box_projection(z: torch.Tensor, w: torch.Tensor, r: torch.Tensor, lo: float,
     return torch.where(torch.isfinite(d), d, torch.zeros_like(d))
 
 
+def _require_grad(logits: torch.Tensor) -> None:
+    if not logits.requires_grad:
+        raise ModelError("the model's logits are not differentiable with respect to its input",
+                         "use a differentiable model (no torch.no_grad/detach/argmax in forward) "
+                         "or a gradient-free method")
+
+
 def _margin(logits: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``z_pred - max_{j != pred} z_j`` and the maximising class ``j``."""
     rows = torch.arange(len(pred), device=pred.device)
@@ -134,12 +141,10 @@ class FastBoundaryAttack(MinimalNormAttack):
         xr = x.detach().reshape(len(x), *self._shape).requires_grad_(True)
         with torch.enable_grad():
             logits = model(xr)
-            if not logits.requires_grad:
-                raise ModelError("the model's logits are not differentiable with respect to its input",
-                                 "use a differentiable model (no torch.no_grad/detach/argmax in forward) "
-                                 "or a gradient-free method")
+            _require_grad(logits)
             f, _ = _margin(logits, pred)
-            (grad,) = torch.autograd.grad(f.sum(), xr)
+            (grad,) = torch.autograd.grad(f.sum(), xr, allow_unused=True)
+        grad = torch.zeros_like(xr) if grad is None else grad  # logits that ignore the input
         grad = grad.reshape(len(x), -1)
         grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
         return logits.detach(), f.detach(), grad
@@ -150,10 +155,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         xr = x0.detach().reshape(len(x0), *self._shape).requires_grad_(True)
         with torch.enable_grad():
             logits = model(xr)
-            if not logits.requires_grad:
-                raise ModelError("the model's logits are not differentiable with respect to its input",
-                                 "use a differentiable model (no torch.no_grad/detach/argmax in forward) "
-                                 "or a gradient-free method")
+            _require_grad(logits)
             rows = torch.arange(len(pred), device=pred.device)
             others = logits.detach().clone()
             others[rows, pred] = -torch.inf
@@ -163,8 +165,8 @@ class FastBoundaryAttack(MinimalNormAttack):
             best_n = torch.full((len(x0),), torch.inf, device=x0.device)
             for c in range(k):
                 f = logits[rows, pred] - logits[rows, top[:, c]]
-                (g,) = torch.autograd.grad(f.sum(), xr, retain_graph=c < k - 1)
-                g = g.reshape(len(x0), -1)
+                (g,) = torch.autograd.grad(f.sum(), xr, retain_graph=c < k - 1, allow_unused=True)
+                g = (torch.zeros_like(xr) if g is None else g).reshape(len(x0), -1)
                 g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
                 d = box_projection(x0, -g, f.detach(), lo, hi, self.norm)
                 reached = (f.detach() + (g * d).sum(1)) <= 1e-6 * f.detach().abs().clamp_min(1e-12)
