@@ -118,10 +118,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summary = summarize(runs, lower)
             results.append({"model": model_name, "norm": norm, **summary})
             print_table(model_name, norm, summary)
+            write(args, results)  # after every model and norm, so a long run keeps what it finished
+    return write(args, results)
+
+
+def write(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any]:
     report = {
-        "config": {k: v for k, v in vars(args).items()},
+        "config": dict(vars(args)),
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
                         "cuda": torch.cuda.is_available()},
         "results": results,
     }
