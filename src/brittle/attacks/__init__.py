@@ -61,7 +61,8 @@ def make_attack(method: str, norm: str = "linf", *, seed: int = 0, **options: An
                 if spec == "ensemble":
                     raise InputError("an ensemble cannot contain 'ensemble'", "list the member attacks")
                 members.append(make_attack(spec, norm, seed=seed + i, **options))
-            elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+            elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
+                  and isinstance(spec[1], Mapping)):
                 member = make_attack(spec[0], norm, seed=seed + i, **dict(spec[1]))
                 if spec[1]:
                     member.name = f"{spec[0]}[{','.join(f'{k}={v}' for k, v in spec[1].items())}]"

@@ -119,7 +119,8 @@ class FastBoundaryAttack(MinimalNormAttack):
                                  ("refine_steps", refine_steps, 0), ("restarts", restarts, 0),
                                  ("restart_steps", restart_steps, 1)):
             if not isinstance(value, int) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}, got {value!r}", f"pass e.g. {name}={max(low, 1)}")
+                raise InputError(f"{name} must be an integer >= {low}, got {value!r}",
+                                 f"pass e.g. {name}={max(low, 1)}")
         if not (0.0 <= alpha_max <= 1.0 and eta >= 1.0 and 0.0 < beta < 1.0 and rtol >= 0.0):
             raise InputError(f"invalid step parameters alpha_max={alpha_max}, eta={eta}, beta={beta}, rtol={rtol}",
                              "use 0 <= alpha_max <= 1, eta >= 1, 0 < beta < 1, rtol >= 0")
