@@ -33,7 +33,7 @@ from torch import nn
 from ..attacks.base import perturbation_norm
 from ..data import Domain
 from ..errors import InputError, ModelError
-from .certify import check_inputs, domain_radius
+from .certify import certified_lower_bounds, check_inputs, domain_radius
 from .network import DTYPE, Network, _Affine, _ReLU
 
 #: Largest extra norm allowed when pushing the MILP minimiser past the decision boundary.
@@ -169,17 +169,29 @@ class _Milp:
         self.c = np.zeros(n_var)
         self.c[d] = 1.0
 
-    def solve(self, w_out: np.ndarray, b_out: np.ndarray, pred: int, target: int, cutoff: float,
-              time_limit: float):
+    def solve(self, w_out: np.ndarray, b_out: np.ndarray, pred: int, targets: list[int], diff_lower: np.ndarray,
+              cutoff: float, time_limit: float):
+        """Smallest ``t <= cutoff`` at which some target class reaches the predicted class's logit.
+
+        One binary ``s_j`` per target selects the class that must win: ``logit_j - logit_pred >= L_j (1 - s_j)``
+        with ``L_j <= 0`` a lower bound of ``logit_j - logit_pred`` on the ball, and ``sum_j s_j >= 1``.
+        """
         off, width = self.last
-        row = np.zeros((1, self.n_var))
-        row[0, off:off + width] = w_out[target] - w_out[pred]
-        target_rows = LinearConstraint(sp.vstack([self.a, sp.csr_matrix(row)]).tocsr(),
-                                       np.concatenate([self.lb, [b_out[pred] - b_out[target]]]),
-                                       np.concatenate([self.ub, [np.inf]]))
-        hi = self.hi_var.copy()
+        k = len(targets)
+        rows = np.zeros((k + 1, self.n_var + k))
+        for r, j in enumerate(targets):
+            rows[r, off:off + width] = w_out[j] - w_out[pred]
+            rows[r, self.n_var + r] = diff_lower[j]
+        rows[k, self.n_var:] = 1.0
+        lb_t = np.array([diff_lower[j] - b_out[j] + b_out[pred] for j in targets] + [1.0])
+        mat = sp.vstack([sp.hstack([self.a, sp.csr_matrix((self.a.shape[0], k))]), sp.csr_matrix(rows)]).tocsr()
+        constraints = LinearConstraint(mat, np.concatenate([self.lb, lb_t]), np.concatenate([self.ub, np.full(k + 1, np.inf)]))
+        hi = np.concatenate([self.hi_var, np.ones(k)])
         hi[self.d] = min(hi[self.d], cutoff)
-        return milp(self.c, integrality=self.integrality, bounds=Bounds(self.lo_var, hi), constraints=target_rows,
+        lo = np.concatenate([self.lo_var, np.zeros(k)])
+        integrality = np.concatenate([self.integrality, np.ones(k)])
+        c = np.concatenate([self.c, np.zeros(k)])
+        return milp(c, integrality=integrality, bounds=Bounds(lo, hi), constraints=constraints,
                     options={"time_limit": max(time_limit, 0.01), "mip_rel_gap": 1e-7, "disp": False})
 
 
@@ -238,6 +250,10 @@ def exact_margins(model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None =
         if bool(torch.isnan(up).any()) or bool((up < 0).any()):
             raise InputError("upper must hold non-negative bounds (inf where unknown)", "pass verified norms or None")
         radius = torch.minimum(full, up * (1 + 1e-6) + 1e-9)
+    # first ball: twice the certified radius (the margin usually lies inside), never beyond ``upper``
+    certified = certified_lower_bounds(model, x, pred, norm, domain, "crown", upper=radius, steps=10).to(DTYPE)
+    start = torch.minimum(radius, torch.maximum(2 * certified, 1e-3 * full))
+    start = torch.where(torch.isfinite(certified), start, full)
     n = len(x64)
     margins = torch.full((n,), math.nan, dtype=DTYPE)
     lower = torch.zeros(n, dtype=DTYPE)
@@ -247,63 +263,91 @@ def exact_margins(model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None =
     x_adv = x.detach().cpu().clone()
     for i in range(n):
         deadline = time.monotonic() + time_limit
-        result = _solve_sample(net, model, x64[i], int(pred[i]), float(radius[i]), domain, hidden, w_out, b_out,
-                               deadline)
-        if result["all_out_of_reach"] and float(radius[i]) < float(full[i]):
-            result = _solve_sample(net, model, x64[i], int(pred[i]), float(full[i]), domain, hidden, w_out, b_out,
-                                   deadline)
+        result = _solve_sample(net, model, x64[i], int(pred[i]), float(start[i]), float(full[i]), domain, hidden,
+                               w_out, b_out, deadline)
         lower[i] = result["lower"]
         if result["x_adv"] is not None:
             x_adv[i] = result["x_adv"].to(x_adv.dtype).reshape(x_adv.shape[1:])
             upper_out[i] = float(perturbation_norm((x_adv[i:i + 1].to(DTYPE) - x64[i:i + 1]), norm)[0])
             adv_class[i] = result["adv_class"]
-        if result["solved"] and (result["x_adv"] is not None or math.isinf(result["best"])):
+        if result["solved"] and (result["x_adv"] is not None or result["out_of_reach"]):
             exact[i] = True
             margins[i] = result["best"]
-        if math.isinf(result["best"]) and result["solved"] and result["all_out_of_reach"]:
-            lower[i] = math.inf
     return ExactMargins(margins, x_adv, lower, upper_out, exact, adv_class)
 
 
-def _solve_sample(net: Network, model: nn.Module, x0: torch.Tensor, pred: int, radius: float, domain: Domain,
-                  hidden: list, w_out: np.ndarray, b_out: np.ndarray, deadline: float) -> dict:
-    """Solve the per-class MILPs of one sample inside the ball of ``radius``."""
-    eps = torch.tensor([radius], dtype=DTYPE)
-    xb = x0.unsqueeze(0)
-    with torch.no_grad():
-        bounds, _ = net.relu_bounds(xb, eps, "linf", domain, "crown")
-        spec = net.spec_lower_bounds(xb, eps, torch.tensor([pred]), "linf", domain, "crown")[0]
-    pre = [(bounds[k][0].reshape(-1).numpy(), bounds[k][1].reshape(-1).numpy()) for k in net.relu_levels]
-    problem = _Milp(x0.reshape(-1).numpy(), radius, domain, hidden, pre)
-    best, best_x, best_j = math.inf, None, -1
-    lowers: list[float] = []
-    solved = True
-    reachable = [j for j in torch.argsort(spec).tolist() if j != pred and float(spec[j]) <= 0]
-    for j in reachable:
-        cutoff = min(radius, best)
-        res = problem.solve(w_out, b_out, pred, j, cutoff, deadline - time.monotonic())
-        if res.status == 0:
-            dual = getattr(res, "mip_dual_bound", None)
-            lowers.append(min(float(res.fun), float(dual)) if dual is not None and np.isfinite(dual) else float(res.fun))
-            if res.fun < best:
-                best, best_x, best_j = float(res.fun), res.x[:problem.d], j
-        elif res.status == 2:
-            lowers.append(cutoff)
-        else:
-            solved = False
-            dual = getattr(res, "mip_dual_bound", None)
-            lowers.append(float(dual) if dual is not None and np.isfinite(dual) else 0.0)
-            if res.x is not None and float(res.fun) < best:
-                best, best_x, best_j = float(res.fun), res.x[:problem.d], j
-    lower = min(lowers + [radius]) if lowers else radius
-    out = {"lower": max(lower, 0.0), "best": best, "solved": solved, "x_adv": None, "adv_class": -1,
-           "all_out_of_reach": best_x is None and solved}
-    if best_x is not None:
-        xs = torch.from_numpy(best_x).to(DTYPE).reshape(x0.shape)
-        pushed = _push(model, x0, xs, pred, best_j, domain)
+def _solve_sample(net: Network, model: nn.Module, x0: torch.Tensor, pred: int, radius: float, full: float,
+                  domain: Domain, hidden: list, w_out: np.ndarray, b_out: np.ndarray, deadline: float) -> dict:
+    """Solve one sample: MILPs inside balls of growing radius (doubling from ``radius`` up to ``full``).
+
+    An infeasible ball proves the margin exceeds its radius; the first ball holding an adversarial
+    input holds the minimiser.
+    """
+    proven = 0.0
+    while True:
+        out = _solve_within(net, x0, pred, radius, domain, hidden, w_out, b_out, deadline)
+        out["lower"] = max(out["lower"], proven)
+        if out["x"] is not None or not out["solved"] or radius >= full:
+            break
+        proven, radius = radius, min(2 * radius, full)
+    out["x_adv"], out["adv_class"] = None, -1
+    out["out_of_reach"] = out["x"] is None and out["solved"]
+    if out["out_of_reach"]:
+        out["lower"] = math.inf
+    if out["x"] is not None:
+        xs = torch.from_numpy(out["x"]).to(DTYPE).reshape(x0.shape)
+        pushed = _push(model, x0, xs, pred, out["target"], domain)
         if pushed is not None:
             out["x_adv"], out["adv_class"] = pushed
         else:
             out["solved"] = False
     return out
 
+
+def _solve_within(net: Network, x0: torch.Tensor, pred: int, radius: float, domain: Domain, hidden: list,
+                  w_out: np.ndarray, b_out: np.ndarray, deadline: float) -> dict:
+    """The per-class MILPs of one sample inside the ball of ``radius``.
+
+    Classes are tried from the least certified one and each solve is cut off at the best margin so far;
+    after an improvement the big-M bounds are recomputed on the smaller ball it defines, and classes
+    that CROWN proves out of reach there are skipped. (One MILP per class has a far stronger LP
+    relaxation than one MILP with a disjunction over the classes.)
+    """
+
+    def build(r: float) -> tuple[_Milp | None, torch.Tensor]:
+        eps = torch.tensor([r], dtype=DTYPE)
+        with torch.no_grad():
+            spec, _, bounds = net.spec_bounds(x0.unsqueeze(0), eps, torch.tensor([pred]), "linf", domain, "crown")
+        if bool((spec[0] > 0).all()):
+            return None, spec[0]
+        pre = [(bounds[k][0].reshape(-1).numpy(), bounds[k][1].reshape(-1).numpy()) for k in net.relu_levels]
+        return _Milp(x0.reshape(-1).numpy(), r, domain, hidden, pre), spec[0]
+
+    problem, spec = build(radius)
+    r_cur = radius
+    best, best_x, best_j = math.inf, None, -1
+    lowers: list[float] = [radius]
+    solved = True
+    zero = np.zeros(net.num_classes)
+    for j in torch.argsort(spec).tolist():
+        if j == pred or float(spec[j]) > 0:
+            continue  # out of reach within r_cur: its margin exceeds r_cur >= best
+        if best < 0.8 * r_cur:
+            r_cur = best * (1 + 1e-6) + 1e-9
+            problem, spec = build(r_cur)
+            if float(spec[j]) > 0:
+                continue
+        cutoff = min(r_cur, best)
+        res = problem.solve(w_out, b_out, pred, [j], zero, cutoff, deadline - time.monotonic())
+        dual = getattr(res, "mip_dual_bound", None)
+        dual = float(dual) if dual is not None and np.isfinite(dual) else None
+        if res.status == 0:
+            lowers.append(min(float(res.fun), dual) if dual is not None else float(res.fun))
+        elif res.status == 2:
+            lowers.append(cutoff)
+        else:
+            solved = False
+            lowers.append(max(dual, 0.0) if dual is not None else 0.0)
+        if res.x is not None and float(res.fun) < best:
+            best, best_x, best_j = float(res.fun), res.x[:problem.d], j
+    return {"lower": max(min(lowers), 0.0), "best": best, "x": best_x, "target": best_j, "solved": solved}
