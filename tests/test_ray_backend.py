@@ -126,6 +126,12 @@ def test_failing_shard_gives_up_with_clear_error(digits, cluster, tmp_path):
     assert 1 not in done and len(done) >= 1, "finished shards are kept for a re-run"
 
 
+def test_no_gpu_for_the_workers(digits, cluster):
+    net, data = digits
+    with pytest.raises(InputError, match="not enough for one worker"):
+        audit(net, data, eps=EPS, batch_size=BATCH, backend="ray", workers=2, gpus_per_worker=1)
+
+
 def test_backend_settings_are_checked():
     with pytest.raises(InputError, match="unknown backend"):
         check_backend("dask", 1, 0, None)

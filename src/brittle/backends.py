@@ -200,10 +200,15 @@ def _init_local(ray: Any, num_cpus: int, num_gpus: float) -> None:
             ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
-def _check_resources(ray: Any, workers: int, gpus_per_worker: float) -> None:
-    """`InputError` when the cluster cannot hold one worker; a warning when it cannot hold them all at once."""
+def _check_resources(ray: Any, workers: int, gpus_per_worker: float, strict: bool) -> None:
+    """A warning when the cluster cannot hold all workers at once; when it cannot hold one, `InputError` if
+    ``strict`` (a fixed-size cluster), else a warning (an autoscaling cluster may still grow)."""
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if (cpus < 1 or gpus < gpus_per_worker) and not strict:
+        warnings.warn(f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs now, not enough for one worker "
+                      f"(1 CPU, {gpus_per_worker:g} GPUs): waiting for it to grow", RuntimeWarning, stacklevel=3)
+        return
     if cpus < 1 or gpus < gpus_per_worker:
         raise InputError(f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs: not enough for one worker "
                          f"(1 CPU, {gpus_per_worker:g} GPUs)",
@@ -246,7 +251,7 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
     if todo:
         blob = pack_model(model)
         with ray_session(address, num_cpus=min(workers, len(todo)), num_gpus=gpus_per_worker) as ray:
-            _check_resources(ray, min(workers, len(todo)), gpus_per_worker)
+            _check_resources(ray, min(workers, len(todo)), gpus_per_worker, strict=address is None)
             _drive(ray, blob, data, settings, dev, bounds, todo, min(workers, len(todo)), gpus_per_worker,
                    max_retries, store, job, results, on_batch)
     if store is not None:
