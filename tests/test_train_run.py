@@ -82,3 +82,25 @@ def test_kill_and_resume_training(digits_npz, tmp_path):
     assert [h["eps"] for h in ref_summary["history"]] == pytest.approx(expected)
     assert summary["clean_accuracy"] == ref_summary["clean_accuracy"]
     assert (killed / "training_curve.png").stat().st_size > 10_000
+
+
+def test_resume_with_a_callback_of_another_process(tmp_path):
+    """A run with a callback resumes: the run configuration names functions, not their memory addresses."""
+    from brittle.train_run import train_run
+    from brittle.zoo.architectures import mlp
+
+    torch.set_num_threads(1)
+    data = load_digits().head(200)
+
+    def make_callback(seen):
+        def on_epoch(rec):
+            seen.append(rec.epoch)
+        return on_epoch
+
+    first, second = [], []
+    torch.manual_seed(0)
+    train_run(mlp(), data, tmp_path / "run", epochs=2, batch_size=100, callback=make_callback(first))
+    torch.manual_seed(0)  # same initial model; a new function object, as in a new process
+    summary = train_run(mlp(), data, tmp_path / "run", epochs=2, batch_size=100, callback=make_callback(second))
+    assert first == [0, 1] and second == []  # finished epochs are reused, not re-run
+    assert summary["epochs"] == 2

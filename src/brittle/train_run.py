@@ -84,8 +84,7 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
     Returns the summary written to ``out/summary.json``.
     """
     out = Path(out)
-    settings = {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else repr(v))
-                for k, v in sorted(train_options.items())}
+    settings = {k: _setting(v) for k, v in sorted(train_options.items())}
     config = {"job": "train", "initial_model_fingerprint": model_fingerprint(model),
               "data_fingerprint": data.fingerprint(),
               "val_fingerprint": val_data.fingerprint() if val_data is not None else None, **settings}
@@ -125,6 +124,16 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
                     "seed": train_options.get("seed", 0), "command": command or "brittle.train_run(...)"})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     return summary
+
+
+def _setting(value: Any) -> Any:
+    """A run-configuration value that is the same in every process: plain values as they are, a function by its
+    qualified name (its repr holds a memory address, which would make a resumed run look like a different one)."""
+    if isinstance(value, (int, float, str, bool, type(None), list, dict)):
+        return value
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return repr(value)
 
 
 def _json_default(obj: Any) -> Any:
