@@ -82,6 +82,20 @@ class AttackResult:
         return torch.isfinite(self.upper)
 
 
+#: Logit gap, in units of the logits' float resolution (machine epsilon times the largest |logit|), by which
+#: another class must beat the predicted one for a candidate to count as flipped. An exact tie could be undone
+#: by evaluating the same input in another batch (another BLAS path), so it is not reported as adversarial.
+FLIP_ULPS = 4.0
+
+
+def is_flipped(logits: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """Per row of ``logits``, whether a class other than ``pred`` wins by more than float rounding."""
+    top = logits.argmax(1)
+    gap = logits.gather(1, top.unsqueeze(1))[:, 0] - logits.gather(1, pred.unsqueeze(1))[:, 0]
+    resolution = torch.finfo(logits.dtype).eps * logits.detach().abs().amax(1)
+    return (top != pred) & (gap > FLIP_ULPS * resolution)
+
+
 @torch.no_grad()
 def verify(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.Tensor, norm: str,
            domain: Domain) -> AttackResult:
@@ -93,8 +107,9 @@ def verify(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.T
     x_adv = x_adv.detach().to(x.dtype).clamp(domain[0], domain[1])
     bad = ~torch.isfinite(x_adv.reshape(len(x), -1)).all(1)
     x_adv[bad] = x[bad]
-    adv_pred = model(x_adv).argmax(1)
-    flipped = (adv_pred != pred) & ~bad
+    logits = model(x_adv)
+    adv_pred = logits.argmax(1)
+    flipped = is_flipped(logits, pred) & ~bad
     dist = perturbation_norm(x_adv - x, norm)
     upper = torch.where(flipped, dist, torch.full_like(dist, float("inf")))
     x_out = torch.where(flipped.view(-1, *([1] * (x.ndim - 1))), x_adv, x)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import Domain
 from ..errors import InputError, ModelError
-from .base import MinimalNormAttack, perturbation_norm
+from .base import MinimalNormAttack, is_flipped, perturbation_norm
 
 
 def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12
@@ -204,7 +204,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             else:
                 logits, f, g = self._logits_and_grad(model, xa, pa)
             finite = torch.isfinite(logits).all(1)
-            adv = (logits.argmax(1) != pa) & finite
+            adv = is_flipped(logits, pa) & finite
             dist = perturbation_norm(xa - x0a, self.norm)
             improved = adv & (dist < best_n[active])
             significant = improved & (dist < best_n[active] * (1 - self.rtol))
@@ -250,7 +250,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             # the answer is usually just below ``high`` (overshoot): probe 0.9 high first, then halve
             mid = 0.9 * high[live] if i == 0 else (low[live] + high[live]) / 2
             cand = point(mid, live)
-            adv = model(cand.reshape(len(cand), *self._shape)).argmax(1) != pred[live]
+            adv = is_flipped(model(cand.reshape(len(cand), *self._shape)), pred[live])
             high[live] = torch.where(adv, mid, high[live])
             low[live] = torch.where(adv, low[live], mid)
             best[live] = torch.where(adv.unsqueeze(1), cand, best[live])
@@ -303,8 +303,8 @@ class FastBoundaryAttack(MinimalNormAttack):
             if len(todo) == 0:
                 break
             with torch.no_grad():
-                adv = model(point(torch.full((len(todo),), s, device=x0.device), todo)
-                            .reshape(len(todo), *self._shape)).argmax(1) != pred[idx][todo]
+                adv = is_flipped(model(point(torch.full((len(todo),), s, device=x0.device), todo)
+                                       .reshape(len(todo), *self._shape)), pred[idx][todo])
             high[todo[adv]] = s
         good = torch.isfinite(high)
         if not bool(good.any()):
@@ -345,6 +345,6 @@ class FastBoundaryAttack(MinimalNormAttack):
         # the refined points sit closer to the boundary: re-check them on the whole batch, as `verify` will,
         # and fall back to the unrefined adversarial example where the re-check disagrees
         with torch.no_grad():
-            ok = model(refined.reshape(len(x), *self._shape)).argmax(1) != pred
+            ok = is_flipped(model(refined.reshape(len(x), *self._shape)), pred)
         out = torch.where((found & ~ok).unsqueeze(1), best_x, refined)
         return out.reshape(x.shape).to(x.dtype)

@@ -30,7 +30,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
-from ..attacks.base import perturbation_norm
+from ..attacks.base import is_flipped, perturbation_norm
 from ..data import Domain
 from ..errors import InputError, ModelError
 from .certify import certified_lower_bounds, check_inputs, domain_radius
@@ -210,9 +210,9 @@ def _push(model: nn.Module, x0: torch.Tensor, xs: torch.Tensor, pred: int, targe
         for cand in (xs + delta * step, x0 + radial * (1 + delta / max(float(radial.abs().max()), 1e-12))):
             cand = cand.clamp(domain[0], domain[1]).to(dtype)
             with torch.no_grad():
-                cls = int(model(cand.unsqueeze(0)).argmax(1))
-            if cls != pred:
-                return cand, cls
+                logits = model(cand.unsqueeze(0))
+            if bool(is_flipped(logits, torch.tensor([pred], device=logits.device))[0]):
+                return cand, int(logits.argmax(1)[0])
     return None
 
 
