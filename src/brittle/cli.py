@@ -155,7 +155,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
             backend: str = _BACKEND, workers: int = _WORKERS, gpus_per_worker: float = _GPUS,
             address: Optional[str] = _ADDRESS) -> None:
-    """Input margins ([lower, upper] per sample) and logit margins; writes DIR/margins.parquet."""
+    """Input margins (a lower-upper bracket per sample) and logit margins; writes DIR/margins.parquet."""
     import numpy as np
 
     from .runner import compute_margins, run_config
