@@ -248,21 +248,57 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
           report: bool = typer.Option(True, help="Write DIR/report.html."),
           backend: str = _BACKEND, workers: int = _WORKERS, gpus_per_worker: float = _GPUS,
-          address: Optional[str] = _ADDRESS) -> None:
+          address: Optional[str] = _ADDRESS,
+          pseudo_margin: Optional[str] = typer.Option(
+              None, "--pseudo-margin", metavar="LAYER|logits",
+              help="Fit a pseudo-margin (from the logits, or a named layer's output plus the logits) on half the "
+                   "samples and compare it with the logit margin on the other half; writes DIR/pseudo_margin.json."),
+          monitor_eps: Optional[float] = typer.Option(
+              None, "--monitor-eps", metavar="E",
+              help="Calibrate a deployment monitor for inputs non-robust at E (same norm and units as --eps) on "
+                   "half the samples, measure it on the other half; writes DIR/monitor.json."),
+          monitor_recall: float = typer.Option(0.95, "--monitor-recall", metavar="R",
+                                               help="Target recall of non-robust inputs for --monitor-eps, in (0, 1].")
+          ) -> None:
     """Audit a model: margins, margin consistency, detection, robust accuracy; writes DIR/summary.json,
-    DIR/samples.parquet and DIR/report.html."""
+    DIR/samples.parquet and DIR/report.html (plus pseudo-margin and monitor files when asked for)."""
     from .audit import audit as run_audit
 
     net, dataset = _load_inputs(model, data, weights, data_root, limit, domain, device)
     result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
                        progress=not State.quiet, model_name=model, command=_command_line(), backend=backend,
-                       workers=workers, gpus_per_worker=gpus_per_worker, address=address)
+                       workers=workers, gpus_per_worker=gpus_per_worker, address=address,
+                       pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall)
     if report:
         result.report()
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
     if not State.quiet:
+        for line in audit_extras_lines(result.summary):
+            console.print(line, highlight=False)
         console.print(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else ""))
+
+
+def audit_extras_lines(summary: dict[str, Any]) -> list[str]:
+    """One line each for the pseudo-margin and the monitor of an audit, when present."""
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    lines = []
+    pm = summary.get("pseudo_margin")
+    if isinstance(pm, dict):
+        lines.append(f"pseudo-margin ({pm.get('layer')}): Kendall τ {num(pm.get('kendall_tau_before'))} → "
+                     f"{num(pm.get('kendall_tau_after'))} on the {pm.get('n_eval')} held-out samples")
+    mon = summary.get("monitor")
+    if isinstance(mon, dict):
+        lines.append(f"monitor (ε = {mon.get('eps'):g}, score {mon.get('score')} ≤ {num(mon.get('threshold'))}): "
+                     f"recall {pct(mon.get('recall'))} of {mon.get('n_nonrobust')} non-robust (target "
+                     f"{pct(mon.get('target_recall'))}), false alarms {pct(mon.get('false_alarm_rate'))} on the "
+                     f"{mon.get('n')} held-out samples")
+    return lines
 
 
 @app.command("report")
@@ -298,16 +334,19 @@ def demo(out: Path = typer.Option(Path("brittle-demo"), "--out", "-o", help="Out
 
     result = run_demo(out, n, progress=not State.quiet, seed=seed, command=_command_line())
     summaries = {name: a.summary for name, a in result["runs"].items()}
-    table = Table(title=f"brittle demo: {n} MNIST test images, bundled zoo")
-    for col in ("run", "clean acc", "robust acc (ε)", "Kendall τ", "AUROC (ε)", "exp. robustness", "time"):
-        table.add_column(col, justify="right" if col != "run" else "left")
+    table = Table(title=f"brittle demo: {n} MNIST test images, bundled zoo",
+                  caption="robust accuracy and AUROC at the budget shown; E(robust): expected robustness, "
+                          "accuracy averaged over ε in [0, largest ε]")
+    for col in ("model", "budget", "clean", "robust", "τ", "AUROC", "E(robust)", "time"):
+        table.add_column(col, justify="left" if col in ("model", "budget") else "right", no_wrap=True)
     for name, s in summaries.items():
         mid = str(s["eps"][len(s["eps"]) // 2])
         tau = (s.get("kendall_tau") or {}).get("value")
         auroc = s["detection"][mid]["auroc"]
-        table.add_row(name, f"{100 * s['clean_accuracy']:.1f}%",
-                      f"{100 * s['robust_accuracy'][mid]['upper']:.1f}% ({mid})",
-                      "–" if tau is None else f"{tau:.3f}", "–" if auroc is None else f"{auroc:.3f} ({mid})",
+        model_name, _, norm = name.rpartition("-")
+        table.add_row(model_name or name, f"{'L∞' if norm == 'linf' else 'L2'} {float(mid):g}",
+                      f"{100 * s['clean_accuracy']:.1f}%", f"{100 * s['robust_accuracy'][mid]['upper']:.1f}%",
+                      "–" if tau is None else f"{tau:.2f}", "–" if auroc is None else f"{auroc:.3f}",
                       f"{100 * s['expected_robustness']['from_margins']:.1f}%", f"{s['seconds']:.0f}s")
     emit({"runs": summaries, "comparisons": {k: str(v) for k, v in result["comparisons"].items()}}, table)
     if not State.quiet:

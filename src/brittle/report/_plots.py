@@ -318,7 +318,7 @@ def robust_accuracy_plot(run: Run) -> str | None:
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, max(eps_max_of(run), max(run.eps or [0])) * 1.02 or 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="upper right")
+    ax.legend(loc="lower left", frameon=True, framealpha=0.9)
     return to_data_uri(fig)
 
 
