@@ -233,7 +233,7 @@ def plot(args: argparse.Namespace, configs: list[str], results: dict, runs: dict
     import matplotlib.pyplot as plt
 
     n = len(args.eps)
-    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.2), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(2, n, figsize=(5 * n + 2.2, 7.2), squeeze=False, constrained_layout=True)
     for j, eps in enumerate(args.eps):
         ax_t, ax_e = axes[0, j], axes[1, j]
         for config in configs:
@@ -259,11 +259,12 @@ def plot(args: argparse.Namespace, configs: list[str], results: dict, runs: dict
         ax_t.set(xlim=(0, args.epochs), xlabel="epochs completed", ylabel="validation accuracy", ylim=(0, 1),
                  title=f"ε_g = {eps:g}: validation accuracy per epoch")
         ax_t.grid(alpha=0.3)
-        ax_t.legend(fontsize=7, loc="lower center", ncol=2)
+        if j == n - 1:  # one legend per row, outside the axes
+            ax_t.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
         ax_e.set(xlabel="ε (L∞)", ylabel="robust accuracy (APGD-CE)", ylim=(0, 1),
                  title=f"ε_g = {eps:g}: test accuracy vs ε (mean ± std)")
         ax_e.grid(alpha=0.3)
-        ax_e.legend(fontsize=7)
+        ax_e.legend(fontsize=7, loc="lower left")
     args.img.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.img, dpi=100)
     plt.close(fig)
