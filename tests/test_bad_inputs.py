@@ -110,6 +110,16 @@ CASES = [
     ("missing-data", lambda f: _audit(f, data="missing.npz"), 2, "data file"),
     ("missing-model", lambda f: _audit(f, model=str(f / "missing.pt")), 2, "is neither a file, a zoo name"),
     ("unwritable-out", lambda f: _audit(f, out="a_file/sub"), 3, "cannot write to the output directory"),
+    ("pseudo-margin-layer", lambda f: _audit(f, "--pseudo-margin", "fc9", model="bad_models:good"), 2,
+     "the model has no layer 'fc9'; available: '0', '1', '2', '3'"),
+    ("pseudo-margin-torchscript", lambda f: _audit(f, "--pseudo-margin", "1"), 2,
+     "the layers of a TorchScript model cannot be hooked"),
+    ("monitor-eps", lambda f: _audit(f, "--monitor-eps", "-0.1"), 2,
+     "monitor_eps must be a finite number > 0 in the audit's norm units (linf), got -0.1"),
+    ("monitor-recall", lambda f: _audit(f, "--monitor-eps", "0.1", "--monitor-recall", "1.5"), 2,
+     "monitor_recall must be in (0, 1], got 1.5"),
+    ("split-too-small", lambda f: _audit(f, "--monitor-eps", "0.1", "--limit", "6"), 2,
+     "need at least 10 samples to split into a fit half and an evaluation half, got 6"),
 ]
 
 

@@ -5,6 +5,14 @@ clean and robust accuracy at each ε (bracketed), Kendall τ-b / Spearman / Pear
 detection of non-robust inputs from the logit margin (AUROC, AUPR, FPR@95%TPR, curves), expected
 robustness, and the most brittle inputs. ``Audit.save(DIR)`` writes ``summary.json``, ``samples.parquet``,
 ``curves.json`` and ``examples.npz``; `load_run` reads them back.
+
+Optionally (``pseudo_margin=``, ``monitor_eps=``) the audited samples are split with the audit's seed into a
+fit half and an evaluation half (column ``split``): a `brittle.pseudo_margin.PseudoMargin` is fitted on the fit
+half's input margins and compared with the logit margin on the evaluation half (``summary["pseudo_margin"]``,
+column ``pseudo_margin``, file ``pseudo_margin.json``), and a `brittle.monitor.Monitor` is calibrated on the fit
+half and measured on the evaluation half (``summary["monitor"]``, column ``monitor_flag``, file
+``monitor.json``). Both are cheap next to the margins and are recomputed on every run, resumed ones included:
+they are not part of the run store's fingerprint, since the stored margins do not depend on them.
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from .consistency import detection_metrics, margin_correlations, robust_accuracy
 from .data import Data, as_data
 from .errors import InputError, StoreError
 from .models import prepare_model, resolve_device
+from .monitor import Monitor
+from .pseudo_margin import PseudoMargin, evaluate_pseudo_margin, extract_features, resolve_layer
 from .robustness import expected_robustness, robust_accuracy_from_margins
 from .runner import compute_margins, run_config, versions
 from .store import RunStore
 
 DEFAULT_EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 1.5, 2.0)}  # the standard MNIST budgets
+MIN_SPLIT_SAMPLES = 10  # pseudo-margin / monitor: at least 5 samples in each half
+PSEUDO_MARGIN_FILE, MONITOR_FILE = "pseudo_margin.json", "monitor.json"
 
 
 def check_eps(eps: Any) -> list[float]:
@@ -62,12 +74,21 @@ class Audit:
     curves: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, np.ndarray] | None = None
     directory: Path | None = None
+    pseudo_margin: PseudoMargin | None = None
+    monitor: Monitor | None = None
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write summary.json, samples.parquet, curves.json and examples.npz into ``directory``."""
+        """Write summary.json, samples.parquet, curves.json and examples.npz into ``directory``, and
+        pseudo_margin.json / monitor.json when the audit fitted them (stale ones from an earlier run are removed)."""
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            for name, obj in ((PSEUDO_MARGIN_FILE, self.pseudo_margin), (MONITOR_FILE, self.monitor)):
+                if obj is None:
+                    (directory / name).unlink(missing_ok=True)
+                else:
+                    obj.save(directory / (name + ".tmp"))
+                    os.replace(directory / (name + ".tmp"), directory / name)
             _atomic_write(directory / "summary.json", json.dumps(_jsonable(self.summary), indent=2).encode())
             _atomic_write(directory / "curves.json", json.dumps(_jsonable(self.curves)).encode())
             tmp = directory / "samples.parquet.tmp"
@@ -191,24 +212,194 @@ def _examples(data: Data, table: pd.DataFrame, x_adv: np.ndarray, k: int) -> dic
             "logit_margin": table["logit_margin"].to_numpy()[idx]}
 
 
+# --------------------------------------------------------------------------------------------
+# Pseudo-margin and deployment monitor on a fit / evaluation split of the audited samples
+# --------------------------------------------------------------------------------------------
+
+def split_halves(n: int, seed: int) -> np.ndarray:
+    """Boolean mask of the fit half (``ceil(n / 2)`` samples, drawn with ``seed``); the rest is the evaluation half."""
+    fit = np.zeros(n, dtype=bool)
+    fit[np.random.default_rng(seed).permutation(n)[:(n + 1) // 2]] = True
+    return fit
+
+
+def check_extras(model: nn.Module, n: int, pseudo_margin: Any, monitor_eps: Any, monitor_recall: Any,
+                 norm: str) -> tuple[str | None, float | None, float]:
+    """Validate the pseudo-margin / monitor arguments of `audit` (before any margin is computed)."""
+    if pseudo_margin is not None:
+        if not isinstance(pseudo_margin, str) or not pseudo_margin:
+            raise InputError(f"pseudo_margin must be 'logits' or a layer name, got {pseudo_margin!r}",
+                             "pass pseudo_margin='logits' or a name from brittle.pseudo_margin.layer_names(model)")
+        if pseudo_margin != "logits" and isinstance(model, nn.Module):  # not a module: prepare_model refuses it
+            if isinstance(model, torch.jit.ScriptModule):
+                raise InputError(f"the layers of a TorchScript model cannot be hooked, so pseudo_margin="
+                                 f"{pseudo_margin!r} is not available",
+                                 "pass pseudo_margin='logits' (--pseudo-margin logits), or load the model as "
+                                 "module:factory with --weights")
+            try:
+                resolve_layer(model, pseudo_margin)
+            except InputError as exc:
+                raise InputError(exc.problem, "pass pseudo_margin='logits' or one of those layer names "
+                                 "(--pseudo-margin NAME on the command line)") from None
+    if monitor_eps is not None:
+        value = _as_float(monitor_eps)
+        if not math.isfinite(value) or value <= 0:
+            raise InputError(f"monitor_eps must be a finite number > 0 in the audit's norm units ({norm}), "
+                             f"got {monitor_eps!r}",
+                             "pass e.g. monitor_eps=0.1 (--monitor-eps 0.1), in the same units as eps")
+        monitor_eps = value
+    recall = _as_float(monitor_recall)
+    if not 0 < recall <= 1:
+        raise InputError(f"monitor_recall must be in (0, 1], got {monitor_recall!r}",
+                         "pass e.g. monitor_recall=0.95 (--monitor-recall 0.95)")
+    if (pseudo_margin is not None or monitor_eps is not None) and n < MIN_SPLIT_SAMPLES:
+        raise InputError(f"the pseudo-margin and the monitor need at least {MIN_SPLIT_SAMPLES} samples to split "
+                         f"into a fit half and an evaluation half, got {n}",
+                         "audit more samples, or leave out pseudo_margin / monitor_eps")
+    return pseudo_margin, monitor_eps, recall
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as a float; NaN for anything that is not a real number (bools and strings included)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def pseudo_margin_model(pseudo_margin: str, options: dict[str, Any] | None, seed: int) -> PseudoMargin:
+    """The unfitted `PseudoMargin` an audit uses: inputs from ``pseudo_margin`` ("logits" or a layer name),
+    the audit's seed, then ``options``; `InputError` for options it does not take."""
+    if options is not None and not isinstance(options, dict):
+        raise InputError(f"pseudo_margin_options must be a dict, got {type(options).__name__}",
+                         "pass e.g. pseudo_margin_options={'loss': 'ranking'}")
+    settings = {"inputs": "logits" if pseudo_margin == "logits" else "both", "seed": seed, **(options or {})}
+    if pseudo_margin == "logits" and settings["inputs"] != "logits":
+        raise InputError(f"pseudo_margin='logits' gives no layer output for inputs={settings['inputs']!r}",
+                         "name a layer in pseudo_margin, or leave 'inputs' out of pseudo_margin_options")
+    try:
+        return PseudoMargin(**settings)
+    except TypeError:
+        import inspect
+
+        allowed = [k for k in inspect.signature(PseudoMargin).parameters]
+        unknown = sorted(set(settings) - set(allowed))
+        raise InputError(f"unknown pseudo_margin_options {', '.join(map(repr, unknown)) or repr(options)}",
+                         f"use only {', '.join(allowed)}") from None
+
+
+def _kept(out: Any) -> str:
+    return (f"; the margins are kept in {out}, so re-running does not recompute them" if out is not None else "")
+
+
+def _by_eps(rows: pd.DataFrame, eps: list[float], column: str) -> dict[str, float | None]:
+    return {str(e): _finite_or_none(rows.loc[np.isclose(rows["eps"], e, rtol=1e-12, atol=0), column].iloc[0])
+            for e in eps}
+
+
+def fit_extras(model: nn.Module, data: Data, table: pd.DataFrame, *, norm: str, eps: list[float], seed: int,
+               pseudo_margin: str | None, monitor_eps: float | None, monitor_recall: float = 0.95,
+               pseudo_margin_options: dict[str, Any] | None = None, n_boot: int = 1000,
+               device: str | torch.device | None = "auto", out: Any = None
+               ) -> tuple[pd.DataFrame, dict[str, Any], PseudoMargin | None, Monitor | None]:
+    """Pseudo-margin and monitor of an audit: fitted / calibrated on the fit half, measured on the evaluation half.
+
+    Returns the table with columns ``split`` (``"fit"``/``"eval"``), ``pseudo_margin`` and ``monitor_flag``
+    where computed, the summary entries ``pseudo_margin`` and ``monitor``, and the fitted objects.
+    """
+    table = table.copy()
+    summary: dict[str, Any] = {}
+    fit = split_halves(len(table), seed)
+    table["split"] = np.where(fit, "fit", "eval")
+    fit_idx, eval_idx = np.flatnonzero(fit), np.flatnonzero(~fit)
+    upper = table["input_margin_upper"].to_numpy(dtype=float)
+    pm: PseudoMargin | None = None
+    if pseudo_margin is not None:
+        layer = None if pseudo_margin == "logits" else pseudo_margin
+        features = extract_features(model, data, layer, device=device)
+        pm = pseudo_margin_model(pseudo_margin, pseudo_margin_options, seed)
+        try:
+            pm.fit(features.subset(fit_idx), upper[fit_idx])
+        except InputError as exc:
+            raise InputError(f"cannot fit the pseudo-margin on the fit half ({len(fit_idx)} samples): {exc.problem}",
+                             f"audit more samples or pass a stronger attack{_kept(out)}") from None
+        table["pseudo_margin"] = pm.predict(features)
+        rows = evaluate_pseudo_margin(pm, features.subset(eval_idx), upper[eval_idx], eps, n_boot=n_boot, seed=seed)
+        before, after = rows[rows["score"] == "logit_margin"], rows[rows["score"] == "pseudo_margin"]
+        entry: dict[str, Any] = {"layer": pseudo_margin, "inputs": pm.inputs, "loss": pm.loss,
+                                 "n_fit": len(fit_idx), "n_eval": len(eval_idx), "seed": seed,
+                                 "evaluated_on": "eval half (all samples)", "file": PSEUDO_MARGIN_FILE}
+        for tag, part in (("before", before), ("after", after)):
+            first = part.iloc[0]
+            entry[f"kendall_tau_{tag}"] = _finite_or_none(first["kendall_tau"])
+            entry[f"kendall_tau_{tag}_ci"] = {"ci_low": _finite_or_none(first["tau_ci_low"]),
+                                               "ci_high": _finite_or_none(first["tau_ci_high"])}
+            for key, column in (("auroc", "auroc"), ("aupr", "aupr"), ("fpr_at_95_tpr", "fpr_at_95tpr")):
+                entry[f"{key}_{tag}"] = _by_eps(part, eps, column)
+        summary["pseudo_margin"] = entry
+    mon: Monitor | None = None
+    if monitor_eps is not None:
+        n_pos = int(np.sum(upper[fit_idx] <= monitor_eps))
+        if n_pos == 0:
+            raise InputError(f"no input of the fit half ({len(fit_idx)} samples) is non-robust at monitor_eps="
+                             f"{monitor_eps:g} ({norm}; smallest input margin there: {np.min(upper[fit_idx]):.4g}), "
+                             "so the monitor cannot be calibrated",
+                             f"pass a larger monitor_eps in the same units as eps{_kept(out)}")
+        mon = Monitor.calibrate(model, data.subset(fit_idx), upper[fit_idx], monitor_eps, target_recall=monitor_recall,
+                                score=pm if pm is not None else "logit", norm=norm)
+        flags = np.zeros(len(table), dtype=bool)
+        for idx in (fit_idx, eval_idx):
+            flags[idx] = mon.scores(data.subset(idx)) <= mon.threshold
+        table["monitor_flag"] = flags
+        rep = mon.evaluate(data.subset(eval_idx), upper[eval_idx])
+        summary["monitor"] = {"eps": monitor_eps, "norm": norm, "score": mon.score_kind, "threshold": mon.threshold,
+                              "target_recall": monitor_recall, "recall": _finite_or_none(rep.recall),
+                              "false_alarm_rate": _finite_or_none(rep.false_alarm_rate),
+                              "flag_rate": _finite_or_none(rep.flag_rate), "precision": _finite_or_none(rep.precision),
+                              "n": rep.n, "n_nonrobust": rep.n_nonrobust, "notes": rep.notes,
+                              "evaluated_on": "eval half", "calibration": mon.calibration, "file": MONITOR_FILE}
+    return table, summary, pm, mon
+
+
 def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, method: str = "brittle",
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
           seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = False,
           n_boot: int = 1000, samples: str = "all", n_examples: int = 12, model_name: str | None = None,
           command: str | None = None, method_options: dict[str, Any] | None = None, backend: str = "local",
-          workers: int = 1, gpus_per_worker: float = 0.0, address: str | None = None) -> Audit:
+          workers: int = 1, gpus_per_worker: float = 0.0, address: str | None = None,
+          pseudo_margin: str | None = None, monitor_eps: float | None = None, monitor_recall: float = 0.95,
+          pseudo_margin_options: dict[str, Any] | None = None) -> Audit:
     """Audit ``model`` on ``data``: margins of every input and what margin consistency says about them.
 
     With ``out``, margins are computed into a resumable run store there (re-running resumes; a different
     run is refused unless ``overwrite``) and the results and report are written there too. ``backend``,
     ``workers``, ``gpus_per_worker`` and ``address`` choose where margins are computed (see `compute_margins`).
+
+    ``pseudo_margin="logits"`` (sorted logit gaps) or a layer name (that layer's output plus the logits) fits
+    a `PseudoMargin` (``pseudo_margin_options`` are passed to it; default: regression on the square root of the
+    input margin) on a random half of the samples (seeded by ``seed``) and reports Kendall τ / AUROC / AUPR /
+    FPR@95 of the logit margin (before) and the pseudo-margin (after) on the other half. ``monitor_eps`` calibrates
+    a `Monitor` (score: the pseudo-margin when fitted, else the logit margin) on the fit half for a recall of
+    ``monitor_recall`` of the inputs non-robust at ``monitor_eps`` (same norm and units as ``eps``) and reports
+    its recall and false-alarm rate on the other half. Neither changes the stored margins: a resumed run simply
+    recomputes them.
     """
     norm = check_norm(norm)
     eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps)
     data = as_data(data)
     check_backend(backend, workers, gpus_per_worker, address)
+    pseudo_margin, monitor_eps, monitor_recall = check_extras(model, len(data), pseudo_margin, monitor_eps,
+                                                              monitor_recall, norm)
+    if pseudo_margin is not None:
+        pseudo_margin_model(pseudo_margin, pseudo_margin_options, seed)  # refuse bad options before the attacks
+    elif pseudo_margin_options:
+        raise InputError("pseudo_margin_options were given without pseudo_margin",
+                         "pass pseudo_margin='logits' or a layer name as well, or leave the options out")
     dev = resolve_device(device)
     where = str(dev) if backend == "local" else f"ray: {workers} workers ({worker_device(device, gpus_per_worker)})"
+    user_model = model  # layer names, hooks and the monitor's fingerprint refer to the model as given
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     t0 = time.perf_counter()
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
@@ -222,13 +413,20 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     finally:
         if store is not None:
             store.close()
-    summary, curves = analyse(margins.table, norm=norm, eps=eps, n_boot=n_boot, seed=seed, samples=samples)
+    table, extras, pm, monitor = margins.table, {}, None, None
+    if pseudo_margin is not None or monitor_eps is not None:
+        table, extras, pm, monitor = fit_extras(
+            user_model, data, table, norm=norm, eps=eps, seed=seed, pseudo_margin=pseudo_margin,
+            monitor_eps=monitor_eps, monitor_recall=monitor_recall, pseudo_margin_options=pseudo_margin_options,
+            n_boot=n_boot, device=dev, out=out)
+    summary, curves = analyse(table, norm=norm, eps=eps, n_boot=n_boot, seed=seed, samples=samples)
     summary = {"model": model_name or type(model).__name__, "data": data.name, "method": method,
-               "lower_bound_method": lower, **summary,
+               "lower_bound_method": lower, **summary, **extras,
                "forward_passes": margins.forward_passes, "backward_passes": margins.backward_passes,
                "attack_seconds": margins.seconds, "seconds": time.perf_counter() - t0, "seed": seed,
                "device": where, "versions": versions(), "command": command or "brittle.audit(...)"}
-    result = Audit(margins.table, summary, curves, _examples(data, margins.table, margins.x_adv, n_examples))
+    result = Audit(table, summary, curves, _examples(data, table, margins.x_adv, n_examples),
+                   pseudo_margin=pm, monitor=monitor)
     if out is not None:
         result.save(out)
     return result

@@ -255,12 +255,14 @@ def _monitor(run: Run) -> dict[str, Any] | None:
     mon = run.summary.get("monitor")
     if not isinstance(mon, dict):
         return None
-    sentence = Markup("Flag an input when its logit margin is below <strong>{}</strong>. At ε = {} this catches "
+    score = "pseudo-margin" if mon.get("score") == "pseudo_margin" else "logit margin"
+    sentence = Markup("Flag an input when its {} is below <strong>{}</strong>. At ε = {} this catches "
                       "<strong>{}</strong> of the non-robust inputs (target {}) and raises a false alarm on "
                       "<strong>{}</strong> of the robust ones.").format(
-        f3(mon.get("threshold")), eps_text(mon.get("eps")), pct(mon.get("recall")), pct(mon.get("target_recall"), 0),
-        pct(mon.get("false_alarm_rate")))
-    rows = [("ε", eps_text(mon.get("eps"))), ("Logit-margin threshold", f3(mon.get("threshold"))),
+        score, f3(mon.get("threshold")), eps_text(mon.get("eps")), pct(mon.get("recall")),
+        pct(mon.get("target_recall"), 0), pct(mon.get("false_alarm_rate")))
+    rows = [("ε", eps_text(mon.get("eps"))),
+            (f"{score.capitalize().replace(' ', '-')} threshold", f3(mon.get("threshold"))),
             ("Target recall", pct(mon.get("target_recall"))), ("Recall achieved", pct(mon.get("recall"))),
             ("False-alarm rate", pct(mon.get("false_alarm_rate")))]
     return {"sentence": sentence, "rows": rows}

@@ -1,0 +1,229 @@
+"""Pseudo-margin and deployment monitor inside `brittle.audit` (and `brittle audit`): fit half / evaluation half,
+summary entries and columns equal to what the public PseudoMargin / Monitor API gives, saved files, report
+sections, resume, argument errors, CLI flags."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+import brittle
+from brittle.audit import MIN_SPLIT_SAMPLES, audit, split_halves
+from brittle.cli import main
+from brittle.errors import InputError
+from brittle.monitor import Monitor
+from brittle.pseudo_margin import PseudoMargin, evaluate_pseudo_margin, extract_features
+from brittle.zoo.architectures import mlp
+
+WIDE = (-10.0, 10.0)  # a box that never binds: closed-form margins of linear models are exact
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is faster than two contended ones on shared CPU cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _digits_mlp(n=120):
+    torch.manual_seed(0)
+    model = mlp(64, (16,), 10).eval()
+    with torch.no_grad():
+        model[-1].weight.mul_(4)  # larger logits: a spread of margins
+    data = brittle.load_digits().subset(slice(0, n))
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits_run")
+    model, data = _digits_mlp()
+    eps = [0.05, 0.1]
+    result = audit(model, data, norm="linf", eps=eps, out=out, device="cpu", n_boot=50, seed=3,
+                   pseudo_margin="2", monitor_eps=0.05, monitor_recall=0.9)
+    return model, data, eps, out, result
+
+
+def test_columns_and_summary_equal_the_public_api(digits_run):
+    model, data, eps, out, result = digits_run
+    table, s = result.table, result.summary
+    for col in ("split", "pseudo_margin", "monitor_flag"):
+        assert col in table
+    fit = split_halves(len(data), 3)
+    assert (table["split"].to_numpy() == np.where(fit, "fit", "eval")).all()
+    assert fit.sum() == 60 and not np.array_equal(fit, split_halves(len(data), 4))
+    fi, ei = np.flatnonzero(fit), np.flatnonzero(~fit)
+    upper = table["input_margin_upper"].to_numpy()
+
+    feats = extract_features(model, data, "2", device="cpu")
+    pm = PseudoMargin(inputs="both", seed=3).fit(feats.subset(fi), upper[fi])
+    assert np.allclose(pm.predict(feats), table["pseudo_margin"].to_numpy())
+    rows = evaluate_pseudo_margin(pm, feats.subset(ei), upper[ei], eps, n_boot=50, seed=3)
+    entry = s["pseudo_margin"]
+    assert entry["layer"] == "2" and entry["inputs"] == "both" and entry["loss"] == "regression"
+    assert (entry["n_fit"], entry["n_eval"]) == (60, 60)
+    for tag, score in (("before", "logit_margin"), ("after", "pseudo_margin")):
+        part = rows[rows["score"] == score]
+        assert entry[f"kendall_tau_{tag}"] == pytest.approx(part["kendall_tau"].iloc[0])
+        for e, auroc in zip(eps, part["auroc"]):
+            assert entry[f"auroc_{tag}"][str(e)] == pytest.approx(auroc)
+    tau = stats.kendalltau(upper[ei], feats.subset(ei).logit_margin).statistic
+    assert entry["kendall_tau_before"] == pytest.approx(tau)
+
+    mon = Monitor.calibrate(model, data.subset(fi), upper[fi], 0.05, target_recall=0.9, score=pm)
+    m = s["monitor"]
+    assert m["score"] == "pseudo_margin" and m["threshold"] == pytest.approx(mon.threshold)
+    rep = mon.evaluate(data.subset(ei), upper[ei])
+    assert (m["recall"], m["false_alarm_rate"], m["n"]) == pytest.approx((rep.recall, rep.false_alarm_rate, 60))
+    # held-out recall = a hand count of the flags on the evaluation half
+    flags, pos = table["monitor_flag"].to_numpy(), upper <= 0.05
+    ev = ~fit
+    assert m["n_nonrobust"] == int((pos & ev).sum()) > 0
+    assert m["recall"] == pytest.approx((flags & pos & ev).sum() / (pos & ev).sum())
+    assert m["false_alarm_rate"] == pytest.approx((flags & ~pos & ev).sum() / (~pos & ev).sum())
+    assert m["calibration"]["recall"] >= 0.9
+
+
+def test_saved_files_reload(digits_run):
+    model, data, _, out, result = digits_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert {"pseudo_margin", "monitor"} <= set(on_disk)
+    samples = brittle.load_run(out)
+    assert {"split", "pseudo_margin", "monitor_flag"} <= set(samples.columns)
+    pm = PseudoMargin.load(out / "pseudo_margin.json")
+    assert np.allclose(pm.predict(extract_features(model, data, "2", device="cpu")), samples["pseudo_margin"])
+    mon = Monitor.load(out / "monitor.json", model)
+    assert mon.threshold == result.monitor.threshold and mon.score_kind == "pseudo_margin"
+    assert np.array_equal(mon(data.x).flag.numpy(), samples["monitor_flag"].to_numpy())
+    assert np.array_equal(mon(data.x).flag.numpy(), result.monitor(data.x).flag.numpy())
+
+
+def test_resume_recomputes_the_analysis_and_drops_stale_files(digits_run, tmp_path):
+    model, data, eps, out, first = digits_run
+    # same margins settings, other analysis settings: the store resumes (no refusal, no recomputation)
+    again = audit(model, data, norm="linf", eps=eps, out=out, device="cpu", n_boot=50, seed=3,
+                  pseudo_margin="logits", monitor_eps=0.1)
+    assert again.summary["forward_passes"] == first.summary["forward_passes"]
+    assert np.array_equal(again.table["input_margin_upper"], first.table["input_margin_upper"])
+    assert again.summary["pseudo_margin"]["layer"] == "logits" and again.summary["monitor"]["eps"] == 0.1
+    assert again.summary["monitor"]["score"] == "pseudo_margin"
+    plain = audit(model, data, norm="linf", eps=eps, out=out, device="cpu", n_boot=50, seed=3)
+    assert "pseudo_margin" not in plain.summary and "split" not in plain.table
+    assert not (out / "pseudo_margin.json").exists() and not (out / "monitor.json").exists()
+    # monitor without pseudo-margin: the logit margin is the score
+    logit_only = audit(model, data, norm="linf", eps=eps, out=out, device="cpu", n_boot=50, seed=3, monitor_eps=0.05)
+    m = logit_only.summary["monitor"]
+    assert m["score"] == "logit" and "pseudo_margin" not in logit_only.table
+    fi = np.flatnonzero(split_halves(len(data), 3))
+    upper = logit_only.table["input_margin_upper"].to_numpy()
+    assert m["threshold"] == pytest.approx(Monitor.calibrate(model, data.subset(fi), upper[fi], 0.05).threshold)
+
+
+def test_pseudo_margin_restores_the_order_of_an_inconsistent_linear_model():
+    """Three classes w0 = 0, w1 = a·u, w2 = -b·u (‖u‖₁ = 1): the L∞ input margin is |u·x| on both sides, the
+    logit margin a·|u·x| on one side and b·|u·x| on the other (inconsistent when a ≪ b); the third sorted logit
+    gap is (a + b)·|u·x| everywhere, so a pseudo-margin from the logits can recover the order."""
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=5)
+    u /= np.abs(u).sum()
+    a, b = 0.1, 8.0
+    lin = nn.Linear(5, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(np.stack([np.zeros(5), a * u, -b * u])))
+        lin.bias.zero_()
+    x = rng.uniform(-1, 1, size=(400, 5)).astype(np.float32)
+    exact = np.abs(x.astype(float) @ u)
+    pred = lin(torch.from_numpy(x)).argmax(1).numpy()
+    eps = [float(np.quantile(exact, q)) for q in (0.2, 0.4)]
+    result = audit(nn.Sequential(lin).eval(), brittle.as_data(x, pred, domain=WIDE), norm="linf", eps=eps,
+                   device="cpu", n_boot=50, pseudo_margin="logits", monitor_eps=eps[0])
+    upper = result.table["input_margin_upper"].to_numpy()
+    assert np.allclose(upper, exact, rtol=1e-3)
+    pm = result.summary["pseudo_margin"]
+    assert pm["kendall_tau_before"] < 0.6 and pm["kendall_tau_after"] > 0.9
+    for e in eps:
+        assert pm["auroc_after"][str(e)] > max(0.97, pm["auroc_before"][str(e)] + 0.1)
+    ev = (result.table["split"] == "eval").to_numpy()
+    assert stats.kendalltau(result.table["pseudo_margin"][ev], exact[ev]).statistic == pytest.approx(
+        pm["kendall_tau_after"], abs=0.02)
+    mon = result.summary["monitor"]
+    assert mon["recall"] >= 0.85 and mon["false_alarm_rate"] < 0.1
+
+
+def _small():
+    torch.manual_seed(0)
+    return mlp(64, (8,), 10).eval(), brittle.load_digits().subset(slice(0, 40))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pseudo_margin": "nope"}, "the model has no layer 'nope'; available: '0', '1', '2', '3'. Fix: pass "
+                                "pseudo_margin='logits' or one of those layer names"),
+    ({"pseudo_margin": 3}, "pseudo_margin must be 'logits' or a layer name, got 3"),
+    ({"pseudo_margin": "logits", "pseudo_margin_options": {"loss": "hinge"}}, "unknown loss 'hinge'"),
+    ({"pseudo_margin": "logits", "pseudo_margin_options": {"depth": 3}}, "unknown pseudo_margin_options 'depth'"),
+    ({"pseudo_margin_options": {"loss": "ranking"}}, "pseudo_margin_options were given without pseudo_margin"),
+    ({"pseudo_margin": "logits", "pseudo_margin_options": {"inputs": "layer"}}, "gives no layer output"),
+    ({"monitor_eps": 0.0}, "monitor_eps must be a finite number > 0 in the audit's norm units (linf), got 0.0. "
+                           "Fix: pass e.g. monitor_eps=0.1 (--monitor-eps 0.1), in the same units as eps"),
+    ({"monitor_eps": -0.1}, "monitor_eps must be a finite number > 0"),
+    ({"monitor_eps": float("inf")}, "monitor_eps must be a finite number > 0"),
+    ({"monitor_eps": float("nan")}, "monitor_eps must be a finite number > 0"),
+    ({"monitor_eps": "0.1"}, "monitor_eps must be a finite number > 0"),
+    ({"monitor_eps": 0.1, "monitor_recall": 0.0}, "monitor_recall must be in (0, 1], got 0.0"),
+    ({"monitor_eps": 0.1, "monitor_recall": 1.5}, "monitor_recall must be in (0, 1], got 1.5"),
+    ({"monitor_eps": 0.1, "monitor_recall": float("nan")}, "monitor_recall must be in (0, 1]"),
+])
+def test_bad_arguments_are_refused_before_any_attack(kwargs, message, tmp_path):
+    model, data = _small()
+    with pytest.raises(InputError) as err:
+        audit(model, data, eps=[0.1], out=tmp_path / "run", device="cpu", **kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()  # refused at the boundary: no run store was created
+
+
+def test_too_few_samples_and_unhookable_models(tmp_path):
+    model, data = _small()
+    with pytest.raises(InputError, match=f"at least {MIN_SPLIT_SAMPLES} samples to split"):
+        audit(model, data.subset(slice(0, MIN_SPLIT_SAMPLES - 1)), eps=[0.1], device="cpu", pseudo_margin="logits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in recent torch
+        scripted = torch.jit.script(model)
+    with pytest.raises(InputError, match="layers of a TorchScript model cannot be hooked"):
+        audit(scripted, data, eps=[0.1], device="cpu", pseudo_margin="2")
+    with pytest.raises(InputError, match=r"no input of the fit half \(10 samples\) is non-robust at monitor_eps=1e-09"):
+        audit(model, data.subset(slice(0, 20)), eps=[0.1], device="cpu", monitor_eps=1e-9, out=tmp_path / "r")
+    assert (tmp_path / "r" / "run.sqlite").exists()  # the margins are kept; the message says re-running resumes
+
+
+def test_cli_flags_end_to_end_and_report_sections(tmp_path, capsys):
+    torch.manual_seed(0)
+    model, data = mlp().eval(), brittle.load_digits().subset(slice(0, 30))  # the factory's default widths
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    np.savez(tmp_path / "d.npz", x=data.x.numpy(), y=data.y.numpy())
+    out = tmp_path / "cli"
+    code = main(["audit", "-m", "brittle.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
+                 "-d", str(tmp_path / "d.npz"), "--eps", "0.05,0.1", "--out", str(out), "--device", "cpu",
+                 "--pseudo-margin", "logits", "--monitor-eps", "0.1", "--monitor-recall", "0.8", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("summary.json", "samples.parquet", "report.html", "pseudo_margin.json", "monitor.json"):
+        assert (out / name).is_file()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["pseudo_margin"]["layer"] == "logits" and s["monitor"]["target_recall"] == 0.8
+    html = (out / "report.html").read_text()
+    assert '<section id="pseudo">' in html and "<h2>Pseudo-margin</h2>" in html
+    assert '<section id="monitor">' in html and "<h2>Deployment monitor</h2>" in html
+    assert "Flag an input when its pseudo-margin is below" in html and "Pseudo-margin threshold" in html
+    assert 'alt="Input margin against pseudo-margin"' in html
+    capsys.readouterr()
+    bad = main(["audit", "-m", "brittle.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
+                "-d", str(tmp_path / "d.npz"), "--out", str(tmp_path / "bad"), "--pseudo-margin", "fc9", "--quiet"])
+    err = capsys.readouterr().err
+    assert bad == 2 and "the model has no layer 'fc9'" in err and "--pseudo-margin NAME" in err
