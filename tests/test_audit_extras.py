@@ -64,11 +64,11 @@ def test_columns_and_summary_equal_the_public_api(digits_run):
     upper = table["input_margin_upper"].to_numpy()
 
     feats = extract_features(model, data, "2", device="cpu")
-    pm = PseudoMargin(inputs="both", seed=3).fit(feats.subset(fi), upper[fi])
+    pm = PseudoMargin("ranking", inputs="both", seed=3).fit(feats.subset(fi), upper[fi])
     assert np.allclose(pm.predict(feats), table["pseudo_margin"].to_numpy())
     rows = evaluate_pseudo_margin(pm, feats.subset(ei), upper[ei], eps, n_boot=50, seed=3)
     entry = s["pseudo_margin"]
-    assert entry["layer"] == "2" and entry["inputs"] == "both" and entry["loss"] == "regression"
+    assert entry["layer"] == "2" and entry["inputs"] == "both" and entry["loss"] == "ranking"
     assert (entry["n_fit"], entry["n_eval"]) == (60, 60)
     for tag, score in (("before", "logit_margin"), ("after", "pseudo_margin")):
         part = rows[rows["score"] == score]
