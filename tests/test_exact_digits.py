@@ -73,7 +73,7 @@ def test_estimator_never_below_exact_and_median_ratio_at_most_1_02(network_and_t
     assert np.median(ratio) <= 1.02, f"median ratio to exact {np.median(ratio):.4f} > 1.02"
 
 
-@pytest.mark.parametrize("method", ["ibp", "crown"])
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
 def test_certified_lower_bounds_never_exceed_exact(network_and_truth, method: str) -> None:
     model, x, _, truth = network_and_truth
     lower = certified_lower_bounds(model, x, norm="linf", method=method).numpy()
@@ -87,3 +87,11 @@ def test_crown_is_at_least_as_tight_as_ibp(network_and_truth) -> None:
     ibp = certified_lower_bounds(model, x, norm="linf", method="ibp").numpy()
     crown = certified_lower_bounds(model, x, norm="linf", method="crown").numpy()
     assert (crown >= ibp * (1 - 1e-3)).all() and np.median(crown) > np.median(ibp)
+
+
+def test_crown_ibp_sits_between_ibp_and_crown(network_and_truth) -> None:
+    model, x, _, _ = network_and_truth
+    ibp, mixed, crown = (certified_lower_bounds(model, x, norm="linf", method=m).numpy()
+                         for m in ("ibp", "crown-ibp", "crown"))
+    assert (mixed >= ibp).all() and np.median(mixed) > np.median(ibp)  # it starts from what IBP certifies
+    assert np.median(crown) >= np.median(mixed)

@@ -27,7 +27,7 @@ from .models import check_logits, prepare_model, resolve_device
 #: every ``method`` of `input_margins`
 METHODS = (*ATTACK_METHODS, "exact")
 #: every ``lower`` of `input_margins` (besides None)
-LOWER_METHODS = ("ibp", "crown")
+LOWER_METHODS = ("ibp", "crown-ibp", "crown")
 
 
 @dataclass
@@ -196,7 +196,8 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
         batch_size: samples attacked together.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         seed: seed of the attacks' randomness (results are deterministic given seed and batch_size).
-        lower: ``"ibp"`` or ``"crown"`` to add certified lower bounds (ReLU networks of Linear / Conv2d).
+        lower: ``"ibp"``, ``"crown-ibp"`` or ``"crown"`` to add certified lower bounds (ReLU networks of
+            Linear / Conv2d; ``"crown"`` is the tightest and much the slowest on convolutional layers).
         **method_options: options of the attack (e.g. ``steps=200``; ``attacks=[...]`` for ``"ensemble"``;
             ``time_limit`` for ``"exact"``).
 

@@ -331,7 +331,9 @@ class Network:
         likewise with ``-inf`` there (None unless asked for), and the pre-activation bounds of every ReLU.
         """
         n, k = len(x0), self.num_classes
-        bounds, (hl, hu) = self.relu_bounds(x0, eps, norm, domain, method)
+        # "crown-ibp": IBP for the hidden layers, CROWN for the output specification only (far cheaper on
+        # convolutional layers, where CROWN bounds every hidden neuron by its own backward pass)
+        bounds, (hl, hu) = self.relu_bounds(x0, eps, norm, domain, "ibp" if method == "crown-ibp" else method)
         inset = InputSet(x0, eps, norm, domain)
         spec = torch.eye(k, dtype=DTYPE)[pred].unsqueeze(1) - torch.eye(k, dtype=DTYPE).unsqueeze(0)  # (n, k, k)
         if upper:
@@ -347,7 +349,7 @@ class Network:
             mid = ((hl + hu) / 2).reshape(n, 1, -1)
             rad = ((hu - hl) / 2).reshape(n, 1, -1)
             result = c + (af * mid).sum(-1) - (af.abs() * rad).sum(-1)
-            if method == "crown":
+            if method in ("crown", "crown-ibp"):
                 a, c = self.backward(a, c, stop, 0, bounds)
                 result = torch.maximum(result, inset.concretize(a, c, final=True))
         lower = result[:, :k].clone()
