@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--norms", default="linf,l2")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated (default {DEFAULT_METHODS})")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--lower", choices=["ibp", "crown"], default=None, help="add certified lower bounds")
+    p.add_argument("--lower", choices=["ibp", "crown-ibp", "crown"], default=None, help="add certified lower bounds")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON file for the results")
