@@ -128,6 +128,35 @@ def test_unflippable_model_gives_inf_not_zero() -> None:
         assert torch.equal(res.x_adv, x)
 
 
+class Plateau(nn.Module):
+    """Class 1 wins once a pixel passes 0.91; below 0.9 the logits are flat in the input (zero gradient)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = 100 * torch.relu(x.flatten(1) - 0.9).sum(1)
+        return torch.stack([torch.ones_like(s), s], 1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_samples_the_gradient_cannot_move_get_a_finite_bound_toward_another_class_input(norm: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    flat = 0.05 * torch.rand(6, DIM, generator=g)  # zero gradient all around: gradient steps cannot leave
+    other = 0.05 * torch.rand(2, DIM, generator=g)
+    other[:, 0] = 1.0  # predicted as class 1
+    x = torch.cat([flat, other])
+    model = Plateau().eval()
+    pred = model(x).argmax(1)
+    assert (pred[:6] == 0).all() and (pred[6:] == 1).all()
+    without = FastBoundaryAttack(norm, fallback=False)(model, x, pred)
+    assert torch.isinf(without.upper[:6]).all(), "test model too easy: the gradient should not find these"
+    res = FastBoundaryAttack(norm)(model, x, pred)
+    assert res.found.all()
+    assert (model(res.x_adv).argmax(1) != pred).all() and (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+    torch.testing.assert_close(perturbation_norm(res.x_adv - x, norm), res.upper)
+    nearest = torch.cdist(flat, other, p=float("inf") if norm == "linf" else 2.0).amin(1)
+    assert (res.upper[:6] <= nearest * (1 + 1e-6)).all()
+    assert (res.upper[:6] >= 0.9 - flat.amax(1)).all()  # some pixel must pass 0.9
+
+
 def test_verify_rejects_non_adversarial_and_out_of_domain_candidates() -> None:
     model = linear_model()
     x = box_points(4)

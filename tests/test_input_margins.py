@@ -204,3 +204,30 @@ def test_exact_method_closes_the_bracket_on_a_tiny_relu_network() -> None:
     res = input_margins(model, x, "linf", "exact", device="cpu", time_limit=20.0)
     assert (res.lower > 0).all()
     np.testing.assert_allclose(res.upper, res.lower, rtol=1e-3, atol=1e-5)
+
+
+def test_fixed_eps_apgd_success_implies_margin_at_most_eps_on_an_adversarially_trained_model() -> None:
+    """Where APGD-CE breaks an input at ε, its input margin is at most ε: the margin must not be looser.
+
+    On the zoo's FGSM-RS-trained ``linf_madry`` the margins pile up just around the training ε = 0.3. brittle's
+    boundary steps alone stopped a few percent above them: APGD-CE-100 at ε = 0.3 broke 25 of these 64 images,
+    9 of them with a bound above 0.3 (0.302-0.314), so robust accuracy by margins read 75% against APGD's 61%.
+    With the descent stage 1 is left, at 0.3002. Allowed: none above 1.01 ε, at most 2 above ε.
+    """
+    from brittle import zoo
+    from brittle.attacks.base import is_flipped
+    from brittle.attacks.pgd import apgd_ce
+    from brittle.data import load_mnist
+
+    model = zoo.load("linf_madry").eval()
+    data = load_mnist().head(64)
+    eps = 0.3
+    res = input_margins(model, data, "linf", device="cpu")
+    pred = torch.from_numpy(res.pred)
+    x_adv = apgd_ce(model, data.x, pred, eps, steps=100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        broken = is_flipped(model(x_adv), pred).numpy()
+    assert broken.sum() >= 15, "test data too easy: APGD should break many of these images at eps=0.3"
+    missed = broken & (res.upper > eps)
+    assert missed.sum() <= 2, f"{missed.sum()} of {broken.sum()} images broken by APGD at {eps} have margin > {eps}"
+    assert not (broken & (res.upper > 1.01 * eps)).any(), f"margins {res.upper[missed]} of images broken at {eps}"
