@@ -6,12 +6,12 @@ smallest adversarial perturbation found by brittle's boundary attack is larger t
 (``robust_accuracy_from_margins``, every ε at once). They can only differ by how loose each attack is.
 
 Tolerances, from the measured looseness of the attacks on ``linf_madry`` (first 100 bundled MNIST test images):
-for ε ≤ 0.25 APGD-CE with 10, 20 or 100 steps, PGD-40 and the margin attack disagree by at most 1-2 images per ε,
+for ε ≤ 0.25 APGD-CE with 10, 20 or 100 steps, PGD-40 and the margin attack disagree by at most 1-3 images per ε,
 so the curves must agree within 3 points there. At ε = 0.3 (the training ε of this FGSM-RS-trained model) attacks
 disagree by up to ~20 points (its card: PGD-40 82%, APGD-CE-100 61%; here APGD-CE-10 78%, APGD-CE-100 63%,
-margins 76%), so that grid point is not compared on its own; in the trapezoid it carries weight 1/24, i.e. < 1 point
-of expected robustness. The expected robustness of both routes must hence agree within 2 points (measured:
-0.0 with APGD-CE-10, 1.0 with APGD-CE-100).
+margins 61%; 76% before the margin attack's descent stage), so that grid point is not compared on its own; in the
+trapezoid it carries weight 1/24, i.e. < 1 point of expected robustness. The expected robustness of both routes must
+hence agree within 2 points (measured: 1.1 with APGD-CE-10, whose curve is the looser one at ε = 0.25 by 3 images).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_attack_curve_is_non_increasing_and_starts_at_clean_accuracy(routes) -> 
 def test_expected_robustness_attack_and_margin_routes_agree(routes) -> None:
     attack, by_margin, _ = routes
     inner = GRID <= POINTWISE_UP_TO + 1e-9
-    assert np.max(np.abs(attack[inner] - by_margin[inner])) <= TOL_POINT, (attack, by_margin)
+    assert np.max(np.abs(attack[inner] - by_margin[inner])) <= TOL_POINT + 1e-9, (attack, by_margin)  # 3 of 100
     er_attack, er_margin = expected_robustness(GRID, attack), expected_robustness(GRID, by_margin)
     assert 0.5 < er_attack <= attack[0]
     assert abs(er_attack - er_margin) <= TOL_EXPECTED, (er_attack, er_margin)
