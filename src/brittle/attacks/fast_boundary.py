@@ -124,7 +124,7 @@ class FastBoundaryAttack(MinimalNormAttack):
     Args:
         norm: ``"linf"`` or ``"l2"``.
         steps: maximum boundary steps per sample (one forward and one backward pass each); default 10 for
-            L∞ (the descent does the rest) and 100 for L2.
+            L∞ and 50 for L2 (the descent does the rest).
         init_classes: runner-up classes considered by the first, DeepFool-style step.
         alpha_max: largest weight of the projection of the clean point in a step.
         eta: overshoot of each projection.
@@ -162,7 +162,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         super().__init__(norm, seed=seed)
         linf = self.norm == "linf"
         if steps is None:
-            steps = 10 if linf else 100
+            steps = 10 if linf else 50
         if patience is None:
             patience = 5 if linf else 10
         if beta is None:
