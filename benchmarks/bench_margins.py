@@ -76,15 +76,18 @@ def summarize(runs: dict[str, Any], lower: np.ndarray | None) -> dict[str, Any]:
             "found": float(np.mean(np.isfinite(r.upper))),
             "median_upper": float(np.median(r.upper)),
             "median_ratio_to_best": float(np.median(ratio)) if ratio.size else None,
-            "p90_ratio_to_best": float(np.percentile(ratio, 90)) if ratio.size else None,
+            # "higher": no interpolation, so a method that found nothing for >10% of samples gets inf, not nan
+            "p90_ratio_to_best": float(np.percentile(ratio, 90, method="higher")) if ratio.size else None,
             "share_best": float(np.mean(r.upper[finite] <= best[finite] * (1 + 1e-6))) if finite.any() else None,
         }
     out: dict[str, Any] = {"methods": table, "samples": int(len(best)), "best_found": float(finite.mean())}
     if lower is not None:
         both = finite & np.isfinite(lower)
         gap = (best[both] - lower[both]) / best[both]
+        factor = best[both] / np.maximum(lower[both], 1e-12)
         out["bracket"] = {"median_lower": float(np.median(lower)), "median_best_upper": float(np.median(best)),
-                          "median_relative_gap": float(np.median(gap)) if gap.size else None}
+                          "median_relative_gap": float(np.median(gap)) if gap.size else None,
+                          "median_upper_over_lower": float(np.median(factor)) if factor.size else None}
     return out
 
 
