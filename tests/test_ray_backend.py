@@ -132,6 +132,23 @@ def test_no_gpu_for_the_workers(digits, cluster):
         audit(net, data, eps=EPS, batch_size=BATCH, backend="ray", workers=2, gpus_per_worker=1)
 
 
+def test_robust_accuracy_curve_on_ray_equals_local(digits, cluster):
+    from brittle.robustness import robust_accuracy_curve
+
+    net, data = digits
+    grid = [0.0, 0.05, 0.1, 0.2]
+    local_curve = robust_accuracy_curve(net, data, "linf", grid, steps=5, batch_size=BATCH, device="cpu")
+    ray_curve = robust_accuracy_curve(net, data, "linf", grid, steps=5, batch_size=BATCH, device="cpu",
+                                      backend="ray", workers=2)
+    pd.testing.assert_frame_equal(ray_curve, local_curve)
+    with torch.no_grad():
+        clean = (net(data.x).argmax(1) == data.y).float().mean().item()
+    assert local_curve["robust_accuracy"].iloc[0] == pytest.approx(clean)
+    assert local_curve["robust_accuracy"].iloc[-1] < clean  # the attack really runs at eps > 0
+    with pytest.raises(InputError, match="apply to the ray backend only"):
+        robust_accuracy_curve(net, data, "linf", grid, workers=2)
+
+
 def test_backend_settings_are_checked():
     with pytest.raises(InputError, match="unknown backend"):
         check_backend("dask", 1, 0, None)

@@ -125,12 +125,13 @@ def pack_model(model: nn.Module) -> bytes:
 class ShardWorker:
     """A Ray actor's state: the model, loaded once, and the run's settings; computes one shard per call."""
 
-    def __init__(self, model_blob: bytes, settings: Any, device: str):
+    def __init__(self, model_blob: bytes, settings: Any, device: str, batch_fn: Callable[..., Any] | None = None):
         import pickle
 
         from .models import prepare_model, resolve_device
 
         self.settings = settings
+        self.batch_fn = batch_fn
         self.error: BrittleError | None = None
         try:
             self.device = resolve_device(device)
@@ -145,7 +146,7 @@ class ShardWorker:
         try:
             if self.error is not None:
                 raise self.error
-            return "ok", batch_margins(self.model, part, batch, self.settings, self.device)
+            return "ok", (self.batch_fn or batch_margins)(self.model, part, batch, self.settings, self.device)
         except BrittleError as exc:
             return "brittle", (type(exc), exc.problem, exc.fix)
 
@@ -232,9 +233,13 @@ def _failure_text(exc: BaseException) -> str:
 def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | None, job: str, workers: int,
             gpus_per_worker: float = 0.0, address: str | None = None, device: str | torch.device | None = "auto",
             max_retries: int = MAX_RETRIES,
-            on_batch: Callable[[int, bool], None] | None = None) -> dict[str, np.ndarray]:
+            on_batch: Callable[[int, bool], None] | None = None,
+            batch_fn: Callable[..., dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Compute every batch of ``data`` on Ray actors; like `brittle.store.run_batched`, committing each
     finished batch into ``store`` as it arrives and skipping batches already there.
+
+    ``batch_fn(model, part, batch, settings, device) -> dict of arrays`` is the per-batch work (a module-level
+    function; default `brittle.runner.batch_margins`); ``settings.batch_size`` sets the shard size.
 
     Returns all arrays concatenated in sample order.
     """
@@ -253,7 +258,7 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
         with ray_session(address, num_cpus=min(workers, len(todo)), num_gpus=gpus_per_worker) as ray:
             _check_resources(ray, min(workers, len(todo)), gpus_per_worker, strict=address is None)
             _drive(ray, blob, data, settings, dev, bounds, todo, min(workers, len(todo)), gpus_per_worker,
-                   max_retries, store, job, results, on_batch)
+                   max_retries, store, job, results, on_batch, batch_fn)
     if store is not None:
         return store.gather(job)
     parts = [results[b] for b in sorted(results)]
@@ -263,12 +268,12 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
 def _drive(ray: Any, blob: bytes, data: Data, settings: Any, device: str, bounds: list[tuple[int, int]],
            todo: deque[int], workers: int, gpus_per_worker: float, max_retries: int, store: RunStore | None,
            job: str, results: dict[int, dict[str, np.ndarray]],
-           on_batch: Callable[[int, bool], None] | None) -> None:
+           on_batch: Callable[[int, bool], None] | None, batch_fn: Callable[..., Any] | None = None) -> None:
     """The ``ray.wait`` loop: one shard in flight per actor, commits in completion order, bounded retries."""
     actor_class = ray.remote(ShardWorker).options(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)
     model_ref = ray.put(blob)
     settings_ref = ray.put(settings)
-    actors = [actor_class.remote(model_ref, settings_ref, device) for _ in range(workers)]
+    actors = [actor_class.remote(model_ref, settings_ref, device, batch_fn) for _ in range(workers)]
     inflight: dict[Any, tuple[int, int]] = {}
     failures: dict[int, int] = {}
 
@@ -298,7 +303,7 @@ def _drive(ray: Any, blob: bytes, data: Data, settings: Any, device: str, bounds
                         "see the worker logs (ray logs, or /tmp/ray/session_latest/logs); finished shards are "
                         "saved, re-run the same command to resume") from None
                 ray.kill(actors[slot], no_restart=True)
-                actors[slot] = actor_class.remote(model_ref, settings_ref, device)
+                actors[slot] = actor_class.remote(model_ref, settings_ref, device, batch_fn)
                 todo.appendleft(batch)
                 submit(slot)
                 continue

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,41 +86,80 @@ def robust_accuracy_from_margins(input_margins: Sequence[float] | np.ndarray | t
     return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(1)})
 
 
+@dataclass(frozen=True)
+class CurveSettings:
+    """What every batch of `robust_accuracy_curve` needs (sent once to each Ray worker)."""
+
+    attack: str
+    steps: int
+    norm: str
+    grid: tuple[float, ...]
+    seed: int
+    batch_size: int
+
+
+def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettings,
+                 device: torch.device | str) -> dict[str, np.ndarray]:
+    """Per sample of one batch, whether it is still correctly classified at each ε: ``{"robust": (n, len(grid))}``.
+
+    The attack's randomness is seeded per batch (``seed * 100003 + batch``), so the result does not depend on
+    which process computes the batch.
+    """
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(settings.seed * 100003 + batch)
+    xb, yb = part.x.to(dev), part.y.to(dev)
+    with torch.no_grad():
+        alive = model(xb).argmax(1) == yb
+    robust = np.zeros((len(xb), len(settings.grid)), dtype=bool)
+    for i, eps in enumerate(settings.grid):
+        if eps > 0 and bool(alive.any()):
+            idx = alive.nonzero().flatten()
+            xa = run_attack(settings.attack, model, xb[idx], yb[idx], float(eps), norm=settings.norm,
+                            steps=settings.steps, domain=part.domain, generator=gen)
+            with torch.no_grad():
+                alive[idx] = model(xa).argmax(1) == yb[idx]
+        robust[:, i] = alive.cpu().numpy()
+    return {"robust": robust}
+
+
 def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
                           attack: str = "apgd-ce", steps: int = 10, batch_size: int = 500, seed: int = 0,
-                          device: str | torch.device | None = "auto") -> pd.DataFrame:
+                          device: str | torch.device | None = "auto", backend: str = "local", workers: int = 1,
+                          gpus_per_worker: float = 0.0, address: str | None = None) -> pd.DataFrame:
     """Robust accuracy of ``model`` on labelled ``data`` at each ε of ``eps_grid`` under a fixed-budget attack.
 
     ε = 0 is the clean accuracy. Only samples still robust at the previous ε are attacked at the next
     (robustness at ε is necessary for robustness at any larger ε), so the curve never increases.
+    ``backend="ray"`` shards the batches over ``workers`` Ray actors (``gpus_per_worker``, ``address`` as in
+    `brittle.compute_margins`); the result is identical to the local backend's for the same seed.
     Returns a DataFrame with columns ``eps``, ``robust_accuracy`` and ``attack``.
     """
+    from .backends import check_backend
+
     norm = check_norm(norm)
     grid = check_eps_grid(eps_grid, start_at_zero=False)
     if attack not in ("apgd-ce", "pgd"):
         raise InputError(f"unknown robust-accuracy attack {attack!r}", "use 'apgd-ce' or 'pgd'")
+    check_backend(backend, workers, gpus_per_worker, address)
     data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
     if data.y is None:
         raise InputError("robust accuracy needs labelled data", "pass labels y")
-    dev = resolve_device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    robust = np.zeros(grid.size)
-    try:
-        for _, xb, yb in data.batches(batch_size):
-            xb, yb = xb.to(dev), yb.to(dev)
-            with torch.no_grad():
-                alive = model(xb).argmax(1) == yb
-            for i, eps in enumerate(grid):
-                if eps > 0 and bool(alive.any()):
-                    idx = alive.nonzero().flatten()
-                    xa = run_attack(attack, model, xb[idx], yb[idx], float(eps), norm=norm, steps=steps,
-                                    domain=data.domain, generator=gen)
-                    with torch.no_grad():
-                        alive[idx] = model(xa).argmax(1) == yb[idx]
-                robust[i] += int(alive.sum())
-    finally:
-        model.train(was_training)
+    settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
+    if backend == "ray":
+        from .backends import run_ray
+
+        robust = run_ray(model, data, settings, store=None, job="robust_accuracy_curve", workers=workers,
+                         gpus_per_worker=gpus_per_worker, address=address, device=device,
+                         batch_fn=batch_robust)["robust"]
+    else:
+        dev = resolve_device(device)
+        was_training = model.training
+        model.eval().to(dev)
+        try:
+            parts = [batch_robust(model, data.subset(slice(lo, lo + len(xb))), b, settings, dev)["robust"]
+                     for b, (lo, xb, _) in enumerate(data.batches(batch_size))]
+        finally:
+            model.train(was_training)
+        robust = np.concatenate(parts)
     name = f"{attack}-{steps}"
-    return pd.DataFrame({"eps": grid, "robust_accuracy": robust / len(data), "attack": name})
+    return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(0), "attack": name})
