@@ -180,3 +180,44 @@ def test_torchvision_dataset_without_torchvision_is_clear():
     else:
         with pytest.raises(InputError):
             load_data("torchvision:NoSuchDataset")
+
+
+def test_torchvision_dataset_through_a_local_stand_in(monkeypatch, tmp_path):
+    """torchvision:NAME builds the dataset class with the root, split and ToTensor, and gives Data in [0, 1]."""
+    import sys
+    import types
+
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+    labels = [0, 1, 2, 0, 1, 2]
+    seen = {}
+
+    class ToTensor:
+        def __call__(self, img):
+            return torch.from_numpy(img).permute(2, 0, 1).float() / 255
+
+    class Tiny(torch.utils.data.Dataset):
+        def __init__(self, root, train, download, transform):
+            seen.update(root=root, train=train, download=download)
+            if not (tmp_path / "Tiny").exists():
+                raise RuntimeError("Dataset not found. You can use download=True to download it")
+            self.transform = transform
+
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return self.transform(images[i]), labels[i]
+
+    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(Tiny=Tiny),
+                                 transforms=types.SimpleNamespace(ToTensor=ToTensor))
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", fake.transforms)
+    with pytest.raises(InputError, match="not found under"):
+        load_data("torchvision:Tiny", root=tmp_path)
+    (tmp_path / "Tiny").mkdir()
+    data = load_data("torchvision:Tiny:train", root=tmp_path)
+    assert seen == {"root": str(tmp_path), "train": True, "download": False}  # never downloads by itself
+    assert data.x.shape == (6, 3, 8, 8) and data.y.tolist() == labels
+    np.testing.assert_allclose(data.x[2].permute(1, 2, 0).numpy(), images[2] / 255, atol=1e-6)
+    with pytest.raises(InputError, match="no dataset 'Nope'"):
+        load_data("torchvision:Nope", root=tmp_path)

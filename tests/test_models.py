@@ -236,3 +236,50 @@ def test_torch_export_archive(tmp_path):
     (tmp_path / "bad.pt2").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="not a loadable torch.export archive"):
         load_model(str(tmp_path / "bad.pt2"), device="cpu")
+
+
+def _fake_hub(tmp_path, kind: str):
+    """A stand-in for torchvision.models / timm that builds a small real network, and records the calls."""
+    import types
+
+    calls = []
+
+    def build(**kwargs):
+        calls.append(kwargs)
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+
+    if kind == "torchvision":
+        def get_model_builder(name):
+            if name != "tiny":
+                raise ValueError(f"Unknown model {name}")
+            return build
+        module = types.SimpleNamespace(models=types.SimpleNamespace(get_model_builder=get_model_builder))
+    else:
+        def create_model(name, pretrained):
+            return build(name=name, pretrained=pretrained)
+        module = types.SimpleNamespace(create_model=create_model)
+    return module, calls
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "timm"])
+def test_hub_loaders_build_and_load_local_weights(monkeypatch, tmp_path, kind):
+    """torchvision:/timm: names build the library's model and load a local state dict (weights_only)."""
+    module, calls = _fake_hub(tmp_path, kind)
+    monkeypatch.setitem(sys.modules, kind, module)
+    torch.manual_seed(1)
+    trained = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    model = load_model(f"{kind}:tiny", weights=tmp_path / "w.pt", device="cpu")
+    x = torch.rand(4, 1, 3, 4)
+    assert torch.equal(model(x), trained(x))  # the local weights, not the builder's initialisation
+    assert not model.training
+    assert calls[-1] == ({"weights": None} if kind == "torchvision" else {"name": "tiny", "pretrained": False})
+    load_model(f"{kind}:tiny", device="cpu")  # without weights: the library's pretrained weights are asked for
+    assert calls[-1] == ({"weights": "DEFAULT"} if kind == "torchvision" else {"name": "tiny", "pretrained": True})
+    torch.save({"other.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match="bad.pt"):
+        load_model(f"{kind}:tiny", weights=tmp_path / "bad.pt", device="cpu")
+    if kind == "torchvision":
+        with pytest.raises(ModelError, match="no model 'nope'"):
+            load_model("torchvision:nope", device="cpu")
