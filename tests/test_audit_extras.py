@@ -58,7 +58,9 @@ def test_columns_and_summary_equal_the_public_api(digits_run):
     for col in ("split", "pseudo_margin", "monitor_flag"):
         assert col in table
     fit = split_halves(len(data), 3)
-    assert (table["split"].to_numpy() == np.where(fit, "fit", "eval")).all()
+    assert ((table["split"].to_numpy() == "fit") == fit).all()
+    calib, test = (table["split"] == "calib").to_numpy(), (table["split"] == "eval").to_numpy()
+    assert calib.sum() == 30 and test.sum() == 30  # the monitor's calibration / evaluation quarters
     assert fit.sum() == 60 and not np.array_equal(fit, split_halves(len(data), 4))
     fi, ei = np.flatnonzero(fit), np.flatnonzero(~fit)
     upper = table["input_margin_upper"].to_numpy()
@@ -78,14 +80,17 @@ def test_columns_and_summary_equal_the_public_api(digits_run):
     tau = stats.kendalltau(upper[ei], feats.subset(ei).logit_margin).statistic
     assert entry["kendall_tau_before"] == pytest.approx(tau)
 
-    mon = Monitor.calibrate(model, data.subset(fi), upper[fi], 0.05, target_recall=0.9, score=pm)
+    # the monitor on the pseudo-margin is calibrated on points the pseudo-margin never saw
+    ci, ti = np.flatnonzero(calib), np.flatnonzero(test)
+    mon = Monitor.calibrate(model, data.subset(ci), upper[ci], 0.05, target_recall=0.9, score=pm)
     m = s["monitor"]
     assert m["score"] == "pseudo_margin" and m["threshold"] == pytest.approx(mon.threshold)
-    rep = mon.evaluate(data.subset(ei), upper[ei])
-    assert (m["recall"], m["false_alarm_rate"], m["n"]) == pytest.approx((rep.recall, rep.false_alarm_rate, 60))
-    # held-out recall = a hand count of the flags on the evaluation half
+    assert m["calibrated_on"] == "calibration quarter" and m["n_calibration"] == 30
+    rep = mon.evaluate(data.subset(ti), upper[ti])
+    assert (m["recall"], m["false_alarm_rate"], m["n"]) == pytest.approx((rep.recall, rep.false_alarm_rate, 30))
+    # held-out recall = a hand count of the flags on the evaluation quarter
     flags, pos = table["monitor_flag"].to_numpy(), upper <= 0.05
-    ev = ~fit
+    ev = test
     assert m["n_nonrobust"] == int((pos & ev).sum()) > 0
     assert m["recall"] == pytest.approx((flags & pos & ev).sum() / (pos & ev).sum())
     assert m["false_alarm_rate"] == pytest.approx((flags & ~pos & ev).sum() / (~pos & ev).sum())
@@ -151,7 +156,7 @@ def test_pseudo_margin_restores_the_order_of_an_inconsistent_linear_model():
     assert pm["kendall_tau_before"] < 0.6 and pm["kendall_tau_after"] > 0.9
     for e in eps:
         assert pm["auroc_after"][str(e)] > max(0.97, pm["auroc_before"][str(e)] + 0.1)
-    ev = (result.table["split"] == "eval").to_numpy()
+    ev = (result.table["split"] != "fit").to_numpy()
     assert stats.kendalltau(result.table["pseudo_margin"][ev], exact[ev]).statistic == pytest.approx(
         pm["kendall_tau_after"], abs=0.02)
     mon = result.summary["monitor"]

@@ -11,7 +11,8 @@ fit half and an evaluation half (column ``split``): a `brittle.pseudo_margin.Pse
 half's input margins and compared with the logit margin on the evaluation half (``summary["pseudo_margin"]``,
 column ``pseudo_margin``, file ``pseudo_margin.json``), and a `brittle.monitor.Monitor` is calibrated on the fit
 half and measured on the evaluation half (``summary["monitor"]``, column ``monitor_flag``, file
-``monitor.json``). Both are cheap next to the margins and are recomputed on every run, resumed ones included:
+``monitor.json``) — or, when its score is the pseudo-margin, calibrated on half of the evaluation half
+(``split == "calib"``, unseen by the pseudo-margin) and measured on the rest. Both are cheap next to the margins and are recomputed on every run, resumed ones included:
 they are not part of the run store's fingerprint, since the stored margins do not depend on them.
 """
 
@@ -309,14 +310,26 @@ def fit_extras(model: nn.Module, data: Data, table: pd.DataFrame, *, norm: str, 
                ) -> tuple[pd.DataFrame, dict[str, Any], PseudoMargin | None, Monitor | None]:
     """Pseudo-margin and monitor of an audit: fitted / calibrated on the fit half, measured on the evaluation half.
 
-    Returns the table with columns ``split`` (``"fit"``/``"eval"``), ``pseudo_margin`` and ``monitor_flag``
+    With both, the monitor (whose score is then the pseudo-margin) is calibrated on half of the evaluation half
+    (``"calib"``), which the pseudo-margin never saw, and measured on the rest (``"eval"``); the pseudo-margin
+    is measured on both. Returns the table with columns ``split`` (``"fit"``/``"calib"``/``"eval"``),
+    ``pseudo_margin`` and ``monitor_flag``
     where computed, the summary entries ``pseudo_margin`` and ``monitor``, and the fitted objects.
     """
     table = table.copy()
     summary: dict[str, Any] = {}
     fit = split_halves(len(table), seed)
-    table["split"] = np.where(fit, "fit", "eval")
+    split = np.where(fit, "fit", "eval").astype(object)
     fit_idx, eval_idx = np.flatnonzero(fit), np.flatnonzero(~fit)
+    # a monitor on the pseudo-margin is calibrated on points the pseudo-margin has not seen: half of the
+    # evaluation half ("calib"), and measured on the other half
+    calib_idx, test_idx = fit_idx, eval_idx
+    if pseudo_margin is not None and monitor_eps is not None:
+        perm = np.random.default_rng(seed + 1).permutation(len(eval_idx))
+        k = (len(eval_idx) + 1) // 2
+        calib_idx, test_idx = np.sort(eval_idx[perm[:k]]), np.sort(eval_idx[perm[k:]])
+        split[calib_idx] = "calib"
+    table["split"] = split
     upper = table["input_margin_upper"].to_numpy(dtype=float)
     pm: PseudoMargin | None = None
     if pseudo_margin is not None:
@@ -333,7 +346,7 @@ def fit_extras(model: nn.Module, data: Data, table: pd.DataFrame, *, norm: str, 
         before, after = rows[rows["score"] == "logit_margin"], rows[rows["score"] == "pseudo_margin"]
         entry: dict[str, Any] = {"layer": pseudo_margin, "inputs": pm.inputs, "loss": pm.loss,
                                  "n_fit": len(fit_idx), "n_eval": len(eval_idx), "seed": seed,
-                                 "evaluated_on": "eval half (all samples)", "file": PSEUDO_MARGIN_FILE}
+                                 "evaluated_on": "every sample outside the fit half", "file": PSEUDO_MARGIN_FILE}
         for tag, part in (("before", before), ("after", after)):
             first = part.iloc[0]
             entry[f"kendall_tau_{tag}"] = _finite_or_none(first["kendall_tau"])
@@ -344,25 +357,28 @@ def fit_extras(model: nn.Module, data: Data, table: pd.DataFrame, *, norm: str, 
         summary["pseudo_margin"] = entry
     mon: Monitor | None = None
     if monitor_eps is not None:
-        n_pos = int(np.sum(upper[fit_idx] <= monitor_eps))
+        where = "fit half" if pm is None else "calibration quarter"
+        n_pos = int(np.sum(upper[calib_idx] <= monitor_eps))
         if n_pos == 0:
-            raise InputError(f"no input of the fit half ({len(fit_idx)} samples) is non-robust at monitor_eps="
-                             f"{monitor_eps:g} ({norm}; smallest input margin there: {np.min(upper[fit_idx]):.4g}), "
+            raise InputError(f"no input of the {where} ({len(calib_idx)} samples) is non-robust at monitor_eps="
+                             f"{monitor_eps:g} ({norm}; smallest input margin there: {np.min(upper[calib_idx]):.4g}), "
                              "so the monitor cannot be calibrated",
                              f"pass a larger monitor_eps in the same units as eps{_kept(out)}")
-        mon = Monitor.calibrate(model, data.subset(fit_idx), upper[fit_idx], monitor_eps, target_recall=monitor_recall,
-                                score=pm if pm is not None else "logit", norm=norm)
+        mon = Monitor.calibrate(model, data.subset(calib_idx), upper[calib_idx], monitor_eps,
+                                target_recall=monitor_recall, score=pm if pm is not None else "logit", norm=norm)
         flags = np.zeros(len(table), dtype=bool)
         for idx in (fit_idx, eval_idx):
             flags[idx] = mon.scores(data.subset(idx)) <= mon.threshold
         table["monitor_flag"] = flags
-        rep = mon.evaluate(data.subset(eval_idx), upper[eval_idx])
+        rep = mon.evaluate(data.subset(test_idx), upper[test_idx])
         summary["monitor"] = {"eps": monitor_eps, "norm": norm, "score": mon.score_kind, "threshold": mon.threshold,
                               "target_recall": monitor_recall, "recall": _finite_or_none(rep.recall),
                               "false_alarm_rate": _finite_or_none(rep.false_alarm_rate),
                               "flag_rate": _finite_or_none(rep.flag_rate), "precision": _finite_or_none(rep.precision),
                               "n": rep.n, "n_nonrobust": rep.n_nonrobust, "notes": rep.notes,
-                              "evaluated_on": "eval half", "calibration": mon.calibration, "file": MONITOR_FILE}
+                              "calibrated_on": where, "n_calibration": len(calib_idx),
+                              "evaluated_on": "eval half" if pm is None else "evaluation quarter",
+                              "calibration": mon.calibration, "file": MONITOR_FILE}
     return table, summary, pm, mon
 
 

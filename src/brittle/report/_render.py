@@ -258,9 +258,10 @@ def _monitor(run: Run) -> dict[str, Any] | None:
     score = "pseudo-margin" if mon.get("score") == "pseudo_margin" else "logit margin"
     sentence = Markup("Flag an input when its {} is below <strong>{}</strong>. At ε = {} this catches "
                       "<strong>{}</strong> of the non-robust inputs (target {}) and raises a false alarm on "
-                      "<strong>{}</strong> of the robust ones.").format(
+                      "<strong>{}</strong> of the robust ones ({} held-out inputs; threshold calibrated on the {}).").format(
         score, f3(mon.get("threshold")), eps_text(mon.get("eps")), pct(mon.get("recall")),
-        pct(mon.get("target_recall"), 0), pct(mon.get("false_alarm_rate")))
+        pct(mon.get("target_recall"), 0), pct(mon.get("false_alarm_rate")), mon.get("n", DASH),
+        mon.get("calibrated_on", "fit half"))
     rows = [("ε", eps_text(mon.get("eps"))),
             (f"{score.capitalize().replace(' ', '-')} threshold", f3(mon.get("threshold"))),
             ("Target recall", pct(mon.get("target_recall"))), ("Recall achieved", pct(mon.get("recall"))),
