@@ -82,3 +82,24 @@ def test_demo_audits_the_zoo_on_bundled_mnist(tmp_path):
         assert (tmp_path / "demo" / name / "report.html").stat().st_size > 10_000
     for path in result["comparisons"].values():
         assert Path(path).exists()
+
+
+def test_zoo_list_and_show_report_the_cards():
+    import json
+
+    from brittle import zoo
+
+    proc = run_cli("--json", "zoo", "list")
+    assert proc.returncode == 0, proc.stderr
+    listed = {m["name"]: m for m in json.loads(proc.stdout)["models"]}
+    assert set(listed) == set(zoo.names()) and {"standard", "linf_madry", "linf_trades", "l2_madry"} <= set(listed)
+    for name, card in listed.items():
+        assert card == zoo.card(name)
+        estimate = card["margin_consistency_estimate"]
+        by_margins = estimate["robust_accuracy_from_margins"]
+        assert by_margins["eps"] == card["robust_accuracy"]["eps"] and estimate["norm"] == card["robust_accuracy"]["norm"]
+        assert 0.0 <= by_margins["value"] <= card["clean_accuracy"] + 0.02 and -1 <= estimate["kendall_tau"] <= 1
+    shown = run_cli("--json", "zoo", "show", "linf_madry")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == zoo.card("linf_madry")
+    missing = run_cli("zoo", "show", "nope")
+    assert missing.returncode == 2 and "nope" in missing.stderr and "Traceback" not in missing.stderr

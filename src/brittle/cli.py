@@ -96,13 +96,17 @@ def zoo_list() -> None:
 
     rows = [zoo.card(name) for name in zoo.names()]
     table = Table(title="brittle zoo (MNIST)")
-    for col in ("name", "training", "clean acc", "robust acc"):
+    for col in ("name", "training", "clean acc", "robust acc (PGD)", "robust acc (margins)", "τ"):
         table.add_column(col)
     for c in rows:
         recipe, ra = c.get("recipe", {}), c.get("robust_accuracy", {})
+        mc = c.get("margin_consistency_estimate") or {}
+        by_margins = (mc.get("robust_accuracy_from_margins") or {}).get("value")
         table.add_row(c["name"], f"{recipe.get('method', '?')} {recipe.get('norm', '')} eps={recipe.get('eps', 0)}",
                       f"{100 * c.get('clean_accuracy', float('nan')):.2f}%",
-                      f"{100 * ra.get('value', float('nan')):.2f}% ({ra.get('norm', '')} eps={ra.get('eps', '')})")
+                      f"{100 * ra.get('value', float('nan')):.2f}% ({ra.get('norm', '')} eps={ra.get('eps', '')})",
+                      "–" if by_margins is None else f"{100 * by_margins:.1f}% (first {mc.get('samples')})",
+                      "–" if mc.get("kendall_tau") is None else f"{mc['kendall_tau']:.2f}")
     emit({"models": rows}, table)
 
 
