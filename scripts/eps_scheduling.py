@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 import brittle
+from brittle.runner import cpu_name
 from brittle import zoo
 from brittle.data import load_data
 from brittle.robustness import expected_robustness, robust_accuracy_curve
@@ -184,14 +185,7 @@ def pct(values: list[float]) -> str:
 
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} logical CPUs (shared with other jobs), torch {torch.__version__} with "
             f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}, brittle {brittle.__version__}, "
             f"{platform.system()} {platform.release()}")

@@ -38,9 +38,9 @@ import pandas as pd
 import torch
 
 import brittle
+from brittle.runner import cpu_name
 import brittle.zoo as zoo
 from brittle.audit import audit
-from brittle.consistency import detection_metrics, margin_correlations
 from brittle.data import load_mnist
 from brittle.models import model_fingerprint
 from brittle.monitor import Monitor
@@ -334,14 +334,7 @@ def make_figures(img_dir: Path, results: dict, models: list[str], subsets: list[
 # --------------------------------------------------------------------------------------------
 
 def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = ""
     try:
         load = f", load average at the end {os.getloadavg()[0]:.1f}"
@@ -564,7 +557,6 @@ def render(args, command, models, results, df, least, most, pm_res, subsets, mon
     L.append("")
     prow = []
     eps_mid = NORMS[least.norm][1]
-    best_after = None
     for loss, fit in pm_res["fits"].items():
         ev, tr = fit["eval"], fit["train_eval"]
         base = ev[ev.score == "logit_margin"]
@@ -588,7 +580,6 @@ def render(args, command, models, results, df, least, most, pm_res, subsets, mon
     auroc_up = {loss: fit["auroc_mid"][1] > fit["auroc_mid"][0] for loss, fit in pm_res["fits"].items()}
     claim2 = True if all(clearly.values()) and all(auroc_up.values()) else (
         False if not any(improved.values()) else None)
-    reg = pm_res["fits"]["regression"]
     L.append(f"Verdict: {verdict(claim2)} here — on held-out points τ goes "
              + "; ".join(f"{f(fit['tau_before'], 2)} → {f(fit['tau_after'], 2)} ({loss}"
                          + (", CI above the logit-margin τ" if clearly[loss] else ", CI overlaps the logit-margin τ")
