@@ -169,29 +169,18 @@ class _Milp:
         self.c = np.zeros(n_var)
         self.c[d] = 1.0
 
-    def solve(self, w_out: np.ndarray, b_out: np.ndarray, pred: int, targets: list[int], diff_lower: np.ndarray,
-              cutoff: float, time_limit: float):
-        """Smallest ``t <= cutoff`` at which some target class reaches the predicted class's logit.
-
-        One binary ``s_j`` per target selects the class that must win: ``logit_j - logit_pred >= L_j (1 - s_j)``
-        with ``L_j <= 0`` a lower bound of ``logit_j - logit_pred`` on the ball, and ``sum_j s_j >= 1``.
-        """
+    def solve(self, w_out: np.ndarray, b_out: np.ndarray, pred: int, target: int, cutoff: float,
+              time_limit: float):
+        """Smallest ``t <= cutoff`` at which class ``target`` reaches the predicted class's logit."""
         off, width = self.last
-        k = len(targets)
-        rows = np.zeros((k + 1, self.n_var + k))
-        for r, j in enumerate(targets):
-            rows[r, off:off + width] = w_out[j] - w_out[pred]
-            rows[r, self.n_var + r] = diff_lower[j]
-        rows[k, self.n_var:] = 1.0
-        lb_t = np.array([diff_lower[j] - b_out[j] + b_out[pred] for j in targets] + [1.0])
-        mat = sp.vstack([sp.hstack([self.a, sp.csr_matrix((self.a.shape[0], k))]), sp.csr_matrix(rows)]).tocsr()
-        constraints = LinearConstraint(mat, np.concatenate([self.lb, lb_t]), np.concatenate([self.ub, np.full(k + 1, np.inf)]))
-        hi = np.concatenate([self.hi_var, np.ones(k)])
+        row = np.zeros((1, self.n_var))
+        row[0, off:off + width] = w_out[target] - w_out[pred]
+        constraints = LinearConstraint(sp.vstack([self.a, sp.csr_matrix(row)]).tocsr(),
+                                       np.concatenate([self.lb, [b_out[pred] - b_out[target]]]),
+                                       np.concatenate([self.ub, [np.inf]]))
+        hi = self.hi_var.copy()
         hi[self.d] = min(hi[self.d], cutoff)
-        lo = np.concatenate([self.lo_var, np.zeros(k)])
-        integrality = np.concatenate([self.integrality, np.ones(k)])
-        c = np.concatenate([self.c, np.zeros(k)])
-        return milp(c, integrality=integrality, bounds=Bounds(lo, hi), constraints=constraints,
+        return milp(self.c, integrality=self.integrality, bounds=Bounds(self.lo_var, hi), constraints=constraints,
                     options={"time_limit": max(time_limit, 0.01), "mip_rel_gap": 1e-7, "disp": False})
 
 
@@ -317,7 +306,7 @@ def _solve_within(net: Network, x0: torch.Tensor, pred: int, radius: float, doma
     def build(r: float) -> tuple[_Milp | None, torch.Tensor]:
         eps = torch.tensor([r], dtype=DTYPE)
         with torch.no_grad():
-            spec, _, bounds = net.spec_bounds(x0.unsqueeze(0), eps, torch.tensor([pred]), "linf", domain, "crown")
+            spec, bounds = net.spec_bounds(x0.unsqueeze(0), eps, torch.tensor([pred]), "linf", domain, "crown")
         if bool((spec[0] > 0).all()):
             return None, spec[0]
         pre = [(bounds[k][0].reshape(-1).numpy(), bounds[k][1].reshape(-1).numpy()) for k in net.relu_levels]
@@ -328,7 +317,6 @@ def _solve_within(net: Network, x0: torch.Tensor, pred: int, radius: float, doma
     best, best_x, best_j = math.inf, None, -1
     lowers: list[float] = [radius]
     solved = True
-    zero = np.zeros(net.num_classes)
     for j in torch.argsort(spec).tolist():
         if j == pred or float(spec[j]) > 0:
             continue  # out of reach within r_cur: its margin exceeds r_cur >= best
@@ -338,7 +326,7 @@ def _solve_within(net: Network, x0: torch.Tensor, pred: int, radius: float, doma
             if float(spec[j]) > 0:
                 continue
         cutoff = min(r_cur, best)
-        res = problem.solve(w_out, b_out, pred, [j], zero, cutoff, deadline - time.monotonic())
+        res = problem.solve(w_out, b_out, pred, j, cutoff, deadline - time.monotonic())
         dual = getattr(res, "mip_dual_bound", None)
         dual = float(dual) if dual is not None and np.isfinite(dual) else None
         if res.status == 0:

@@ -323,42 +323,31 @@ class Network:
         return self.spec_bounds(x0, eps, pred, norm, domain, method)[0]
 
     def spec_bounds(self, x0: torch.Tensor, eps: torch.Tensor, pred: torch.Tensor, norm: str,
-                    domain: tuple[float, float], method: str, upper: bool = False
-                    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-        """Bounds of ``logit_pred - logit_j`` over the input set.
-
-        Returns ``(lower, upper, relu_bounds)``: ``lower`` ``(N, K)`` with ``+inf`` at ``j = pred``, ``upper``
-        likewise with ``-inf`` there (None unless asked for), and the pre-activation bounds of every ReLU.
-        """
+                    domain: tuple[float, float], method: str
+                    ) -> tuple[torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """Lower bounds of ``logit_pred - logit_j`` over the input set, ``(N, K)`` with ``+inf`` at
+        ``j = pred``, and the pre-activation bounds of every ReLU they were computed with."""
         n, k = len(x0), self.num_classes
         # "crown-ibp": IBP for the hidden layers, CROWN for the output specification only (far cheaper on
         # convolutional layers, where CROWN bounds every hidden neuron by its own backward pass)
         bounds, (hl, hu) = self.relu_bounds(x0, eps, norm, domain, "ibp" if method == "crown-ibp" else method)
         inset = InputSet(x0, eps, norm, domain)
         spec = torch.eye(k, dtype=DTYPE)[pred].unsqueeze(1) - torch.eye(k, dtype=DTYPE).unsqueeze(0)  # (n, k, k)
-        if upper:
-            spec = torch.cat([spec, -spec], 1)
-        rows = spec.shape[1]
-        zero = torch.zeros(n, rows, dtype=DTYPE)
+        zero = torch.zeros(n, k, dtype=DTYPE)
         stop = self.relu_levels[-1] + 1 if self.relu_levels else 0
         a, c = self.backward(spec, zero, len(self.ops), stop, bounds)
         if stop == 0:
             result = inset.concretize(a, c, final=True)
         else:
-            af = a.reshape(n, rows, -1)
+            af = a.reshape(n, k, -1)
             mid = ((hl + hu) / 2).reshape(n, 1, -1)
             rad = ((hu - hl) / 2).reshape(n, 1, -1)
             result = c + (af * mid).sum(-1) - (af.abs() * rad).sum(-1)
             if method in ("crown", "crown-ibp"):
                 a, c = self.backward(a, c, stop, 0, bounds)
                 result = torch.maximum(result, inset.concretize(a, c, final=True))
-        lower = result[:, :k].clone()
-        lower[torch.arange(n), pred] = math.inf
-        up = None
-        if upper:
-            up = -result[:, k:]
-            up[torch.arange(n), pred] = -math.inf
-        return lower, up, bounds
+        result[torch.arange(n), pred] = math.inf
+        return result, bounds
 
 
 def _relaxation(low: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
