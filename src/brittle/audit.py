@@ -12,8 +12,9 @@ half's input margins and compared with the logit margin on the evaluation half (
 column ``pseudo_margin``, file ``pseudo_margin.json``), and a `brittle.monitor.Monitor` is calibrated on the fit
 half and measured on the evaluation half (``summary["monitor"]``, column ``monitor_flag``, file
 ``monitor.json``) — or, when its score is the pseudo-margin, calibrated on half of the evaluation half
-(``split == "calib"``, unseen by the pseudo-margin) and measured on the rest. Both are cheap next to the margins and are recomputed on every run, resumed ones included:
-they are not part of the run store's fingerprint, since the stored margins do not depend on them.
+(``split == "calib"``, unseen by the pseudo-margin) and measured on the rest. Both are cheap next to the
+margins and are recomputed on every run, resumed ones included: they are not part of the run store's
+fingerprint, since the stored margins do not depend on them.
 """
 
 from __future__ import annotations
@@ -366,10 +367,7 @@ def fit_extras(model: nn.Module, data: Data, table: pd.DataFrame, *, norm: str, 
                              f"pass a larger monitor_eps in the same units as eps{_kept(out)}")
         mon = Monitor.calibrate(model, data.subset(calib_idx), upper[calib_idx], monitor_eps,
                                 target_recall=monitor_recall, score=pm if pm is not None else "logit", norm=norm)
-        flags = np.zeros(len(table), dtype=bool)
-        for idx in (fit_idx, eval_idx):
-            flags[idx] = mon.scores(data.subset(idx)) <= mon.threshold
-        table["monitor_flag"] = flags
+        table["monitor_flag"] = np.asarray(mon.scores(data) <= mon.threshold)
         rep = mon.evaluate(data.subset(test_idx), upper[test_idx])
         summary["monitor"] = {"eps": monitor_eps, "norm": norm, "score": mon.score_kind, "threshold": mon.threshold,
                               "target_recall": monitor_recall, "recall": _finite_or_none(rep.recall),
