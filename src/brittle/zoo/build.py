@@ -123,23 +123,21 @@ def estimate_margin_consistency(model: torch.nn.Module, data: Data, norm: str, e
     audit reports it), and the robust accuracy they imply at ``eps`` (correct and margin > ``eps``) — usually
     tighter than a fixed-budget attack at ``eps``.
     """
-    from scipy.stats import kendalltau
-
+    from ..consistency import margin_correlations
     from ..input_margin import input_margins
+    from ..logit_margin import logit_margins
+    from ..robustness import robust_accuracy_from_margins
 
     subset = data.head(samples)
     result = input_margins(model, subset, norm, device="cpu", seed=0)
-    with torch.no_grad():
-        logits = torch.cat([model(xb) for _, xb, _ in subset.batches(1000)])
-    top2 = logits.topk(2, dim=1).values
-    logit_margin = (top2[:, 0] - top2[:, 1]).numpy()
-    correct = (logits.argmax(1) == subset.y).numpy()
-    tau = kendalltau(result.upper, logit_margin).statistic
+    scores = logit_margins(model, subset, device="cpu")
+    tau = margin_correlations(result.upper, scores.margin, n_boot=0).kendall.value
+    robust = robust_accuracy_from_margins(result.upper, scores.pred == subset.y.numpy(), [eps])["robust_accuracy"]
     return {"kendall_tau": round(float(tau), 4), "norm": norm, "samples": len(subset),
             "input_margin": "brittle.input_margins (default attack; verified upper bounds)",
             "data": f"{data.name} (first {len(subset)})",
             "median_input_margin": round(float(np.median(result.upper)), 4),
-            "robust_accuracy_from_margins": {"eps": eps, "value": round(float(np.mean(correct & (result.upper > eps))), 4)}}
+            "robust_accuracy_from_margins": {"eps": eps, "value": round(float(robust.iloc[0]), 4)}}
 
 
 def measure(model: torch.nn.Module, recipe: Recipe, test_data: Data, *, device: str | torch.device = "cpu",
