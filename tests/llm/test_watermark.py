@@ -1,0 +1,91 @@
+"""KGW: equality with transformers' WatermarkDetector / WatermarkLogitsProcessor, false-positive rate, errors."""
+
+import math
+
+import pytest
+import torch
+
+from brittle.errors import BrittleError
+from brittle.llm.watermark import (KGWConfig, KGWDetector, KGWLogitsProcessor, fingerprint_from_answers,
+                                   generate)
+
+
+@pytest.mark.parametrize("gamma,key,ignore", [(0.25, 15485863, False), (0.5, 42, False), (0.25, 7, True)])
+def test_z_scores_equal_transformers_detector(tiny, gamma, key, ignore):
+    from transformers import WatermarkDetector, WatermarkingConfig
+
+    cfg = KGWConfig(gamma=gamma, delta=3.0, hashing_key=key, ignore_repeated_ngrams=ignore)
+    wm = WatermarkingConfig(greenlist_ratio=gamma, bias=3.0, hashing_key=key, seeding_scheme="lefthash",
+                            context_width=1)
+    ref = WatermarkDetector(tiny.model.config, "cpu", wm, ignore_repeated_ngrams=ignore)
+    mine = KGWDetector(cfg, tiny.vocab_size, bos_token_id=tiny.model.config.bos_token_id)
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(3, tiny.vocab_size, (n,), generator=g) for n in (5, 40, 120)]
+    seqs.append(torch.tensor([1] + [7, 8] * 20))  # leading BOS and repeated bigrams
+    seqs += [torch.tensor(s) for s in generate(tiny, ["hello there", "a b c"], config=cfg, max_new_tokens=40,
+                                               chat=False)]
+    for s in seqs:
+        out = ref(s[None], return_dict=True)
+        d = mine.detect(s)
+        assert d.scored == int(out.num_tokens_scored[0])
+        assert d.green == int(out.num_green_tokens[0])
+        assert math.isclose(d.z, float(out.z_score[0]), rel_tol=1e-12, abs_tol=1e-12)
+        assert math.isclose(d.p_value, float(out.p_value[0]), rel_tol=1e-9, abs_tol=1e-15)
+
+
+def test_logits_processor_equals_transformers(tiny):
+    from transformers.generation.logits_process import WatermarkLogitsProcessor
+
+    cfg = KGWConfig(gamma=0.3, delta=1.5, hashing_key=99)
+    ref = WatermarkLogitsProcessor(tiny.vocab_size, "cpu", greenlist_ratio=0.3, bias=1.5, hashing_key=99)
+    ids = torch.randint(0, tiny.vocab_size, (3, 6), generator=torch.Generator().manual_seed(0))
+    scores = torch.randn(3, tiny.vocab_size)
+    assert torch.equal(KGWLogitsProcessor(cfg, tiny.vocab_size)(ids, scores), ref(ids, scores))
+
+
+def test_watermarked_generation_detected_plain_not(tiny):
+    cfg = KGWConfig(gamma=0.25, delta=8.0, z_threshold=4.0)
+    prompts = ["the quick brown fox", "once upon a time"]
+    wm = fingerprint_from_answers(generate(tiny, prompts, config=cfg, max_new_tokens=60, chat=False), cfg,
+                                  tiny.vocab_size)
+    plain = fingerprint_from_answers(generate(tiny, prompts, config=None, max_new_tokens=60, chat=False), cfg,
+                                     tiny.vocab_size)
+    assert wm.watermarked and wm.detection.z > 8
+    assert not plain.watermarked and plain.detection.z < cfg.z_threshold
+
+
+def test_unwatermarked_false_positive_rate():
+    """Unwatermarked sequences exceed the threshold at most at the stated rate (binomial slack of 3 sd)."""
+    n, vocab = 400, 1000
+    g = torch.Generator().manual_seed(3)
+    for z_threshold in (2.0, 4.0):
+        cfg = KGWConfig(gamma=0.25, z_threshold=z_threshold, min_tokens=16)
+        det = KGWDetector(cfg, vocab)
+        flagged = sum(det.detect(torch.randint(0, vocab, (100,), generator=g)).watermarked for _ in range(n))
+        fpr = cfg.false_positive_rate
+        assert flagged / n <= fpr + 3 * math.sqrt(fpr * (1 - fpr) / n) + 1e-12
+
+
+def test_min_tokens_blocks_short_sequences():
+    cfg = KGWConfig(gamma=0.25, z_threshold=1.0, min_tokens=50)
+    det = KGWDetector(cfg, 100)
+    green = det.green.ids(5)[0].item()
+    d = det.detect([5, green])  # one green token: z high, but too short to decide
+    assert d.z > 1 and not d.enough_tokens and not d.watermarked
+
+
+@pytest.mark.parametrize("kwargs", [dict(gamma=0.0), dict(gamma=1.5), dict(delta=-1.0), dict(hashing_key=0),
+                                    dict(min_tokens=0), dict(z_threshold=float("inf"))])
+def test_bad_settings_are_brittle_errors(kwargs):
+    with pytest.raises(BrittleError, match="Fix:"):
+        KGWConfig(**kwargs)
+
+
+def test_bad_tokens_are_brittle_errors():
+    det = KGWDetector(KGWConfig(), 100)
+    with pytest.raises(BrittleError):
+        det.detect(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(BrittleError):
+        det.detect(["a", "b"])
+    with pytest.raises(BrittleError):
+        det.detect([-1, 3])
