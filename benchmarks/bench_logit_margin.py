@@ -23,9 +23,9 @@ import time
 import torch
 
 import brittle
-import brittle.zoo as zoo
-from brittle.data import load_mnist
-from brittle.models import resolve_device
+import brittle.models.zoo as zoo
+from brittle.data.loading import load_mnist
+from brittle.models.loading import resolve_device
 
 
 def plain_forward(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> None:

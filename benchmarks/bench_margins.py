@@ -4,7 +4,7 @@ Examples::
 
     python benchmarks/bench_margins.py --models standard,linf_madry --n 500 --norms linf,l2 \\
         --out benchmarks/results/margins.json
-    python benchmarks/bench_margins.py --model brittle.zoo.architectures:mnist_cnn --weights cnn.pt --n 200
+    python benchmarks/bench_margins.py --model brittle.models.zoo.architectures:mnist_cnn --weights cnn.pt --n 200
 
 For every model and norm, each method runs on the same images; per method the report gives wall time,
 per-sample forward / backward passes, the fraction of samples with a verified adversarial example, the
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from brittle import input_margins, load_mnist, load_model
-from brittle.attacks import available
+from brittle.margins.attacks import available
 
 DEFAULT_METHODS = "brittle,fab-autoattack,fab-torchattacks"
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"{model_name} {norm} {method}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
             lower = None
             if args.lower:
-                from brittle.bounds import certified_lower_bounds
+                from brittle.margins.bounds import certified_lower_bounds
 
                 pred = torch.from_numpy(runs[methods[0]].pred)
                 best = np.min(np.stack([r.upper for r in runs.values()]), axis=0)

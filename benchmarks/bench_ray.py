@@ -34,7 +34,7 @@ def ray_startup_seconds(num_cpus: int) -> float:
     """Seconds to start and shut down a local Ray instance the way brittle does."""
     import ray
 
-    from brittle.backends import _init_local
+    from brittle.execution.ray import _init_local
 
     t0 = time.perf_counter()
     _init_local(ray, num_cpus=num_cpus, num_gpus=0)
@@ -52,9 +52,9 @@ def main() -> None:
     parser.add_argument("--skip-local", action="store_true", help="do not time the local backend")
     args = parser.parse_args()
 
-    from brittle import zoo
-    from brittle.data import load_data
-    from brittle.runner import compute_margins
+    from brittle.models import zoo
+    from brittle.data.loading import load_data
+    from brittle.margins.compute import compute_margins
 
     model = zoo.load(args.model)
     data = load_data("mnist").head(args.n)

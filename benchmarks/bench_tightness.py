@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from brittle import input_margins, load_mnist
-from brittle import zoo
-from brittle.attacks.base import is_flipped, perturbation_norm
-from brittle.attacks.pgd import apgd_ce
+from brittle.models import zoo
+from brittle.margins.attacks.base import is_flipped, perturbation_norm
+from brittle.margins.attacks.pgd import apgd_ce
 
 EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 1.5, 2.0)}
 BEFORE = {"steps": 100, "patience": 10, "descent_steps": 0, "fallback": False}

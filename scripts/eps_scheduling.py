@@ -10,9 +10,9 @@ fine-tuning, classification head re-initialised) on a subset of Fashion-MNIST wi
 - ``scratch``:   fixed-ε Madry training of the same architecture from a random
   initialisation, i.e. without the pretrained weights;
 
-for each target ε_g and each seed. Every run is a resumable `brittle.train_run` run directory under ``--out``:
+for each target ε_g and each seed. Every run is a resumable `brittle.training.run` run directory under ``--out``:
 a finished run is reused, a killed one continues from its last finished epoch. Each model is then evaluated
-on a held-out Fashion-MNIST test subset with `brittle.robustness`: clean accuracy, APGD-CE robust accuracy
+on a held-out Fashion-MNIST test subset with `brittle.analysis.robustness`: clean accuracy, APGD-CE robust accuracy
 on an ε grid over [0, ε_g] (expected robustness = trapezoid area / ε_g), and a stronger APGD-CE at ε_g.
 The script writes the results table, a figure and ``docs/epsilon-scheduling.md``.
 
@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 import brittle
-from brittle.runner import cpu_name
-from brittle import zoo
-from brittle.data import load_data
-from brittle.robustness import expected_robustness, robust_accuracy_curve
-from brittle.train_run import train_run
-from brittle.zoo.architectures import mnist_cnn
+from brittle.margins.compute import cpu_name
+from brittle.models import zoo
+from brittle.data.loading import load_data
+from brittle.analysis.robustness import expected_robustness, robust_accuracy_curve
+from brittle.training.run import train_run
+from brittle.models.zoo.architectures import mnist_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_EPOCHS, PAPER_T1, PAPER_T2 = 50, 12, 37
@@ -284,12 +284,12 @@ def write_doc(args: argparse.Namespace, configs: list[str], results: dict, runs:
         "",
         "## Setup",
         "",
-        "- **Pretrained model**: the zoo's non-robust `standard` MNIST CNN (`brittle.zoo.load(\"standard\")`,",
+        "- **Pretrained model**: the zoo's non-robust `standard` MNIST CNN (`brittle.models.zoo.load(\"standard\")`,",
         "  Conv-Conv-FC-FC, 166k parameters), classification head re-initialised (new task), full fine-tuning.",
         f"- **Target task**: Fashion-MNIST, the first {args.train_n:,} training images; validation (logged each",
         f"  epoch, never used for selection): {args.val_n:,} training images from index 50,000; **test**: the first",
         f"  {args.test_n:,} images of the Fashion-MNIST test split. Inputs in [0, 1], L∞ threat model.",
-        f"- **Training**: `brittle.train_run` (resumable run directories), Madry adversarial training with PGD-{args.train_steps}",
+        f"- **Training**: `brittle.training.run` (resumable run directories), Madry adversarial training with PGD-{args.train_steps}",
         f"  (step 2.5ε/{args.train_steps}, random start, last iterate), Adam lr {args.lr:g} with cosine decay, batch",
         f"  {args.batch_size}, {args.epochs} epochs, seeds {', '.join(map(str, args.seeds))} (the seed sets the head",
         "  initialisation, batch order and attack randomness; the pretrained body is the same).",
@@ -301,7 +301,7 @@ def write_doc(args: argparse.Namespace, configs: list[str], results: dict, runs:
     if "scratch" in configs:
         lines.append("  - *from scratch*: fixed-ε Madry training of a randomly initialised network of the same architecture.")
     lines += [
-        f"- **Evaluation** (`brittle.robustness`) on the test subset: clean accuracy; robust accuracy by APGD-CE with",
+        f"- **Evaluation** (`brittle.analysis.robustness`) on the test subset: clean accuracy; robust accuracy by APGD-CE with",
         f"  {args.eval_steps} steps (one restart) at {args.grid_points} evenly spaced ε in [0, ε_g] (`robust_accuracy_curve`);",
         "  **expected robustness** = trapezoid area under that curve / ε_g (`expected_robustness`); and, as a check of",
         f"  the attack's strength, APGD-CE with {args.strong_steps} steps at ε_g. Robust accuracies are upper bounds",
@@ -344,7 +344,7 @@ def write_doc(args: argparse.Namespace, configs: list[str], results: dict, runs:
         command,
         "```",
         "",
-        f"Each run is a `brittle.train_run` directory under `{os.path.relpath(args.out, ROOT)}/` (run store with a",
+        f"Each run is a `brittle.training.run` directory under `{os.path.relpath(args.out, ROOT)}/` (run store with a",
         "checkpoint per epoch, `model.pt`, `history.csv`, `training_curve.png`, `summary.json`) plus the test",
         "evaluation `eval-eps*.json`. Re-running the command reuses finished runs and evaluations and resumes an",
         "interrupted run from its last finished epoch.",

@@ -38,14 +38,15 @@ import pandas as pd
 import torch
 
 import brittle
-from brittle.runner import cpu_name
-import brittle.zoo as zoo
-from brittle.audit import audit
-from brittle.data import load_mnist
-from brittle.models import model_fingerprint
-from brittle.monitor import Monitor
-from brittle.pseudo_margin import PseudoMargin, evaluate_pseudo_margin, extract_features
-from brittle.subset import subset_error_curve, summarize_error_curve
+from brittle.margins.compute import cpu_name
+import brittle.models.zoo as zoo
+from brittle.auditing.pipeline import audit
+from brittle.data.loading import load_mnist
+from brittle.models.loading import model_fingerprint
+from brittle.monitoring.monitor import Monitor
+from brittle.scores.pseudo_margin import PseudoMargin, evaluate_pseudo_margin
+from brittle.models.features import extract_features
+from brittle.analysis.subset import subset_error_curve, summarize_error_curve
 
 NORMS = {"linf": [0.1, 0.2, 0.3], "l2": [1.0, 1.5, 2.0]}
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}
@@ -437,7 +438,7 @@ def render(args, command, models, results, df, least, most, pm_res, subsets, mon
              f"batches: {audit_seconds / 60:.1f} min)")
     L.append(f"* **Data:** the first {n} images of the bundled MNIST test split; attacks: brittle's default "
              f"minimum-norm attack (`method='brittle'`), input margins are attack upper bounds (∞ = nothing found)")
-    L.append(f"* **Models:** {', '.join(f'`{m}`' for m in models)} (`brittle.zoo`; recipes in the zoo cards)")
+    L.append(f"* **Models:** {', '.join(f'`{m}`' for m in models)} (`brittle.models.zoo`; recipes in the zoo cards)")
     if n < 1000:
         L.append(f"* **Note:** n = {n}, not the 1000 of issue #4: the two shared CPU cores were too loaded to attack "
                  f"1000 images × {len(models)} models × 2 norms in the time budget. Re-run the command with "
@@ -619,7 +620,7 @@ def render(args, command, models, results, df, least, most, pm_res, subsets, mon
     L.append("## 4. Claim: robust accuracy can be estimated from a few attacked points (error by n)")
     L.append("")
     L.append(f"Simulation with the audited margins as ground truth: for each n, {args.repeats} random draws of n "
-             f"points out of the {n} (`brittle.subset.subset_error_curve`, 100 bootstrap replicates per estimate); "
+             f"points out of the {n} (`brittle.analysis.subset.subset_error_curve`, 100 bootstrap replicates per estimate); "
              "'truth' is the robust accuracy of all audited points. Methods: `threshold` — the paper's (a logit-"
              "margin threshold fitted on the attacked subset, uniform sampling); `isotonic` — brittle's default "
              "(attacks correct points only, isotonic fit of P(robust | logit margin)); `stratified` — logit-margin "
@@ -684,7 +685,7 @@ def render(args, command, models, results, df, least, most, pm_res, subsets, mon
     # ---- monitor ----
     L.append("## 5. Deployment monitor (calibrated on one half, measured on the other)")
     L.append("")
-    L.append(f"`brittle.monitor.Monitor.calibrate(..., target_recall=0.95)` at the middle ε of each norm (L∞ 0.2, "
+    L.append(f"`brittle.monitoring.monitor.Monitor.calibrate(..., target_recall=0.95)` at the middle ε of each norm (L∞ 0.2, "
              f"L2 1.5) on the pseudo-margin's training half ({len(pm_res['split'][0])} points), then "
              f"`Monitor.evaluate` on the test half ({len(pm_res['split'][1])}). Recall: flagged share of the "
              "non-robust points; false alarms: flagged share of the robust ones.")
@@ -756,7 +757,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="docs/margin-consistency.md", help="markdown page to write")
     p.add_argument("--runs-dir", default="runs/zoo-study", help="run directories (resumable audits)")
     p.add_argument("--img-dir", default=None, help="figures folder (default: img/ next to --out)")
-    p.add_argument("--models", default=None, help="comma-separated zoo models (default: all of brittle.zoo.names())")
+    p.add_argument("--models", default=None, help="comma-separated zoo models (default: all of brittle.models.zoo.names())")
     p.add_argument("--repeats", type=int, default=25, help="repeats per subset size (>= 20)")
     p.add_argument("--stage", choices=["all", "audits"], default="all", help="'audits' stops after the audits")
     return p.parse_args(argv)
@@ -768,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     models = args.models.split(",") if args.models else zoo.names()
     if not models:
-        raise SystemExit("the zoo is empty: build it first (python -m brittle.zoo.build)")
+        raise SystemExit("the zoo is empty: build it first (python -m brittle.models.zoo.build)")
     if args.n < 20 or args.n > 10_000:
         raise SystemExit("--n must be between 20 and 10000")
     if args.repeats < 1:

@@ -10,8 +10,8 @@ import torch
 from scipy.optimize import linprog, minimize
 from torch import nn
 
-from brittle.attacks import (AttackResult, Ensemble, FastBoundaryAttack, make_attack, perturbation_norm, verify)
-from brittle.attacks import adapters
+from brittle.margins.attacks import (AttackResult, Ensemble, FastBoundaryAttack, make_attack, perturbation_norm, verify)
+from brittle.margins.attacks import adapters
 from brittle.errors import InputError, ModelError
 
 DIM, CLASSES = 12, 5

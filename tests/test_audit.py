@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 import brittle
-from brittle.audit import audit, check_eps, load_run
+from brittle.auditing.pipeline import audit, load_run
+from brittle.core.validation import check_eps
 from brittle.errors import InputError
 
 DOMAIN = (-10.0, 10.0)  # wide box: it never binds, so the closed forms below are the exact margins

@@ -14,12 +14,13 @@ from scipy import stats
 from torch import nn
 
 import brittle
-from brittle.audit import MIN_SPLIT_SAMPLES, audit, split_halves
-from brittle.cli import main
+from brittle.auditing.pipeline import MIN_SPLIT_SAMPLES, audit, split_halves
+from brittle.cli.app import main
 from brittle.errors import InputError
-from brittle.monitor import Monitor
-from brittle.pseudo_margin import PseudoMargin, evaluate_pseudo_margin, extract_features
-from brittle.zoo.architectures import mlp
+from brittle.monitoring.monitor import Monitor
+from brittle.scores.pseudo_margin import PseudoMargin, evaluate_pseudo_margin
+from brittle.models.features import extract_features
+from brittle.models.zoo.architectures import mlp
 
 WIDE = (-10.0, 10.0)  # a box that never binds: closed-form margins of linear models are exact
 
@@ -214,7 +215,7 @@ def test_cli_flags_end_to_end_and_report_sections(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "w.pt")
     np.savez(tmp_path / "d.npz", x=data.x.numpy(), y=data.y.numpy())
     out = tmp_path / "cli"
-    code = main(["audit", "-m", "brittle.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
+    code = main(["audit", "-m", "brittle.models.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
                  "-d", str(tmp_path / "d.npz"), "--eps", "0.05,0.1", "--out", str(out), "--device", "cpu",
                  "--pseudo-margin", "logits", "--monitor-eps", "0.1", "--monitor-recall", "0.8", "--quiet"])
     assert code == 0, capsys.readouterr().err
@@ -228,7 +229,7 @@ def test_cli_flags_end_to_end_and_report_sections(tmp_path, capsys):
     assert "Flag an input when its pseudo-margin is below" in html and "Pseudo-margin threshold" in html
     assert 'alt="Input margin against pseudo-margin"' in html
     capsys.readouterr()
-    bad = main(["audit", "-m", "brittle.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
+    bad = main(["audit", "-m", "brittle.models.zoo.architectures:mlp", "--weights", str(tmp_path / "w.pt"),
                 "-d", str(tmp_path / "d.npz"), "--out", str(tmp_path / "bad"), "--pseudo-margin", "fc9", "--quiet"])
     err = capsys.readouterr().err
     assert bad == 2 and "the model has no layer 'fc9'" in err and "--pseudo-margin NAME" in err

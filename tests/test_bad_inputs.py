@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from brittle.cli import main
-from brittle.models import save_torchscript
-from brittle.zoo.architectures import mlp
+from brittle.cli.app import main
+from brittle.models.loading import save_torchscript
+from brittle.models.zoo.architectures import mlp
 
 FACTORIES = textwrap.dedent('''
     import torch
     from torch import nn
-    from brittle.zoo.architectures import mlp
+    from brittle.models.zoo.architectures import mlp
 
     def good():
         torch.manual_seed(0)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from brittle import __version__
-from brittle.cli import main
+from brittle.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_version(capsys):
 
 
 def test_help_lists_every_command(capsys):
-    from brittle.cli import app
+    from brittle.cli.app import app
 
     main(["--help"])
     out = capsys.readouterr().out
@@ -62,8 +62,8 @@ def test_demo_audits_the_zoo_on_bundled_mnist(tmp_path):
 
     import torch
 
-    import brittle.zoo as zoo
-    from brittle.data import load_mnist
+    import brittle.models.zoo as zoo
+    from brittle.data.loading import load_mnist
 
     proc = run_cli("--json", "demo", "--n", "16", "--out", str(tmp_path / "demo"))
     assert proc.returncode == 0, proc.stderr
@@ -87,7 +87,7 @@ def test_demo_audits_the_zoo_on_bundled_mnist(tmp_path):
 def test_zoo_list_and_show_report_the_cards():
     import json
 
-    from brittle import zoo
+    from brittle.models import zoo
 
     proc = run_cli("--json", "zoo", "list")
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from brittle.consistency import detection_metrics, fpr_at_tpr, margin_correlations, robust_accuracy
+from brittle.analysis.consistency import detection_metrics, fpr_at_tpr, margin_correlations, robust_accuracy
 from brittle.errors import InputError
 
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import brittle
-from brittle.data import as_data, load_data, load_mnist, load_npz, read_idx
+from brittle.data.loading import as_data, load_data, load_mnist, load_npz, read_idx
 from brittle.errors import InputError
 
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from brittle import input_margins
-from brittle.bounds import certified_lower_bounds, exact_margins
-from brittle.data import load_digits
+from brittle.margins.bounds import certified_lower_bounds, exact_margins
+from brittle.data.loading import load_digits
 
 N_TEST = 24
 #: HiGHS solves the MILP to an absolute gap of 1e-6 (plus 1e-7 feasibility): the "exact" margin is exact to this.

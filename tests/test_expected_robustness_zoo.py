@@ -21,9 +21,9 @@ import pytest
 import torch
 
 import brittle
-from brittle import zoo
-from brittle.data import load_mnist
-from brittle.robustness import expected_robustness, robust_accuracy_curve, robust_accuracy_from_margins
+from brittle.models import zoo
+from brittle.data.loading import load_mnist
+from brittle.analysis.robustness import expected_robustness, robust_accuracy_curve, robust_accuracy_from_margins
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 import brittle
 from brittle import InputError, ModelError, as_data
-from brittle.input_margin import InputMargins, build_attack, input_margins, margins_for_batch
+from brittle.margins.input import InputMargins, build_attack, input_margins, margins_for_batch
 
 DIM, CLASSES = 10, 4
 
@@ -186,7 +186,7 @@ def test_package_exports_the_api() -> None:
     assert brittle.input_margins is input_margins and brittle.InputMargins is InputMargins
 
 
-@pytest.mark.skipif(importlib.util.find_spec("brittle.bounds") is None, reason="brittle.bounds not available")
+@pytest.mark.skipif(importlib.util.find_spec("brittle.margins.bounds") is None, reason="brittle.margins.bounds not available")
 def test_certified_lower_bounds_bracket_the_margin() -> None:
     model = linear(scale=0.5)
     x = points(8, seed=7)
@@ -196,7 +196,7 @@ def test_certified_lower_bounds_bracket_the_margin() -> None:
     assert (res.lower > 0.9 * truth).all()  # CROWN is exact on a linear model up to the bisection
 
 
-@pytest.mark.skipif(importlib.util.find_spec("brittle.bounds") is None, reason="brittle.bounds not available")
+@pytest.mark.skipif(importlib.util.find_spec("brittle.margins.bounds") is None, reason="brittle.margins.bounds not available")
 def test_exact_method_closes_the_bracket_on_a_tiny_relu_network() -> None:
     torch.manual_seed(4)
     model = nn.Sequential(nn.Flatten(), nn.Linear(DIM, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
@@ -214,10 +214,10 @@ def test_fixed_eps_apgd_success_implies_margin_at_most_eps_on_an_adversarially_t
     9 of them with a bound above 0.3 (0.302-0.314), so robust accuracy by margins read 75% against APGD's 61%.
     With the descent stage 1 is left, at 0.3002. Allowed: none above 1.01 ε, at most 2 above ε.
     """
-    from brittle import zoo
-    from brittle.attacks.base import is_flipped
-    from brittle.attacks.pgd import apgd_ce
-    from brittle.data import load_mnist
+    from brittle.models import zoo
+    from brittle.margins.attacks.base import is_flipped
+    from brittle.margins.attacks.pgd import apgd_ce
+    from brittle.data.loading import load_mnist
 
     model = zoo.load("linf_madry").eval()
     data = load_mnist().head(64)

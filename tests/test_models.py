@@ -14,9 +14,9 @@ from torch import nn
 
 import brittle
 from brittle.errors import ModelError
-from brittle.models import (LogitsAdapter, load_checkpoint, load_model, model_fingerprint, prepare_model,
+from brittle.models.loading import (LogitsAdapter, load_checkpoint, load_model, model_fingerprint, prepare_model,
                             resolve_device, save_torchscript)
-from brittle.zoo.architectures import mlp
+from brittle.models.zoo.architectures import mlp
 
 
 def _net():
@@ -115,7 +115,7 @@ def test_torchscript_roundtrip(tmp_path):
 @pytest.fixture
 def factory_module(tmp_path, monkeypatch):
     (tmp_path / "my_models.py").write_text(textwrap.dedent("""
-        from brittle.zoo.architectures import mlp
+        from brittle.models.zoo.architectures import mlp
         def make(hidden=5):
             return mlp(6, (hidden,), 3)
     """))

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from brittle.errors import InputError, ModelError
-from brittle.monitor import Monitor
-from brittle.pseudo_margin import PseudoMargin, extract_features
+from brittle.monitoring.monitor import Monitor
+from brittle.scores.pseudo_margin import PseudoMargin
+from brittle.models.features import extract_features
 
 
 def _linear_model(seed=0):

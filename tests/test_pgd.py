@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from brittle.attacks.pgd import _apgd_checkpoints, apgd_ce, fgsm_rs, pgd, project, run_attack
+from brittle.margins.attacks.pgd import _apgd_checkpoints, apgd_ce, fgsm_rs, pgd, project, run_attack
 from brittle.errors import InputError
-from brittle.zoo.architectures import mnist_cnn
+from brittle.models.zoo.architectures import mnist_cnn
 
 torch.set_num_threads(1)
 WIDE = (-50.0, 50.0)  # a domain the linear tests never touch, so the closed-form margins are exact
@@ -133,8 +133,8 @@ def test_unknown_attack_name() -> None:
 def test_apgd_agrees_with_reference_autoattack() -> None:
     """Optional cross-check against the authors' APGD (``pip install --no-deps pyautoattack``)."""
     ref = pytest.importorskip("pyautoattack.autopgd_base")
-    from brittle import zoo
-    from brittle.data import load_mnist
+    from brittle.models import zoo
+    from brittle.data.loading import load_mnist
 
     if "standard" not in zoo.names():
         pytest.skip("zoo model 'standard' not built")

@@ -10,9 +10,9 @@ import torch
 from scipy import stats
 
 from brittle.errors import InputError
-from brittle.pseudo_margin import (Features, PseudoMargin, evaluate_pseudo_margin, extract_features, layer_names,
-                                   logit_gaps)
-from brittle.zoo.architectures import mlp
+from brittle.scores.pseudo_margin import PseudoMargin, evaluate_pseudo_margin, logit_gaps
+from brittle.models.features import Features, extract_features, layer_names
+from brittle.models.zoo.architectures import mlp
 
 
 def _scrambled(n=1500, seed=0):

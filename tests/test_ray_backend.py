@@ -19,12 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from brittle.audit import audit
-from brittle.backends import BackendError, check_backend
-from brittle.data import load_digits
+from brittle.auditing.pipeline import audit
+from brittle.execution.ray import BackendError, check_backend
+from brittle.data.loading import load_digits
 from brittle.errors import InputError
-from brittle.models import save_torchscript
-from brittle.zoo.architectures import mlp
+from brittle.models.loading import save_torchscript
+from brittle.models.zoo.architectures import mlp
 
 ray = pytest.importorskip("ray", reason="the ray backend tests need Ray: pip install 'brittle[ray]'")
 
@@ -74,7 +74,7 @@ def local(digits):
 @pytest.fixture(scope="module")
 def cluster():
     """One local Ray instance (2 CPUs, loopback only) shared by the in-process tests."""
-    from brittle.backends import _init_local
+    from brittle.execution.ray import _init_local
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     _init_local(ray, num_cpus=2, num_gpus=0)
@@ -133,7 +133,7 @@ def test_no_gpu_for_the_workers(digits, cluster):
 
 
 def test_robust_accuracy_curve_on_ray_equals_local(digits, cluster):
-    from brittle.robustness import robust_accuracy_curve
+    from brittle.analysis.robustness import robust_accuracy_curve
 
     net, data = digits
     grid = [0.0, 0.05, 0.1, 0.2]

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from brittle.data import load_digits
-from brittle.models import save_torchscript
-from brittle.zoo.architectures import mlp
+from brittle.data.loading import load_digits
+from brittle.models.loading import save_torchscript
+from brittle.models.zoo.architectures import mlp
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from brittle.data import validate
+from brittle.data.loading import validate
 from brittle.errors import InputError
-from brittle.robustness import expected_robustness, robust_accuracy_curve, robust_accuracy_from_margins
-from brittle.zoo.architectures import mnist_cnn
+from brittle.analysis.robustness import expected_robustness, robust_accuracy_curve, robust_accuracy_from_margins
+from brittle.models.zoo.architectures import mnist_cnn
 
 torch.set_num_threads(1)
 

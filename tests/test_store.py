@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from brittle.errors import StoreError
-from brittle.store import RunStore, run_batched
+from brittle.execution.store import RunStore, run_batched
 
 
 def _compute_factory(calls):
@@ -82,7 +82,7 @@ def test_disk_full_keeps_the_store_consistent(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from brittle.store import RunStore
+    from brittle.execution.store import RunStore
     store = RunStore(sys.argv[1], {"w": 1})
     for b in range(100000):
         rng = np.random.default_rng(b)

@@ -10,7 +10,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import det_curve
 
 from brittle.errors import InputError
-from brittle.subset import (PAPER_ALPHAS, estimate_robust_accuracy, fit_isotonic, paper_threshold,
+from brittle.analysis.subset import (PAPER_ALPHAS, estimate_robust_accuracy, fit_isotonic, paper_threshold,
                             predict_isotonic, subset_error_curve, summarize_error_curve)
 
 

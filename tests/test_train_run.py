@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from brittle.data import load_digits
+from brittle.data.loading import load_digits
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ EPOCHS = 12  # epochs take a fraction of a second: leave the kill a wide window
 
 
 def _cmd(folder, out):
-    return [sys.executable, "-m", "brittle.cli", "--quiet", "train", "--arch", "brittle.zoo.architectures:mlp",
+    return [sys.executable, "-m", "brittle.cli", "--quiet", "train", "--arch", "brittle.models.zoo.architectures:mlp",
             "--data", str(folder / "train.npz"), "--val-data", str(folder / "val.npz"), "--method", "madry",
             "--attack", "pgd", "--steps", "2", "--eps", "0.05", "--schedule", "two-hinge", "--t1", "1", "--t2", "3",
             "--epochs", str(EPOCHS), "--batch-size", "100", "--eval-n", "100", "--out", str(out)]
@@ -89,8 +89,8 @@ def test_kill_and_resume_training(digits_npz, tmp_path):
 
 def test_resume_with_a_callback_of_another_process(tmp_path):
     """A run with a callback resumes: the run configuration names functions, not their memory addresses."""
-    from brittle.train_run import train_run
-    from brittle.zoo.architectures import mlp
+    from brittle.training.run import train_run
+    from brittle.models.zoo.architectures import mlp
 
     torch.set_num_threads(1)
     data = load_digits().head(200)

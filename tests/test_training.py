@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from brittle.data import load_mnist
+from brittle.data.loading import load_mnist
 from brittle.errors import InputError
-from brittle.schedules import Automatic, Constant, LinearWarmup, TwoHinge, make_schedule
-from brittle.training import evaluate, train
-from brittle.zoo.architectures import mlp, mnist_cnn
+from brittle.training.schedules import Automatic, Constant, LinearWarmup, TwoHinge, make_schedule
+from brittle.training.trainer import evaluate, train
+from brittle.models.zoo.architectures import mlp, mnist_cnn
 
 torch.set_num_threads(1)
 
@@ -165,7 +165,7 @@ def test_resume_state_from_another_model_is_refused(mnist) -> None:
 
 
 def test_shipped_zoo_cards_are_complete_and_match_their_weights() -> None:
-    from brittle import zoo
+    from brittle.models import zoo
 
     names = zoo.names()
     if not names:

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import zoo
-from .audit import Audit, audit
-from .data import load_mnist
+from .models import zoo
+from .auditing.pipeline import Audit, audit
+from .data.loading import load_mnist
 from .errors import InputError
 
 #: (model, norm) pairs the demo audits when every model is present: every model under L∞ at MNIST's

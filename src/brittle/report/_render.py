@@ -304,7 +304,7 @@ def report_context(run: Run) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -1,0 +1,151 @@
+"""Robust accuracy over an ε grid, and expected robustness (the normalised area under that curve).
+
+- `robust_accuracy_curve`: attack a model at each ε of a grid with a fixed-budget attack (APGD-CE or PGD).
+- `robust_accuracy_from_margins`: the same curve at every ε at once from per-sample input margins
+  (a sample is robust at ε when it is correctly classified and its margin exceeds ε).
+- `expected_robustness`: trapezoid area under the curve divided by ε_max (the grid must start at 0), i.e.
+  the robust accuracy averaged over ε uniform on [0, ε_max].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.integrate import trapezoid
+from torch import nn
+
+from ..core.validation import check_norm
+from ..margins.attacks.pgd import run_attack
+from ..data.loading import Data, as_data
+from ..errors import InputError
+from ..core.validation import check_eps_grid
+from ..models.loading import resolve_device
+
+__all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
+
+
+def expected_robustness(eps_grid: Sequence[float] | np.ndarray, accuracies: Sequence[float] | np.ndarray) -> float:
+    """Trapezoid area under the robust-accuracy curve divided by ε_max.
+
+    ``eps_grid`` must start at 0 and increase strictly; ``accuracies`` (in [0, 1]) has one value per ε.
+    A single-point grid ``[0]`` gives the clean accuracy.
+    """
+    grid = check_eps_grid(eps_grid)
+    acc = np.asarray(accuracies, dtype=float)
+    if acc.shape != grid.shape:
+        raise InputError(f"{acc.size} accuracies for {grid.size} eps values", "pass one accuracy per eps")
+    if not np.all(np.isfinite(acc)) or np.any(acc < 0) or np.any(acc > 1):
+        raise InputError("accuracies must lie in [0, 1]", "pass fractions, not percentages")
+    if grid.size == 1:
+        return float(acc[0])
+    return float(trapezoid(acc, grid) / grid[-1])
+
+
+def robust_accuracy_from_margins(input_margins: Sequence[float] | np.ndarray | torch.Tensor,
+                                 correct: Sequence[bool] | np.ndarray | torch.Tensor,
+                                 eps_grid: Sequence[float] | np.ndarray) -> pd.DataFrame:
+    """Robust accuracy at every ε of the grid from input margins: mean of ``correct & (margin > eps)``.
+
+    Margins may be ``inf`` (no adversarial example); NaN margins are refused. ``correct`` says whether each
+    sample is correctly classified (a misclassified sample is never robust). The grid need not start at 0.
+    """
+    m = np.asarray(input_margins.detach().cpu() if isinstance(input_margins, torch.Tensor) else input_margins,
+                   dtype=float).reshape(-1)
+    c = np.asarray(correct.detach().cpu() if isinstance(correct, torch.Tensor) else correct).reshape(-1)
+    if m.size == 0:
+        raise InputError("no margins given", "pass one input margin per sample")
+    if c.shape != m.shape:
+        raise InputError(f"{c.size} correctness flags for {m.size} margins", "pass one flag per sample")
+    if c.dtype != bool:
+        if not np.all(np.isin(c, (0, 1))):
+            raise InputError("correct must be booleans (or 0/1)", "pass pred == y")
+        c = c.astype(bool)
+    if np.any(np.isnan(m)) or np.any(m < 0):
+        raise InputError("input margins must be >= 0 (inf allowed), without NaN", "check the margin computation")
+    grid = check_eps_grid(eps_grid, start_at_zero=False)
+    robust = c[None, :] & (m[None, :] > grid[:, None])
+    return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(1)})
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """What every batch of `robust_accuracy_curve` needs (sent once to each Ray worker)."""
+
+    attack: str
+    steps: int
+    norm: str
+    grid: tuple[float, ...]
+    seed: int
+    batch_size: int
+
+
+def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettings,
+                 device: torch.device | str) -> dict[str, np.ndarray]:
+    """Per sample of one batch, whether it is still correctly classified at each ε: ``{"robust": (n, len(grid))}``.
+
+    The attack's randomness is seeded per batch (``seed * 100003 + batch``), so the result does not depend on
+    which process computes the batch.
+    """
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(settings.seed * 100003 + batch)
+    xb, yb = part.x.to(dev), part.y.to(dev)
+    with torch.no_grad():
+        alive = model(xb).argmax(1) == yb
+    robust = np.zeros((len(xb), len(settings.grid)), dtype=bool)
+    for i, eps in enumerate(settings.grid):
+        if eps > 0 and bool(alive.any()):
+            idx = alive.nonzero().flatten()
+            xa = run_attack(settings.attack, model, xb[idx], yb[idx], float(eps), norm=settings.norm,
+                            steps=settings.steps, domain=part.domain, generator=gen)
+            with torch.no_grad():
+                alive[idx] = model(xa).argmax(1) == yb[idx]
+        robust[:, i] = alive.cpu().numpy()
+    return {"robust": robust}
+
+
+def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
+                          attack: str = "apgd-ce", steps: int = 10, batch_size: int = 500, seed: int = 0,
+                          device: str | torch.device | None = "auto", backend: str = "local", workers: int = 1,
+                          gpus_per_worker: float = 0.0, address: str | None = None) -> pd.DataFrame:
+    """Robust accuracy of ``model`` on labelled ``data`` at each ε of ``eps_grid`` under a fixed-budget attack.
+
+    ε = 0 is the clean accuracy. Only samples still robust at the previous ε are attacked at the next
+    (robustness at ε is necessary for robustness at any larger ε), so the curve never increases.
+    ``backend="ray"`` shards the batches over ``workers`` Ray actors (``gpus_per_worker``, ``address`` as in
+    `brittle.compute_margins`); the result is identical to the local backend's for the same seed.
+    Returns a DataFrame with columns ``eps``, ``robust_accuracy`` and ``attack``.
+    """
+    from ..execution.ray import check_backend
+
+    norm = check_norm(norm)
+    grid = check_eps_grid(eps_grid, start_at_zero=False)
+    if attack not in ("apgd-ce", "pgd"):
+        raise InputError(f"unknown robust-accuracy attack {attack!r}", "use 'apgd-ce' or 'pgd'")
+    check_backend(backend, workers, gpus_per_worker, address)
+    data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
+    if data.y is None:
+        raise InputError("robust accuracy needs labelled data", "pass labels y")
+    settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
+    if backend == "ray":
+        from ..execution.ray import run_ray
+
+        robust = run_ray(model, data, settings, store=None, job="robust_accuracy_curve", workers=workers,
+                         gpus_per_worker=gpus_per_worker, address=address, device=device,
+                         batch_fn=batch_robust)["robust"]
+    else:
+        dev = resolve_device(device)
+        was_training = model.training
+        model.eval().to(dev)
+        try:
+            parts = [batch_robust(model, data.subset(slice(lo, lo + len(xb))), b, settings, dev)["robust"]
+                     for b, (lo, xb, _) in enumerate(data.batches(batch_size))]
+        finally:
+            model.train(was_training)
+        robust = np.concatenate(parts)
+    name = f"{attack}-{steps}"
+    return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(0), "attack": name})

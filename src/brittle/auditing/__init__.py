@@ -1,0 +1,7 @@
+"""The audit: margins → analysis → extras (pseudo-margin, monitor) → results and report, resumable."""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {"audit": ".pipeline", "Audit": ".pipeline", "load_run": ".pipeline"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

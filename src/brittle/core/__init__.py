@@ -1,0 +1,1 @@
+"""Shared foundations: validation of settings and arrays, typed results, seeding, provenance."""

@@ -1,0 +1,10 @@
+"""Data: the `Data` container, loaders (tensors, arrays, npz, idx folders, bundled MNIST, torchvision) and
+input validation."""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {name: ".loading" for name in (
+    "Data", "Domain", "DEFAULT_DOMAIN", "as_data", "validate", "load_data", "load_digits", "load_mnist", "load_npz",
+    "load_torchvision", "read_idx", "FASHION_MNIST_CLASSES")}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

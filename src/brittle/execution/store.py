@@ -1,0 +1,229 @@
+"""Crash-safe run store: one SQLite database (WAL mode) per run directory.
+
+Per-batch results are committed as they complete, next to the run's configuration and a fingerprint of
+model weights, data and settings. Re-opening the same run resumes (finished batches are not recomputed);
+opening a directory that holds a different run is refused unless ``overwrite=True``. Arrays are stored as
+``.npz`` bytes read with ``allow_pickle=False`` — nothing in a run directory is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+
+DB_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    job TEXT NOT NULL, batch INTEGER NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
+    payload BLOB NOT NULL, created REAL NOT NULL, PRIMARY KEY (job, batch));
+CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, payload BLOB NOT NULL, created REAL NOT NULL);
+"""
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """SHA-256 of a JSON-serialisable configuration (keys sorted)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def unpack_arrays(payload: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+class RunStore:
+    """A run directory backed by SQLite in WAL mode.
+
+    Args:
+        directory: the run directory (created if missing).
+        config: the run's settings; identity is ``fingerprint(config)`` (put model/data fingerprints in it).
+        overwrite: erase an existing run with another configuration instead of refusing it.
+    """
+
+    def __init__(self, directory: str | os.PathLike, config: dict[str, Any], *, overwrite: bool = False):
+        self.directory = Path(directory)
+        self.config = config
+        self.fingerprint = fingerprint(config)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / ".brittle-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write to the output directory {self.directory} ({exc.strerror or exc})",
+                             "choose a writable --out directory") from None
+        self.path = self.directory / DB_NAME
+        self._conn = self._connect()
+        existing = self.get_meta("fingerprint")
+        if existing is not None and existing != self.fingerprint:
+            if not overwrite:
+                old = json.loads(self.get_meta("config") or "{}")
+                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                self.close()
+                raise StoreError(f"{self.directory} holds a different run (differs in: {', '.join(changed) or 'settings'})",
+                                 "use another output directory, or pass --overwrite to replace it")
+            self._reset()
+        if self.get_meta("fingerprint") is None:
+            with self._tx() as c:
+                for key, value in (("fingerprint", self.fingerprint), ("schema", str(SCHEMA_VERSION)),
+                                   ("config", json.dumps(config, sort_keys=True, default=str)),
+                                   ("created", str(time.time()))):
+                    c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- connection ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable run database ({exc})",
+                             "move it away or pass --overwrite to start a new run there") from None
+        return conn
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._conn, self.path)
+
+    def _reset(self) -> None:
+        with self._tx() as c:
+            for table in ("meta", "batches", "artifacts"):
+                c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata -----------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- batches ------------------------------------------------------------------------------
+    def done(self, job: str) -> set[int]:
+        """Indices of the committed batches of ``job``."""
+        return {r[0] for r in self._conn.execute("SELECT batch FROM batches WHERE job = ?", (job,))}
+
+    def put_batch(self, job: str, batch: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
+        """Commit one batch's arrays atomically (all or nothing)."""
+        payload = pack_arrays(arrays)
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                      (job, batch, start, stop, payload, time.time()))
+
+    def batches(self, job: str) -> Iterator[tuple[int, int, int, dict[str, np.ndarray]]]:
+        """``(batch, start, stop, arrays)`` of ``job`` in batch order."""
+        rows = self._conn.execute("SELECT batch, start, stop, payload FROM batches WHERE job = ? ORDER BY batch", (job,))
+        for batch, start, stop, payload in rows:
+            yield batch, start, stop, unpack_arrays(payload)
+
+    def gather(self, job: str) -> dict[str, np.ndarray]:
+        """All batches of ``job`` concatenated in order."""
+        parts = [arrays for *_, arrays in self.batches(job)]
+        if not parts:
+            return {}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def put_artifact(self, name: str, payload: bytes) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", (name, payload, time.time()))
+
+    def get_artifact(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT payload FROM artifacts WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def artifact_names(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT name FROM artifacts ORDER BY name")]
+
+
+class _Transaction:
+    """``with`` block running one IMMEDIATE transaction; disk errors become `StoreError` (store stays consistent)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn, self.path = conn, path
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to {self.path} ({exc})", "check free disk space and permissions") from None
+        return self.conn
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as err:
+                self._rollback()
+                raise StoreError(f"could not commit to {self.path} ({err}); the last batch was not saved",
+                                 "free disk space and re-run the same command to resume") from None
+        self._rollback()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(f"could not write to {self.path} ({exc}); the last batch was not saved",
+                             "free disk space and re-run the same command to resume") from None
+        return False
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
+            self.conn.execute("ROLLBACK")
+
+
+def run_batched(store: RunStore | None, job: str, n: int, batch_size: int,
+                compute: Callable[[int, int], dict[str, np.ndarray]],
+                on_batch: Callable[[int, bool], None] | None = None) -> dict[str, np.ndarray]:
+    """Compute ``compute(start, stop)`` for every batch of ``range(n)``, committing each into ``store``.
+
+    Batches already committed are skipped (resume). ``on_batch(samples, recomputed)`` reports progress.
+    Returns all arrays concatenated in sample order.
+    """
+    done = store.done(job) if store is not None else set()
+    results: dict[int, dict[str, np.ndarray]] = {}
+    for batch, start in enumerate(range(0, n, batch_size)):
+        stop = min(start + batch_size, n)
+        if batch in done:
+            if on_batch:
+                on_batch(stop - start, False)
+            continue
+        arrays = compute(start, stop)
+        if store is not None:
+            store.put_batch(job, batch, start, stop, arrays)
+        else:
+            results[batch] = arrays
+        if on_batch:
+            on_batch(stop - start, True)
+    if store is not None:
+        return store.gather(job)
+    parts = [results[b] for b in sorted(results)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

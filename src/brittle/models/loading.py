@@ -1,0 +1,319 @@
+"""Model layer: any `torch.nn.Module`, TorchScript files, ``module:factory`` + state-dict checkpoints,
+the bundled zoo, and (optional extras) torchvision / timm / RobustBench names.
+
+Checkpoints are always read with ``torch.load(..., weights_only=True)``: a file that needs pickled code
+is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+_LOGIT_KEYS = ("logits", "logit", "output", "out", "scores")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` are taken as given."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' was requested but CUDA is not available here", "use --device cpu (or auto)")
+    return dev
+
+
+class LogitsAdapter(nn.Module):
+    """Wrap a model whose forward returns a tuple/list or dict, selecting the logits tensor.
+
+    ``select`` is an index (tuple/list outputs) or a key (dict outputs).
+    """
+
+    def __init__(self, model: nn.Module, select: int | str = 0):
+        super().__init__()
+        self.model = model
+        self.select = select
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, dict):
+            return out[self.select]
+        if isinstance(out, (tuple, list)):
+            return out[int(self.select)]
+        return getattr(out, str(self.select)) if isinstance(self.select, str) and hasattr(out, str(self.select)) else out
+
+
+def _pick_logits(out: Any) -> int | str | None:
+    """Which element of a structured output holds the logits, or None when ``out`` is a tensor."""
+    if isinstance(out, torch.Tensor):
+        return None
+    if isinstance(out, dict):
+        for key in _LOGIT_KEYS:
+            if key in out and isinstance(out[key], torch.Tensor):
+                return key
+        raise ModelError(f"the model returns a dict with keys {sorted(out)} and none is 'logits'",
+                         "wrap it: brittle.models.loading.LogitsAdapter(model, select='<key of the logits>')")
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return 0
+    if hasattr(out, "logits") and isinstance(out.logits, torch.Tensor):
+        return "logits"
+    raise ModelError(f"the model returns {type(out).__name__}, not a tensor of logits",
+                     "make forward return logits of shape (N, num_classes) or wrap it in LogitsAdapter")
+
+
+def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sample: torch.Tensor | None = None,
+                  num_classes: int | None = None) -> nn.Module:
+    """Make ``model`` ready for brittle: eval mode (warning if it was training), on ``device``, logits out.
+
+    With ``sample`` (a few inputs), one forward pass checks the output: structured outputs are adapted
+    (with a warning), and wrong shapes, non-finite logits or a class-count mismatch raise `ModelError`.
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}",
+                         "pass a torch.nn.Module (or a path / zoo name to brittle.load_model)")
+    if model.training:
+        warnings.warn("the model was in train mode; brittle put it in eval mode (dropout/batch-norm frozen)",
+                      stacklevel=2)
+    model.eval()
+    dev = resolve_device(device)
+    model.to(dev)
+    if sample is None:
+        return model
+    with torch.no_grad():
+        try:
+            out = model(sample[:2].to(dev))
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+            raise ModelError(f"the model failed on inputs of shape {tuple(sample[:2].shape)}: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             "check the input shape/channels the model expects against the data") from None
+    select = _pick_logits(out)
+    if select is not None:
+        warnings.warn(f"the model returns {type(out).__name__}; brittle uses element {select!r} as logits",
+                      stacklevel=2)
+        model = LogitsAdapter(model, select)
+        out = model(sample[:2].to(dev))
+    check_logits(out, len(sample[:2]), num_classes)
+    return model
+
+
+def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -> None:
+    """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values."""
+    if logits.ndim != 2 or logits.shape[0] != n:
+        raise ModelError(f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, num_classes)",
+                         "make forward return one row of class logits per input (flatten/squeeze extra dims)")
+    if logits.shape[1] < 2:
+        raise ModelError(f"the model returned {logits.shape[1]} logit per input; margins need >= 2 classes",
+                         "for a binary classifier return two logits, e.g. torch.cat([-z, z], 1)")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ModelError(f"the model returned {logits.shape[1]} logits but the data has {num_classes} classes",
+                         "use the model trained for this data (or pass the right num_classes)")
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError("the model returned NaN or infinite logits", "check the model weights and input scaling")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's class name and state dict (parameters and buffers)."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                 if tensor.numel() else b"")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state-dict checkpoint safely (``weights_only=True``).
+
+    Accepts a plain state dict or a dict holding one under ``state_dict`` / ``model`` / ``model_state_dict``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"checkpoint {path} does not exist", "check the path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"checkpoint {path} contains pickled code or objects, refused unexecuted "
+                         f"({str(exc).splitlines()[0][:120]})",
+                         "save only tensors: torch.save(model.state_dict(), path)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelError(f"checkpoint {path} is corrupt or not a torch file ({str(exc).splitlines()[0][:120]})",
+                         "re-save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"checkpoint {path} does not hold a state dict of tensors",
+                         "save torch.save(model.state_dict(), path)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def import_factory(target: str) -> Callable[..., nn.Module]:
+    """Import ``"package.module:callable"``."""
+    module_name, _, attr = target.partition(":")
+    if module_name == "brittle.zoo" or module_name.startswith("brittle.zoo."):  # the zoo's path before 0.3
+        module_name = "brittle.models.zoo" + module_name[len("brittle.zoo"):]
+    if not module_name or not attr:
+        raise ModelError(f"{target!r} is not of the form 'module:factory'", "pass e.g. mypkg.models:make_net")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot import {module_name!r} ({exc})", "install the package or add it to PYTHONPATH") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"{module_name!r} has no attribute {attr!r}", "check the factory name")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelError(f"{target!r} is not callable", "point at a class or function that builds the model")
+    return obj
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise ModelError(f"weights in {source} do not fit the model: {' '.join(first[:2])[:200]}",
+                         "use the factory that built the checkpoint") from None
+    return model
+
+
+class _Exported(nn.Module):
+    """Holds a module from a ``torch.export`` archive, whose graph is fixed (train/eval does not apply)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> "_Exported":
+        self.training = mode  # the exported graph was captured in one mode; nothing to switch
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    if path.suffix == ".pt2":  # torch.export archive (the successor of TorchScript)
+        try:
+            return _Exported(torch.export.load(str(path)).module())
+        except Exception as exc:  # noqa: BLE001 - torch.export raises many types on bad archives
+            raise ModelError(f"{path} is not a loadable torch.export archive ({str(exc).splitlines()[0][:120]})",
+                             "re-export it with torch.export.save(torch.export.export(model, (x,)), path)") from None
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0][:120]})",
+                         "for a state dict pass the architecture too: --model module:factory --weights PATH") from None
+
+
+def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, *,
+               device: str | torch.device | None = "auto", **factory_kwargs: Any) -> nn.Module:
+    """Load a model named by a string, as the CLI does, in eval mode on ``device``.
+
+    ``spec`` is one of: a zoo name (``brittle zoo list``; also ``zoo:NAME``); a TorchScript file or a
+    ``torch.export`` archive (``.pt2``);
+    ``module:factory`` with ``weights`` a state-dict checkpoint; ``torchvision:NAME``, ``timm:NAME``
+    or ``robustbench:MODEL_ID[:dataset[:threat]]`` (optional extras, download where network is allowed).
+    """
+    if isinstance(spec, nn.Module):
+        return prepare_model(spec, device=device)
+    from . import zoo
+
+    kind, _, rest = spec.partition(":")
+    if kind == "zoo" or (not rest and spec in zoo.names()):
+        model = zoo.load(rest or spec)
+    elif kind == "torchvision":
+        model = _hub_torchvision(rest, weights)
+    elif kind == "timm":
+        model = _hub_timm(rest, weights)
+    elif kind == "robustbench":
+        model = _hub_robustbench(rest)
+    elif rest and not Path(spec).exists() and "/" not in kind and "\\" not in kind:
+        model = import_factory(spec)(**factory_kwargs)
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module", "return an nn.Module")
+        if weights is not None:
+            model = _load_state(model, load_checkpoint(weights), str(weights))
+    else:
+        path = Path(spec)
+        if not path.exists():
+            known = ", ".join(zoo.names())
+            raise ModelError(f"model {spec!r} is neither a file, a zoo name ({known}) nor module:factory",
+                             "check the path or name")
+        if weights is not None:
+            raise ModelError(f"a model file ({path}) and --weights were both given",
+                             "for a state dict pass the architecture as --model module:factory --weights PATH")
+        model = _load_torchscript(path)
+    return prepare_model(model.eval(), device=device)  # freshly built: eval mode is expected, no warning
+
+
+def _hub_torchvision(name: str, weights: str | os.PathLike | None) -> nn.Module:
+    try:
+        import torchvision
+    except ImportError:
+        raise ModelError("torchvision is not installed", "pip install 'brittle[vision]'") from None
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        raise ModelError(f"torchvision has no model {name!r}", "see torchvision.models.list_models()") from None
+    if weights is not None:
+        return _load_state(builder(weights=None), load_checkpoint(weights), str(weights))
+    return builder(weights="DEFAULT")
+
+
+def _hub_timm(name: str, weights: str | os.PathLike | None) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise ModelError("timm is not installed", "pip install 'brittle[timm]'") from None
+    if weights is not None:
+        return _load_state(timm.create_model(name, pretrained=False), load_checkpoint(weights), str(weights))
+    return timm.create_model(name, pretrained=True)
+
+
+def _hub_robustbench(spec: str) -> nn.Module:
+    model_id, _, rest = spec.partition(":")
+    dataset, _, threat = rest.partition(":")
+    try:
+        from robustbench.utils import load_model as rb_load
+    except ImportError:
+        raise ModelError("robustbench is not installed", "pip install 'brittle[robustbench]'") from None
+    model_dir = os.environ.get("BRITTLE_ROBUSTBENCH_DIR", "./models")
+    try:
+        return rb_load(model_name=model_id, model_dir=model_dir, dataset=dataset or "cifar10",
+                       threat_model=threat or "Linf")
+    except Exception as exc:  # noqa: BLE001 - robustbench raises many types (network, key, file)
+        raise ModelError(f"RobustBench could not load {model_id!r}: {type(exc).__name__}: {str(exc)[:160]}",
+                         f"check the model ID, or put its checkpoint under {model_dir} "
+                         "(BRITTLE_ROBUSTBENCH_DIR) on a machine without network") from None
+
+
+def save_torchscript(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> None:
+    """Trace ``model`` on ``example`` and save it as TorchScript (loads anywhere without the code)."""
+    traced = torch.jit.trace(model.eval(), example)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    Path(path).write_bytes(buf.getvalue())

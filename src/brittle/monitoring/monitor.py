@@ -1,0 +1,289 @@
+"""A deployment monitor: flag likely non-robust decisions from the forward pass that makes them.
+
+A `Monitor` wraps a classifier and a score (the logit margin, or a fitted `PseudoMargin`) with a threshold
+chosen on calibration data whose input margins are known: it flags an input when ``score <= threshold``.
+The threshold is the largest one that still flags at least ``target_recall`` of the calibration inputs
+that are non-robust at ε (input margin ``<= eps``): on the calibration data the recall is >= the target by
+construction; `Monitor.evaluate` measures recall and false-alarm rate on other data.
+
+In serving code (one forward pass per batch; pseudo-margin features come from a forward hook)::
+
+    monitor = Monitor.load("monitor.json", model)     # refuses a model with other weights
+    out = monitor(x)                                   # MonitorOutput: pred, score, flag, logits
+    for i in out.flag.nonzero().flatten().tolist():
+        send_to_human_review(x[i], out.pred[i])        # likely brittle decisions
+    return out.pred
+
+Calibrate once, offline::
+
+    monitor = Monitor.calibrate(model, x_calib, input_margins_calib, eps=0.1, target_recall=0.95)
+    monitor.save("monitor.json")
+
+The model is stored by fingerprint (`brittle.models.loading.model_fingerprint`), never by value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.validation import check_norm
+from ..core.validation import as_margin_array, check_unit_interval
+from ..data.loading import as_data
+from ..errors import InputError, ModelError
+from ..models.loading import check_logits, model_fingerprint, prepare_model
+from ..scores.pseudo_margin import PseudoMargin
+from ..models.features import capture, resolve_layer
+
+FORMAT = "brittle.monitor"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class MonitorOutput:
+    """What one monitored forward pass returns (tensors on the model's device, one row per input)."""
+
+    pred: torch.Tensor
+    score: torch.Tensor
+    flag: torch.Tensor
+    logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.pred)
+
+
+@dataclass
+class MonitorReport:
+    """Measured behaviour of the monitor on inputs with known input margins.
+
+    ``recall``: flagged fraction of the non-robust inputs (input margin <= ε); ``false_alarm_rate``: flagged
+    fraction of the robust ones; NaN (with a note) when a class is absent.
+    """
+
+    eps: float
+    threshold: float
+    n: int
+    n_nonrobust: int
+    recall: float
+    false_alarm_rate: float
+    flag_rate: float
+    precision: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps, "threshold": self.threshold, "n": self.n, "n_nonrobust": self.n_nonrobust,
+                "recall": self.recall, "false_alarm_rate": self.false_alarm_rate, "flag_rate": self.flag_rate,
+                "precision": self.precision, "notes": list(self.notes)}
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _report(flags: np.ndarray, d_in: np.ndarray, eps: float, threshold: float) -> MonitorReport:
+    pos = d_in <= eps
+    n, n_pos = len(pos), int(pos.sum())
+    notes = []
+    nan = float("nan")
+    recall = float(flags[pos].mean()) if n_pos else nan
+    far = float(flags[~pos].mean()) if n_pos < n else nan
+    precision = float(pos[flags].mean()) if flags.any() else nan
+    if not n_pos:
+        notes.append(f"no non-robust input at eps={eps:g}: recall is undefined")
+    if n_pos == n:
+        notes.append(f"every input is non-robust at eps={eps:g}: false-alarm rate is undefined")
+    return MonitorReport(eps, threshold, n, n_pos, recall, far, float(flags.mean()), precision, notes)
+
+
+class Monitor:
+    """Flag inputs whose decision is likely non-robust at ε, in the forward pass that classifies them.
+
+    Args:
+        model: the classifier (its fingerprint is recorded; it is not copied).
+        score: ``"logit"`` (the logit margin) or a fitted `PseudoMargin` (fitted on `extract_features` output).
+        threshold: flag when ``score <= threshold``.
+        eps: the ε the threshold was calibrated for (informational unless calibrated).
+        norm: ``"linf"`` or ``"l2"``, the norm of the input margins.
+        target_recall: the recall the threshold was calibrated for.
+        calibration: measured rates on the calibration data (filled by `calibrate`).
+    """
+
+    def __init__(self, model: nn.Module, score: str | PseudoMargin = "logit", *, threshold: float,
+                 eps: float | None = None, norm: str = "linf", target_recall: float | None = None,
+                 calibration: dict[str, Any] | None = None):
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}", "pass the classifier")
+        if isinstance(score, PseudoMargin):
+            if score.net is None:
+                raise InputError("the pseudo-margin is not fitted", "fit it before building a monitor")
+            if score.source != "features":
+                raise InputError("the pseudo-margin was fitted on a raw array, so the monitor cannot rebuild its "
+                                 "inputs from a forward pass",
+                                 "fit it on brittle.extract_features(model, data, layer) output")
+        elif score != "logit":
+            raise InputError(f"score must be 'logit' or a PseudoMargin, got {score!r}",
+                             "pass score='logit' or a fitted PseudoMargin")
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise InputError(f"threshold must be a number, got {threshold!r}", "pass a float threshold") from None
+        if math.isnan(threshold):
+            raise InputError("threshold is NaN", "calibrate the monitor with Monitor.calibrate")
+        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
+        self.model = model
+        self.score = score
+        self.threshold = threshold
+        self.eps = None if eps is None else float(eps)
+        self.norm = check_norm(norm)
+        self.target_recall = None if target_recall is None else check_unit_interval(target_recall, "target_recall")
+        self.calibration = dict(calibration or {})
+        self.fingerprint = model_fingerprint(model)
+        self._layer = (resolve_layer(model, score.layer)
+                       if isinstance(score, PseudoMargin) and score.layer is not None else None)
+        self._net: nn.Module = model
+        if model.training:
+            model.eval()
+
+    @property
+    def score_kind(self) -> str:
+        return "logit" if isinstance(self.score, str) else "pseudo_margin"
+
+    # --- forward --------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, score)`` of a batch in one forward pass."""
+        with capture(self._layer) as holder, torch.inference_mode():
+            out = self._net(x)
+            if not isinstance(out, torch.Tensor):  # structured output: adapt once, as brittle does elsewhere
+                self._net = prepare_model(self.model, device=x.device, sample=x)
+                holder.clear()
+                out = self._net(x)
+            check_logits(out, len(x))
+            logits = out.float()
+            if isinstance(self.score, PseudoMargin):
+                layer_out = holder.get("out")
+                if self._layer is not None and layer_out is None:
+                    raise ModelError(f"layer {self.score.layer!r} did not run during the forward pass",
+                                     "use the model the pseudo-margin was fitted on")
+                score = self.score.predict_tensor(self.score.design_tensor(logits, layer_out)).to(logits.device)
+            else:
+                top2 = logits.topk(2, dim=1).values
+                score = (top2[:, 0] - top2[:, 1]).double()
+        return logits, score
+
+    def __call__(self, x: Any) -> MonitorOutput:
+        """Prediction, score and flag (``score <= threshold``) of a batch, from one forward pass."""
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"x has type {type(x).__name__}", "pass a batch as a torch tensor or numpy array")
+        if x.ndim == 0:
+            raise InputError("x is a scalar", "pass a batch of inputs, shape (N, ...)")
+        x = x.to(_model_device(self.model), dtype=torch.float32)
+        logits, score = self._forward(x)
+        return MonitorOutput(logits.argmax(1), score, score <= self.threshold, logits)
+
+    predict = __call__
+
+    def scores(self, data: Any, *, batch_size: int = 1024) -> np.ndarray:
+        """Score of every input of ``data`` (anything `brittle.as_data` accepts), in batches."""
+        d = as_data(data)
+        dev = _model_device(self.model)
+        out = [self._forward(xb.to(dev))[1].cpu() for _, xb, _ in d.batches(batch_size)]
+        return torch.cat(out).numpy().astype(np.float64)
+
+    # --- calibration and evaluation -----------------------------------------------------------
+    @classmethod
+    def calibrate(cls, model: nn.Module, calib_data_x: Any, input_margins: Any, eps: float, *,
+                  target_recall: float = 0.95, score: str | PseudoMargin = "logit", norm: str = "linf",
+                  batch_size: int = 1024) -> "Monitor":
+        """Pick the threshold on calibration data so that recall of non-robust inputs is >= ``target_recall``.
+
+        ``input_margins`` are the calibration inputs' margins (``inf`` = censored, robust at every ε). The
+        threshold is the ``ceil(target_recall · P)``-th smallest score among the ``P`` non-robust inputs.
+        Use data the pseudo-margin was not fitted on.
+        """
+        if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
+        target_recall = check_unit_interval(target_recall, "target_recall")
+        monitor = cls(model, score, threshold=0.0, eps=float(eps), norm=norm, target_recall=target_recall)
+        data = as_data(calib_data_x)
+        d_in = as_margin_array(input_margins, "input_margins", n=len(data))
+        prepare_model(model, device=_model_device(model), sample=data.x[:2], num_classes=data.num_classes)
+        s = monitor.scores(data, batch_size=batch_size)
+        pos = d_in <= eps
+        n_pos = int(pos.sum())
+        if n_pos == 0:
+            raise InputError(f"no calibration input is non-robust at eps={eps:g} (input margin <= eps)",
+                             "calibrate on more data, or on a larger eps")
+        k = max(1, math.ceil(target_recall * n_pos - 1e-9))
+        monitor.threshold = float(np.sort(s[pos])[k - 1])
+        rep = _report(s <= monitor.threshold, d_in, float(eps), monitor.threshold)
+        monitor.calibration = {"n": rep.n, "n_nonrobust": rep.n_nonrobust, "recall": rep.recall,
+                               "false_alarm_rate": rep.false_alarm_rate, "flag_rate": rep.flag_rate}
+        return monitor
+
+    def evaluate(self, x: Any, input_margins: Any, *, eps: float | None = None, batch_size: int = 1024) -> MonitorReport:
+        """Measured recall and false-alarm rate on inputs ``x`` with known ``input_margins`` (at ``eps``,
+        default the calibrated ε)."""
+        eps = self.eps if eps is None else eps
+        if eps is None or not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass eps= or calibrate the monitor")
+        data = as_data(x)
+        d_in = as_margin_array(input_margins, "input_margins", n=len(data))
+        s = self.scores(data, batch_size=batch_size)
+        return _report(s <= self.threshold, d_in, float(eps), self.threshold)
+
+    # --- persistence ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "threshold": self.threshold, "eps": self.eps,
+                "norm": self.norm, "score": self.score_kind, "target_recall": self.target_recall,
+                "model_fingerprint": self.fingerprint, "calibration": self.calibration,
+                "pseudo_margin": self.score.to_dict() if isinstance(self.score, PseudoMargin) else None}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write threshold, ε, norm, score kind, pseudo-margin parameters and the model fingerprint to one JSON file."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: nn.Module) -> "Monitor":
+        """Read a monitor written by `save` for ``model``; refuses a model whose fingerprint differs."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InputError(f"monitor file {path} does not exist", "check the path") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"monitor file {path} is not readable JSON ({exc})", "re-save it with Monitor.save") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise InputError(f"{path} is not a brittle monitor file", "load a file written by Monitor.save")
+        if d.get("version") != FORMAT_VERSION:
+            raise InputError(f"monitor format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})",
+                             "recalibrate and save it with this version of brittle")
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}", "pass the classifier")
+        fp = model_fingerprint(model)
+        if fp != d.get("model_fingerprint"):
+            raise ModelError(f"the model's fingerprint {fp[:12]}… differs from the one the monitor was calibrated on "
+                             f"({str(d.get('model_fingerprint'))[:12]}…)",
+                             "load the same architecture and weights, or recalibrate the monitor for this model")
+        try:
+            score: str | PseudoMargin = (PseudoMargin.from_dict(d["pseudo_margin"]) if d["score"] == "pseudo_margin"
+                                         else d["score"])
+            return cls(model, score, threshold=d["threshold"], eps=d["eps"], norm=d["norm"],
+                       target_recall=d["target_recall"], calibration=d.get("calibration"))
+        except KeyError as exc:
+            raise InputError(f"monitor file {path} lacks the field {exc}", "re-save it with Monitor.save") from None
+
+    def __repr__(self) -> str:
+        return (f"Monitor(score={self.score_kind!r}, threshold={self.threshold:.6g}, eps={self.eps}, "
+                f"norm={self.norm!r}, target_recall={self.target_recall})")
