@@ -1,0 +1,82 @@
+"""Shared pieces of the command modules: output state, printing, parsing, loading the model and data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    quiet = False
+    as_json = False
+
+
+def emit(payload: dict[str, Any], table: Table | None = None) -> None:
+    """Print a result: JSON with ``--json``, else the rich table unless ``--quiet``."""
+    if State.as_json:
+        print(json.dumps(payload, indent=2, default=_json_default))
+    elif table is not None and not State.quiet:
+        console.print(table)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def parse_floats(text: str, what: str = "eps") -> list[float]:
+    """``"0.1,0.2"`` → ``[0.1, 0.2]``; a clear error for anything that is not a number (ranges are checked
+    by the API, e.g. ε > 0)."""
+    from ..errors import InputError
+
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise InputError(f"--{what} value {part!r} is not a number", f"pass numbers like --{what} 0.1,0.2") from None
+    return values
+
+
+BACKEND = typer.Option("local", help="Where margins are computed: local (this process) or ray.")
+WORKERS = typer.Option(1, help="--backend ray: number of Ray workers (actors).")
+GPUS = typer.Option(0.0, "--gpus-per-worker", help="--backend ray: GPUs per worker (fractions share a GPU).")
+ADDRESS = typer.Option(None, help="--backend ray: existing cluster (auto, ray://HOST:10001); default: start one.")
+
+def load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optional[Path], limit: Optional[int],
+                 domain: Optional[str], device: str):
+    from ..data.loading import DEFAULT_DOMAIN, load_data
+    from ..models.loading import load_model
+
+    dom = tuple(parse_floats(domain, "domain")) if domain else DEFAULT_DOMAIN
+    if len(dom) != 2:
+        from ..errors import InputError
+        raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")
+    dataset = load_data(data, data_root, domain=dom, limit=limit)
+    return load_model(model, weights, device=device), dataset
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def command_line() -> str:
+    import shlex
+
+    return "brittle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
