@@ -1,0 +1,45 @@
+"""Input checks shared by the explainers: one-line errors that name the fix, raised before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def as_matrix(X, what: str, n_features: int | None = None, names: list[str] | None = None,
+              allow_nan: bool = True) -> tuple[np.ndarray, list[str] | None]:
+    """A float64 ``(n, d)`` array and the column names if ``X`` is a DataFrame (reordered to ``names``)."""
+    cols = None
+    if hasattr(X, "columns") and hasattr(X, "to_numpy"):
+        cols = [str(c) for c in X.columns]
+        if names is not None and cols != list(names):
+            missing = [n for n in names if n not in cols]
+            if missing:
+                raise InputError(f"{what} lacks the model's feature column(s) {missing[:5]}",
+                                 "pass a table with the columns the model was trained on")
+            X = X[list(names)]
+            cols = list(names)
+        try:
+            X = X.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{what} has non-numeric columns",
+                             "encode categorical columns as numbers (e.g. one-hot) before explaining") from None
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} is not numeric", "pass a numeric 2-D array or DataFrame") from None
+    if arr.ndim == 1 and n_features is not None and arr.shape[0] == n_features:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InputError(f"{what} has shape {arr.shape}, not (rows, features)", "pass a 2-D array, one row per input")
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} has no rows", "pass at least one row")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise InputError(f"{what} has {arr.shape[1]} columns but the model takes {n_features} features",
+                         "pass the same feature columns the model was trained on")
+    if np.isinf(arr).any():
+        raise InputError(f"{what} contains infinite values", "replace infinities (NaN marks a missing value)")
+    if not allow_nan and np.isnan(arr).any():
+        raise InputError(f"{what} contains NaN", "impute or drop missing values")
+    return arr, cols
