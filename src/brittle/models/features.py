@@ -7,7 +7,7 @@ Every scorer that needs hidden features (the pseudo-margin, the monitor, OOD det
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +19,35 @@ from ..data.loading import as_data
 from ..errors import InputError, ModelError
 from .loading import check_logits, prepare_model, resolve_device
 
-@dataclass
+@dataclass(init=False)
 class Features:
-    """Logits of every input and, when a layer was named, that layer's flattened output."""
+    """Logits of every input and the flattened outputs of the hooked layers, from one forward pass.
+
+    ``outputs`` maps a layer name (as in ``model.named_modules()``) to an ``(N, D)`` array. With one layer,
+    ``layer`` / ``layer_output`` name and hold it (the form the pseudo-margin was written for).
+    """
 
     logits: np.ndarray
-    layer: str | None = None
-    layer_output: np.ndarray | None = None
+    outputs: dict[str, np.ndarray]
+
+    def __init__(self, logits: np.ndarray, layer: str | None = None, layer_output: np.ndarray | None = None, *,
+                 outputs: dict[str, np.ndarray] | None = None):
+        self.logits = logits
+        self.outputs = dict(outputs or {})
+        if layer is not None and layer_output is not None:
+            self.outputs[layer] = layer_output
 
     def __len__(self) -> int:
         return len(self.logits)
+
+    @property
+    def layer(self) -> str | None:
+        """The hooked layer's name when exactly one layer was hooked, else None."""
+        return next(iter(self.outputs)) if len(self.outputs) == 1 else None
+
+    @property
+    def layer_output(self) -> np.ndarray | None:
+        return self.outputs[self.layer] if self.layer is not None else None
 
     @property
     def logit_margin(self) -> np.ndarray:
@@ -36,8 +55,19 @@ class Features:
         top2 = -np.sort(-self.logits, axis=1)[:, :2]
         return top2[:, 0] - top2[:, 1]
 
+    def output(self, layer: str) -> np.ndarray:
+        """The output of ``layer``; `InputError` naming the hooked layers otherwise."""
+        if layer not in self.outputs:
+            raise InputError(f"these features hold no output of layer {layer!r} (hooked: {sorted(self.outputs) or 'none'})",
+                             f"extract features with layers including {layer!r}")
+        return self.outputs[layer]
+
+    def select(self, layers: Sequence[str]) -> "Features":
+        """The same features restricted to ``layers`` (no copy of the arrays)."""
+        return Features(self.logits, outputs={name: self.output(name) for name in layers})
+
     def subset(self, idx: Any) -> "Features":
-        return Features(self.logits[idx], self.layer, None if self.layer_output is None else self.layer_output[idx])
+        return Features(self.logits[idx], outputs={k: v[idx] for k, v in self.outputs.items()})
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -73,50 +103,71 @@ def _first_tensor(out: Any) -> torch.Tensor:
 @contextlib.contextmanager
 def capture(module: nn.Module | None) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hook on ``module`` for the duration of the block: ``holder["out"]`` is its last output, flattened."""
-    holder: dict[str, torch.Tensor] = {}
-    if module is None:
+    with capture_many({"out": module} if module is not None else {}) as holder:
         yield holder
-        return
 
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        t = _first_tensor(out)
-        holder["out"] = t.detach().reshape(t.shape[0], -1)
 
-    handle = module.register_forward_hook(hook)
+@contextlib.contextmanager
+def capture_many(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks on several modules: ``holder[name]`` is the last output of ``modules[name]``, flattened
+    to ``(batch, -1)`` and detached (gradients do not flow through the hook's copy)."""
+    holder: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            t = _first_tensor(out)
+            holder[name] = t.detach().reshape(t.shape[0], -1)
+        return hook
+
     try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
         yield holder
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
+
+
+def as_layer_list(layer: str | Sequence[str] | None) -> list[str]:
+    """``None`` → ``[]``, a name → ``[name]``, a sequence → its distinct names in order."""
+    if layer is None:
+        return []
+    if isinstance(layer, str):
+        return [layer]
+    return list(dict.fromkeys(layer))
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, data: Any, layer: str | None = None, *, batch_size: int = 512,
+def extract_features(model: nn.Module, data: Any, layer: str | Sequence[str] | None = None, *, batch_size: int = 512,
                      device: str | torch.device | None = "auto") -> Features:
-    """Logits and (with ``layer``) that layer's flattened output for every input, in one forward pass each.
+    """Logits and (with ``layer``) the flattened output of one or several layers for every input, in one
+    forward pass over the data.
 
     ``layer`` is a name from ``dict(model.named_modules())`` (e.g. the penultimate ``"4"`` of an
-    ``nn.Sequential``); an unknown name raises `InputError` listing the available ones.
+    ``nn.Sequential``) or a list of names; an unknown name raises `InputError` listing the available ones.
+    Scorers that read several layers share this one pass (extract the union, then `Features.select`).
     """
     data = as_data(data)
-    module = resolve_layer(model, layer) if layer is not None else None
+    layers = as_layer_list(layer)
+    modules = {name: resolve_layer(model, name) for name in layers}
     dev = resolve_device(device)
     prepared = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
-    logits_out, layer_out = [], []
-    with capture(module) as holder:
+    logits_out: list[torch.Tensor] = []
+    layer_out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with capture_many(modules) as holder:
         for _, xb, _ in data.batches(batch_size):
             holder.clear()
             z = prepared(xb.to(dev))
             check_logits(z, len(xb), data.num_classes)
             logits_out.append(z.float().cpu())
-            if module is not None:
-                if "out" not in holder:
-                    raise ModelError(f"layer {layer!r} did not run during the forward pass",
+            for name in layers:
+                if name not in holder:
+                    raise ModelError(f"layer {name!r} did not run during the forward pass",
                                      "pick a layer that the model's forward actually calls")
-                if holder["out"].shape[0] != len(xb):
-                    raise ModelError(f"layer {layer!r} output has batch size {holder['out'].shape[0]}, not {len(xb)}",
+                if holder[name].shape[0] != len(xb):
+                    raise ModelError(f"layer {name!r} output has batch size {holder[name].shape[0]}, not {len(xb)}",
                                      "pick a layer with one output row per input")
-                layer_out.append(holder["out"].float().cpu())
-    return Features(torch.cat(logits_out).numpy(), layer,
-                    torch.cat(layer_out).numpy() if module is not None else None)
-
-
+                layer_out[name].append(holder[name].float().cpu())
+    return Features(torch.cat(logits_out).numpy(),
+                    outputs={name: torch.cat(parts).numpy() for name, parts in layer_out.items()})

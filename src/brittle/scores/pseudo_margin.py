@@ -43,6 +43,7 @@ from ..analysis.consistency import detection_metrics, margin_correlations
 from ..core.validation import as_eps_array, as_margin_array
 from ..errors import InputError
 from ..models.features import Features
+from .base import Scorer, register
 
 Loss = Literal["regression", "ranking"]
 Inputs = Literal["logits", "layer", "both"]
@@ -103,7 +104,8 @@ def _mlp(n_in: int, hidden: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class PseudoMargin:
+@register
+class PseudoMargin(Scorer):
     """A learned score whose order follows the input margin (sklearn style: `fit`, `predict`).
 
     Args:
@@ -255,6 +257,33 @@ class PseudoMargin:
         if self.net is None:
             raise InputError("the pseudo-margin is not fitted", "call fit(features, input_margin) first (or load one)")
 
+    # --- the Scorer contract ---------------------------------------------------------------------
+    name = "pseudo_margin"
+    flag_below = True  # a small pseudo-margin, like a small margin, marks a brittle decision
+    requires_fit = True
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,) if self.layer is not None else ()
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.net is not None
+
+    def score(self, features: Any) -> np.ndarray:
+        """`predict` (the Scorer name): larger = more robust."""
+        return self.predict(features)
+
+    def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self._check_fitted()
+        layer_output = outputs.get(self.layer) if self.layer is not None else None
+        return self.predict_tensor(self.design_tensor(logits, layer_output)).to(logits.device)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"loss": self.loss, "inputs": self.inputs, "hidden": list(self.hidden), "epochs": self.epochs,
+                "lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size,
+                "censored": self.censored, "seed": self.seed}
+
     def predict(self, X: Any) -> np.ndarray:
         """Pseudo-margin of each sample (larger = more robust); regression: an estimate of the input margin."""
         self._check_fitted()
@@ -300,7 +329,7 @@ class PseudoMargin:
         assert self.net is not None
         layers = [{"weight": m.weight.detach().double().tolist(), "bias": m.bias.detach().double().tolist()}
                   for m in self.net if isinstance(m, nn.Linear)]
-        return {"format": FORMAT, "version": FORMAT_VERSION, "loss": self.loss, "inputs": self.inputs,
+        return {"format": FORMAT, "version": FORMAT_VERSION, "scorer": self.name, "loss": self.loss, "inputs": self.inputs,
                 "hidden": list(self.hidden), "epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
                 "batch_size": self.batch_size, "censored": self.censored, "seed": self.seed, "source": self.source,
                 "layer": self.layer, "n_features": self.n_features, "x_mean": self._x_mean.tolist(),
