@@ -9,7 +9,7 @@ scikit-learn's gradient boosting), and an intercept, so that the explained outpu
 - scikit-learn: the input is cast to float32, then ``x <= threshold`` (threshold in float64); NaN follows
   ``missing_go_to_left``;
 - XGBoost: float32 input, ``x < split_condition`` (float32); NaN follows ``default_left``;
-- LightGBM: float64 input, ``x <= threshold``; NaN is read as 0 unless the node's missing type is NaN; a
+- LightGBM: float64 input, ``|x| <= 1e-35`` read as 0, then ``x <= threshold``; NaN is read as 0 unless the node's missing type is NaN; a
   missing value (NaN, or 0 for missing type Zero) follows ``default_left``.
 
 Models whose structure cannot be read this way (categorical splits, linear trees, multi-output leaves) are
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError, ModelError
 
 SKLEARN, XGBOOST, LIGHTGBM = "sklearn", "xgboost", "lightgbm"
-_LGB_ZERO = 1e-35  # LightGBM's kZeroThreshold
+_LGB_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float): |x| <= it reads as 0
 
 
 @dataclass
@@ -99,6 +99,7 @@ class TreeEnsemble:
             go = np.where(np.isnan(xv), self.default_left[internal], go)
         elif self.kind == LIGHTGBM:
             xv = X[:, feat]
+            xv = np.where(np.abs(xv) <= _LGB_ZERO, 0.0, xv)  # LightGBM's predictor drops these as zeros
             mt = self.missing_type[internal]
             nan = np.isnan(xv)
             xv = np.where(nan & (mt != 2), 0.0, xv)
@@ -219,7 +220,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         ens.extra["raw"] = lambda X: (model.decision_function(X) if is_clf else model.predict(X))
         ens.extra["raw_index"] = None if (not is_clf or len(labels) == 2) else k
         ens.extra["intercept_from_model"] = True
-        ens.extra["leaf_ids"] = lambda X: model.apply(X)[:, :, k]
+        ens.extra["leaf_ids"] = lambda X: model.apply(X).reshape(len(X), stages.shape[0], -1)[:, :, k]
         return ens
     if isinstance(model, BaseDecisionTree):
         estimators, weight = [model], 1.0
@@ -381,7 +382,9 @@ def _from_lightgbm(model, output) -> TreeEnsemble:
     desc = "raw_score" + (f"[:, {k}]" if n_class > 1 else "") + (f" ({dump.get('objective', '').split(' ')[0]})"
                                                                  if dump.get("objective") else "")
     ens = _concat(trees, LIGHTGBM, int(dump["max_feature_idx"]) + 1, output=desc, feature_names=names)
-    ens.extra.update(raw=lambda X: booster.predict(X, raw_score=True), raw_index=None if n_class == 1 else k,
+    if dump.get("average_output"):  # boosting_type="rf": predict averages the trees, raw_score sums them
+        desc += ", averaged over the trees as predict does (boosting_type='rf')"
+    ens.extra.update(raw=lambda X: booster.predict(X, raw_score=True) * weight, raw_index=None if n_class == 1 else k,
                      leaf_ids=lambda X: booster.predict(X, pred_leaf=True),
                      tree_rows=np.arange(k, len(infos), n_class),
                      leaf_label=np.concatenate([np.asarray(t["label"]) for t in trees]))
