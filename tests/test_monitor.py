@@ -137,3 +137,37 @@ def test_bad_input(kwargs, match):
     with pytest.raises(InputError, match=match):
         Monitor.calibrate(model, x, args["margins"], args["eps"], target_recall=args["target_recall"],
                           norm=args["norm"], score=args["score"])
+
+
+def test_calibrate_tpr_accepts_the_target_share_of_id_inputs_for_any_orientation():
+    from brittle.scores.base import Scorer
+
+    class TopLogit(Scorer):  # a detector (flags high): minus the top logit, closed form below
+        name = "test_top_logit"
+        flag_below = False
+
+        def score_tensor(self, logits, outputs):
+            return -logits.max(1).values.double()
+
+    model = _linear_model()
+    x = _data(400, 3)
+    z = model(x).detach()
+    for scorer, expected_score in (("logit", (z.topk(2, 1).values[:, 0] - z.topk(2, 1).values[:, 1]).numpy()),
+                                   (TopLogit(), (-z.max(1).values).numpy())):
+        mon = Monitor.calibrate_tpr(model, x, scorer, target_tpr=0.9)
+        out = mon(x)
+        assert np.allclose(out.score.numpy(), expected_score, atol=1e-5)
+        accepted = ~out.flag.numpy()
+        # exactly ceil(0.9 * 400) = 360 accepted (scores are distinct), and they are the 360 least risky
+        assert accepted.sum() == 360
+        risk = -expected_score if scorer == "logit" else expected_score
+        assert risk[accepted].max() < risk[~accepted].min()
+        assert mon.calibration["accept_rate"] == pytest.approx(0.9)
+
+
+def test_monitor_refuses_unfitted_or_foreign_scorers():
+    model = _linear_model()
+    with pytest.raises(InputError, match="score must be"):
+        Monitor(model, object(), threshold=0.0)
+    with pytest.raises(InputError, match="not fitted"):
+        Monitor(model, PseudoMargin(), threshold=0.0)

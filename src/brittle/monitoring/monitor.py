@@ -1,10 +1,15 @@
 """A deployment monitor: flag likely non-robust decisions from the forward pass that makes them.
 
-A `Monitor` wraps a classifier and a score (the logit margin, or a fitted `PseudoMargin`) with a threshold
-chosen on calibration data whose input margins are known: it flags an input when ``score <= threshold``.
-The threshold is the largest one that still flags at least ``target_recall`` of the calibration inputs
-that are non-robust at ε (input margin ``<= eps``): on the calibration data the recall is >= the target by
-construction; `Monitor.evaluate` measures recall and false-alarm rate on other data.
+A `Monitor` wraps a classifier and any `brittle.scores.Scorer` — the logit margin, a fitted `PseudoMargin`,
+an OOD detector — with a threshold. It flags an input when the score is on the scorer's flagged side of the
+threshold: ``score <= threshold`` for margins (``flag_below``), ``score >= threshold`` for detectors.
+
+* Margin scorers are calibrated on data whose input margins are known (`Monitor.calibrate`): the threshold is
+  the largest one that still flags at least ``target_recall`` of the calibration inputs that are non-robust at
+  ε (input margin ``<= eps``); on the calibration data the recall is >= the target by construction;
+  `Monitor.evaluate` measures recall and false-alarm rate on other data.
+* Any scorer can be calibrated on in-distribution data alone (`Monitor.calibrate_tpr`): the threshold accepts
+  (does not flag) at least ``target_tpr`` of the calibration inputs.
 
 In serving code (one forward pass per batch; pseudo-margin features come from a forward hook)::
 
@@ -40,8 +45,10 @@ from ..core.validation import as_margin_array, check_unit_interval
 from ..data.loading import as_data
 from ..errors import InputError, ModelError
 from ..models.loading import check_logits, model_fingerprint, prepare_model
+from ..models.features import capture_many, resolve_layer
+from ..scores.base import Scorer, scorer_from_dict
+from ..scores.logit_margin import LogitMarginScorer
 from ..scores.pseudo_margin import PseudoMargin
-from ..models.features import capture, resolve_layer
 
 FORMAT = "brittle.monitor"
 FORMAT_VERSION = 1
@@ -110,29 +117,21 @@ class Monitor:
 
     Args:
         model: the classifier (its fingerprint is recorded; it is not copied).
-        score: ``"logit"`` (the logit margin) or a fitted `PseudoMargin` (fitted on `extract_features` output).
-        threshold: flag when ``score <= threshold``.
-        eps: the ε the threshold was calibrated for (informational unless calibrated).
+        score: ``"logit"`` (the logit margin), a fitted `PseudoMargin` (fitted on `extract_features` output) or
+            any fitted `brittle.scores.Scorer` (e.g. an OOD detector).
+        threshold: flag when ``score <= threshold`` (margin scorers) or ``score >= threshold`` (detectors).
+        eps: the ε the threshold was calibrated for (margin scorers; informational unless calibrated).
         norm: ``"linf"`` or ``"l2"``, the norm of the input margins.
-        target_recall: the recall the threshold was calibrated for.
-        calibration: measured rates on the calibration data (filled by `calibrate`).
+        target_recall: the recall (margins) or ID acceptance rate (`calibrate_tpr`) the threshold was set for.
+        calibration: measured rates on the calibration data (filled by the calibrate methods).
     """
 
-    def __init__(self, model: nn.Module, score: str | PseudoMargin = "logit", *, threshold: float,
+    def __init__(self, model: nn.Module, score: str | Scorer = "logit", *, threshold: float,
                  eps: float | None = None, norm: str = "linf", target_recall: float | None = None,
                  calibration: dict[str, Any] | None = None):
         if not isinstance(model, nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}", "pass the classifier")
-        if isinstance(score, PseudoMargin):
-            if score.net is None:
-                raise InputError("the pseudo-margin is not fitted", "fit it before building a monitor")
-            if score.source != "features":
-                raise InputError("the pseudo-margin was fitted on a raw array, so the monitor cannot rebuild its "
-                                 "inputs from a forward pass",
-                                 "fit it on brittle.extract_features(model, data, layer) output")
-        elif score != "logit":
-            raise InputError(f"score must be 'logit' or a PseudoMargin, got {score!r}",
-                             "pass score='logit' or a fitted PseudoMargin")
+        self.scorer = self._check_scorer(score)
         try:
             threshold = float(threshold)
         except (TypeError, ValueError):
@@ -142,27 +141,56 @@ class Monitor:
         if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
             raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
         self.model = model
-        self.score = score
         self.threshold = threshold
         self.eps = None if eps is None else float(eps)
         self.norm = check_norm(norm)
         self.target_recall = None if target_recall is None else check_unit_interval(target_recall, "target_recall")
         self.calibration = dict(calibration or {})
         self.fingerprint = model_fingerprint(model)
-        self._layer = (resolve_layer(model, score.layer)
-                       if isinstance(score, PseudoMargin) and score.layer is not None else None)
+        self._layers = {name: resolve_layer(model, name) for name in self.scorer.layers}
         self._net: nn.Module = model
         if model.training:
             model.eval()
 
+    @staticmethod
+    def _check_scorer(score: Any) -> Scorer:
+        if isinstance(score, str):
+            if score != "logit":
+                raise InputError(f"score must be 'logit' or a fitted Scorer (PseudoMargin, OOD detector), got {score!r}",
+                                 "pass score='logit' or a fitted scorer")
+            return LogitMarginScorer()
+        if not isinstance(score, Scorer):
+            raise InputError(f"score must be 'logit' or a brittle Scorer, got {type(score).__name__}",
+                             "pass score='logit', a fitted PseudoMargin or a fitted OOD detector")
+        if isinstance(score, PseudoMargin):
+            if score.net is None:
+                raise InputError("the pseudo-margin is not fitted", "fit it before building a monitor")
+            if score.source != "features":
+                raise InputError("the pseudo-margin was fitted on a raw array, so the monitor cannot rebuild its "
+                                 "inputs from a forward pass",
+                                 "fit it on brittle.extract_features(model, data, layer) output")
+        score.check_fitted()
+        return score
+
+    @property
+    def score(self) -> str | Scorer:
+        """``"logit"`` for the logit margin, else the scorer."""
+        return "logit" if isinstance(self.scorer, LogitMarginScorer) else self.scorer
+
     @property
     def score_kind(self) -> str:
-        return "logit" if isinstance(self.score, str) else "pseudo_margin"
+        if isinstance(self.scorer, LogitMarginScorer):
+            return "logit"
+        return self.scorer.name
+
+    def flags(self, score: Any) -> Any:
+        """The flag of each score (tensor or array) under this monitor's threshold and the scorer's orientation."""
+        return score <= self.threshold if self.scorer.flag_below else score >= self.threshold
 
     # --- forward --------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits, score)`` of a batch in one forward pass."""
-        with capture(self._layer) as holder, torch.inference_mode():
+        """``(logits, score)`` of a batch in one forward pass (plus the scorer's own passes if it needs the model)."""
+        with capture_many(self._layers) as holder, torch.inference_mode():
             out = self._net(x)
             if not isinstance(out, torch.Tensor):  # structured output: adapt once, as brittle does elsewhere
                 self._net = prepare_model(self.model, device=x.device, sample=x)
@@ -170,16 +198,15 @@ class Monitor:
                 out = self._net(x)
             check_logits(out, len(x))
             logits = out.float()
-            if isinstance(self.score, PseudoMargin):
-                layer_out = holder.get("out")
-                if self._layer is not None and layer_out is None:
-                    raise ModelError(f"layer {self.score.layer!r} did not run during the forward pass",
-                                     "use the model the pseudo-margin was fitted on")
-                score = self.score.predict_tensor(self.score.design_tensor(logits, layer_out)).to(logits.device)
-            else:
-                top2 = logits.topk(2, dim=1).values
-                score = (top2[:, 0] - top2[:, 1]).double()
-        return logits, score
+            missing = [name for name in self._layers if name not in holder]
+            if missing:
+                raise ModelError(f"layer {missing[0]!r} did not run during the forward pass",
+                                 "use the model the scorer was fitted on")
+            if not self.scorer.needs_model:
+                score = self.scorer.score_tensor(logits, dict(holder)).to(logits.device)
+        if self.scorer.needs_model:
+            score = self.scorer.score_batch(self._net, x).to(logits.device)
+        return logits, score.double()
 
     def __call__(self, x: Any) -> MonitorOutput:
         """Prediction, score and flag (``score <= threshold``) of a batch, from one forward pass."""
@@ -191,7 +218,7 @@ class Monitor:
             raise InputError("x is a scalar", "pass a batch of inputs, shape (N, ...)")
         x = x.to(_model_device(self.model), dtype=torch.float32)
         logits, score = self._forward(x)
-        return MonitorOutput(logits.argmax(1), score, score <= self.threshold, logits)
+        return MonitorOutput(logits.argmax(1), score, self.flags(score), logits)
 
     predict = __call__
 
@@ -205,7 +232,7 @@ class Monitor:
     # --- calibration and evaluation -----------------------------------------------------------
     @classmethod
     def calibrate(cls, model: nn.Module, calib_data_x: Any, input_margins: Any, eps: float, *,
-                  target_recall: float = 0.95, score: str | PseudoMargin = "logit", norm: str = "linf",
+                  target_recall: float = 0.95, score: str | Scorer = "logit", norm: str = "linf",
                   batch_size: int = 1024) -> "Monitor":
         """Pick the threshold on calibration data so that recall of non-robust inputs is >= ``target_recall``.
 
@@ -217,6 +244,9 @@ class Monitor:
             raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
         target_recall = check_unit_interval(target_recall, "target_recall")
         monitor = cls(model, score, threshold=0.0, eps=float(eps), norm=norm, target_recall=target_recall)
+        if not monitor.scorer.flag_below:
+            raise InputError(f"calibrate() flags non-robust inputs by a margin; {monitor.score_kind!r} is a detector "
+                             "(it flags high scores)", "use Monitor.calibrate_tpr(model, id_data, target_tpr=...)")
         data = as_data(calib_data_x)
         d_in = as_margin_array(input_margins, "input_margins", n=len(data))
         prepare_model(model, device=_model_device(model), sample=data.x[:2], num_classes=data.num_classes)
@@ -233,6 +263,26 @@ class Monitor:
                                "false_alarm_rate": rep.false_alarm_rate, "flag_rate": rep.flag_rate}
         return monitor
 
+    @classmethod
+    def calibrate_tpr(cls, model: nn.Module, id_data: Any, score: str | Scorer = "logit", *, target_tpr: float = 0.95,
+                      batch_size: int = 1024) -> "Monitor":
+        """Threshold from in-distribution data alone: at least ``target_tpr`` of ``id_data`` is accepted (not
+        flagged). Works for any scorer (OOD detectors, margins); no input margins needed."""
+        target_tpr = check_unit_interval(target_tpr, "target_tpr")
+        monitor = cls(model, score, threshold=0.0, target_recall=target_tpr)
+        data = as_data(id_data)
+        prepare_model(model, device=_model_device(model), sample=data.x[:2], num_classes=data.num_classes)
+        scores = monitor.scores(data, batch_size=batch_size)
+        risk = monitor.scorer.risk(scores)
+        k = max(1, math.ceil(target_tpr * len(risk) - 1e-9))  # accept the k lowest-risk inputs (and their ties)
+        cut = float(np.sort(risk)[k - 1])
+        # detectors flag score >= t, so t sits just above the cut; margins flag score <= t with score = -risk
+        monitor.threshold = (float(np.nextafter(-cut, -np.inf)) if monitor.scorer.flag_below
+                             else float(np.nextafter(cut, np.inf)))
+        accepted = ~np.asarray(monitor.flags(scores))
+        monitor.calibration = {"n": len(risk), "accept_rate": float(accepted.mean()), "target_tpr": target_tpr}
+        return monitor
+
     def evaluate(self, x: Any, input_margins: Any, *, eps: float | None = None, batch_size: int = 1024) -> MonitorReport:
         """Measured recall and false-alarm rate on inputs ``x`` with known ``input_margins`` (at ``eps``,
         default the calibrated ε)."""
@@ -242,14 +292,15 @@ class Monitor:
         data = as_data(x)
         d_in = as_margin_array(input_margins, "input_margins", n=len(data))
         s = self.scores(data, batch_size=batch_size)
-        return _report(s <= self.threshold, d_in, float(eps), self.threshold)
+        return _report(np.asarray(self.flags(s)), d_in, float(eps), self.threshold)
 
     # --- persistence ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": FORMAT_VERSION, "threshold": self.threshold, "eps": self.eps,
                 "norm": self.norm, "score": self.score_kind, "target_recall": self.target_recall,
                 "model_fingerprint": self.fingerprint, "calibration": self.calibration,
-                "pseudo_margin": self.score.to_dict() if isinstance(self.score, PseudoMargin) else None}
+                "pseudo_margin": self.scorer.to_dict() if isinstance(self.scorer, PseudoMargin) else None,
+                "scorer": None if self.score_kind in ("logit", "pseudo_margin") else self.scorer.to_dict()}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write threshold, ε, norm, score kind, pseudo-margin parameters and the model fingerprint to one JSON file."""
@@ -277,8 +328,12 @@ class Monitor:
                              f"({str(d.get('model_fingerprint'))[:12]}…)",
                              "load the same architecture and weights, or recalibrate the monitor for this model")
         try:
-            score: str | PseudoMargin = (PseudoMargin.from_dict(d["pseudo_margin"]) if d["score"] == "pseudo_margin"
-                                         else d["score"])
+            if d["score"] == "pseudo_margin":
+                score: str | Scorer = PseudoMargin.from_dict(d["pseudo_margin"])
+            elif d["score"] == "logit":
+                score = "logit"
+            else:
+                score = scorer_from_dict(d.get("scorer"))
             return cls(model, score, threshold=d["threshold"], eps=d["eps"], norm=d["norm"],
                        target_recall=d["target_recall"], calibration=d.get("calibration"))
         except KeyError as exc:
