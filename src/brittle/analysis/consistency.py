@@ -4,7 +4,8 @@ Array in, array out; no model is needed here.
 
 * `margin_correlations` — Kendall τ-b (the paper's measure of margin consistency), Spearman ρ and Pearson r
   between input margins and logit margins, each with a bootstrap confidence interval.
-* `detection_metrics` — detection of non-robust samples (``input_margin <= eps``) by thresholding the logit
+* `detection_metrics` (defined in `brittle.analysis.detection`, shared with the OOD detectors; re-exported
+  here) — detection of non-robust samples (``input_margin <= eps``) by thresholding the logit
   margin: AUROC, AUPR, FPR at 95% TPR and the ROC / PR curves, for one or many ε.
 * `robust_accuracy` — robust accuracy implied by margins at each ε, bracketed by attack upper bounds and
   certified lower bounds of the input margin.
@@ -36,10 +37,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from ..errors import InputError
 from ..core.validation import as_bool_array, as_eps_array, as_margin_array, check_unit_interval
+# detection metrics live in one module shared with the OOD detectors; re-exported here unchanged
+from .detection import (Detection, DetectionMetrics, _one_detection, _select, detection_metrics,  # noqa: F401
+                        fpr_at_tpr)
 
 Samples = Literal["all", "correct"]
 
@@ -51,18 +54,6 @@ KENDALL_BOOT_SIZE = 2000
 # --------------------------------------------------------------------------------------------
 # Validation shared by the analysis modules
 # --------------------------------------------------------------------------------------------
-
-def _select(samples: str, correct: Any, n: int) -> np.ndarray | None:
-    """Boolean mask of the samples that count, or None for all."""
-    if samples == "all":
-        return None
-    if samples != "correct":
-        raise InputError(f"samples must be 'all' or 'correct', got {samples!r}", "pass samples='all' or 'correct'")
-    if correct is None:
-        raise InputError("samples='correct' needs the correctness of each prediction",
-                         "pass correct=(pred == y) or samples='all'")
-    return as_bool_array(correct, "correct", n)
-
 
 def _rank_ready(a: np.ndarray) -> np.ndarray:
     """Replace ``inf`` by one value above every finite value: same ranks, ties among infs kept."""
@@ -248,128 +239,6 @@ def margin_correlations(input_margin: Any, logit_margin: Any, *, n_boot: int = 1
         spearman=Correlation("spearman_rho", rho, s_lo, s_hi, n, float(sp.pvalue)),
         pearson=Correlation("pearson_r", r, p_lo, p_hi, n_fin, float(pr.pvalue) if pr is not None else float("nan")),
         n=n, n_censored=n_cens, n_boot=int(n_boot), ci=ci, notes=notes)
-
-
-# --------------------------------------------------------------------------------------------
-# Detection of non-robust samples
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class Detection:
-    """Detection of non-robust samples (``input_margin <= eps``) by a small score, at one ε.
-
-    ``threshold_at_95tpr`` is in score units: flag a sample as non-robust when ``score <= threshold``.
-    Curves are sklearn's ``roc_curve`` (fpr, tpr, thresholds on ``-score``) and ``precision_recall_curve``.
-    Undefined metrics are NaN with ``reason`` saying why (e.g. no non-robust sample at this ε).
-    """
-
-    eps: float
-    n: int
-    n_positive: int
-    auroc: float
-    aupr: float
-    fpr_at_95tpr: float
-    threshold_at_95tpr: float
-    roc_fpr: np.ndarray
-    roc_tpr: np.ndarray
-    roc_thresholds: np.ndarray
-    pr_precision: np.ndarray
-    pr_recall: np.ndarray
-    pr_thresholds: np.ndarray
-    reason: str | None = None
-
-    @property
-    def positive_rate(self) -> float:
-        return self.n_positive / self.n if self.n else float("nan")
-
-    def summary(self) -> dict[str, float | int | str | None]:
-        return {"eps": self.eps, "n": self.n, "n_positive": self.n_positive, "positive_rate": self.positive_rate,
-                "auroc": self.auroc, "aupr": self.aupr, "fpr_at_95tpr": self.fpr_at_95tpr,
-                "threshold_at_95tpr": self.threshold_at_95tpr, "reason": self.reason}
-
-
-@dataclass
-class DetectionMetrics:
-    """`Detection` at each ε, in the order given."""
-
-    per_eps: list[Detection]
-
-    def __getitem__(self, i: int) -> Detection:
-        return self.per_eps[i]
-
-    def __len__(self) -> int:
-        return len(self.per_eps)
-
-    def __iter__(self):
-        return iter(self.per_eps)
-
-    @property
-    def auroc(self) -> np.ndarray:
-        return np.array([d.auroc for d in self.per_eps])
-
-    @property
-    def aupr(self) -> np.ndarray:
-        return np.array([d.aupr for d in self.per_eps])
-
-    @property
-    def fpr_at_95tpr(self) -> np.ndarray:
-        return np.array([d.fpr_at_95tpr for d in self.per_eps])
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([d.summary() for d in self.per_eps])
-
-
-def fpr_at_tpr(positive: np.ndarray, score: np.ndarray, target_tpr: float = 0.95) -> tuple[float, float, float]:
-    """``(fpr, tpr, threshold)`` at the first ROC point with TPR >= ``target_tpr``, flagging ``score <= threshold``.
-
-    The smallest FPR among the operating points whose TPR reaches the target (the standard FPR@95%TPR); the
-    threshold is returned in score units. The reference's ``get_FPR_at_TPR`` (det_curve + ``np.argmin``) breaks
-    ties between points of equal TPR towards the *largest* FPR, so it can report a higher FPR when negatives
-    lie between two consecutive positives; brittle reports the lowest.
-    """
-    fpr, tpr, thr = roc_curve(positive, -score, drop_intermediate=False)
-    i = int(np.argmax(tpr >= target_tpr - 1e-12))
-    return float(fpr[i]), float(tpr[i]), float(-thr[i])
-
-
-def _one_detection(d_in: np.ndarray, score: np.ndarray, eps: float) -> Detection:
-    pos = d_in <= eps
-    n, n_pos = len(pos), int(pos.sum())
-    empty = np.array([])
-    if n_pos == 0 or n_pos == n:
-        what = "no non-robust sample (input_margin <= eps)" if n_pos == 0 else "every sample is non-robust"
-        nan = float("nan")
-        return Detection(float(eps), n, n_pos, nan, nan, nan, nan, empty, empty, empty, empty, empty, empty,
-                         reason=f"{what} at eps={eps:g}: detection metrics are undefined")
-    neg_score = -score
-    fpr, tpr, thr = roc_curve(pos, neg_score)
-    prec, rec, pthr = precision_recall_curve(pos, neg_score)
-    f95, _, t95 = fpr_at_tpr(pos, score, 0.95)
-    return Detection(float(eps), n, n_pos, float(roc_auc_score(pos, neg_score)),
-                     float(average_precision_score(pos, neg_score)), f95, t95,
-                     fpr, tpr, -thr, prec, rec, -pthr)
-
-
-def detection_metrics(input_margin: Any, score: Any, eps: Any, *, correct: Any = None,
-                      samples: Samples = "all") -> DetectionMetrics:
-    """How well a small ``score`` (the logit margin) detects non-robust samples at each ε.
-
-    Positive class: ``input_margin <= eps`` (censored ``inf`` margins are never positive). The positive-class
-    score is ``-score`` (orientation fixed in advance). AUROC is sklearn's ``roc_auc_score``, AUPR is
-    ``average_precision_score``, FPR@95%TPR is the FPR of the first ROC point reaching 95% TPR. When every or no
-    sample is positive at some ε, that ε gets NaN metrics and a ``reason`` instead of an error.
-
-    Note that an attack's input margin is an upper bound: samples it calls robust may still be non-robust.
-    """
-    d_in = as_margin_array(input_margin, "input_margin")
-    s = as_margin_array(score, "score", n=len(d_in), allow_inf=False, nonnegative=False)
-    eps_arr = as_eps_array(eps)
-    mask = _select(samples, correct, len(d_in))
-    if mask is not None:
-        d_in, s = d_in[mask], s[mask]
-        if len(d_in) == 0:
-            raise InputError("no correctly classified sample", "pass samples='all' or more data")
-    return DetectionMetrics([_one_detection(d_in, s, float(e)) for e in eps_arr])
 
 
 # --------------------------------------------------------------------------------------------
