@@ -18,6 +18,7 @@ err_console = Console(stderr=True)
 class State:
     quiet = False
     as_json = False
+    threads: int | None = None  # set by the root callback (--threads / BRITTLE_NUM_THREADS / automatic)
 
 
 def emit(payload: dict[str, Any], table: Table | None = None) -> None:

@@ -1,12 +1,24 @@
 """The ``brittle`` command line: a thin layer over the Python API.
 
-Exit codes: 0 success; 2 invalid input, model or settings (one-line message); 3 the output directory
-cannot be used (another run, unwritable, disk full); 130 interrupted. ``--debug`` shows tracebacks.
+Exit codes: 0 success (and ``--help``); 1 an unexpected internal error (a bug: one line, ``--debug`` for the
+traceback); 2 invalid input, model or settings, and usage errors (unknown
+command or option, missing option: one line); 3 the output directory cannot be used (another run, unwritable,
+disk full); 130 interrupted (Ctrl-C: finished batches are kept, re-running resumes); 141 the reader of the
+output went away (``brittle zoo list | head -1``: no message, like any Unix tool). ``--debug`` shows
+tracebacks.
+
+The command tree is built by typer but run here through click's public ``make_context`` / ``invoke``, and
+every exception is sorted by what it is (typer's and click's classes moved between releases: typer 0.29
+vendors its own click), so the exit codes and one-line messages hold under every typer/click version.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
+from typing import Any, Optional
 
 import typer
 
@@ -14,16 +26,10 @@ from .._version import __version__
 from ..errors import BrittleError, StoreError
 from ._common import State, err_console
 
-try:  # recent typer vendors click; older releases use the click package
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as click_exceptions
-
-EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 
 app = typer.Typer(help="brittle: detect brittle decisions of PyTorch classifiers for free.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
+                  add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 def _version_callback(value: bool) -> None:
@@ -37,8 +43,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
                                        help="Print the version and exit."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
           as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
-          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          threads: Optional[int] = typer.Option(None, "--threads", metavar="N", show_default=False,
+                                      help="CPU threads for torch (default: the cores free now; also "
+                                           "BRITTLE_NUM_THREADS; an OMP_NUM_THREADS you set is kept).")) -> None:
+    from ..core.threads import configure_cli_threads
+
     State.quiet, State.as_json = quiet or as_json, as_json
+    State.threads = configure_cli_threads(threads)[0]
 
 
 #: One module per command (or command group), each with ``register(app)``; a new command is a new module here.
@@ -56,34 +68,184 @@ _register_commands()
 
 
 # --------------------------------------------------------------------------------------------
+# the click command tree
+# --------------------------------------------------------------------------------------------
+
+def command_tree() -> Any:
+    """The click command built from `app`, tidied for plain help and uniform usage errors.
+
+    Every group (also those of command modules added later) reports a missing sub-command as a usage error
+    (exit 2, with its help), whatever the installed click does with ``no_args_is_help``; help is click's
+    plain layout (no rich panels or ``<bool>`` type labels on flags).
+    """
+    root = typer.main.get_command(app)
+    for cmd in iter_commands(root):
+        if hasattr(cmd, "rich_markup_mode"):
+            cmd.rich_markup_mode = None
+        plain = _plain_format_help(type(cmd))
+        if plain is not None:  # typer < 0.2x renders rich panels whatever rich_markup_mode says
+            cmd.format_help = plain.__get__(cmd)
+        if hasattr(cmd, "commands"):  # a group
+            cmd.no_args_is_help = False
+            cmd.invoke_without_command = False
+        for param in getattr(cmd, "params", []):
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""  # typer >= 0.2x labels flags '<bool>'
+    return root
+
+
+def _plain_format_help(cls: type) -> Any:
+    """click's own ``format_help`` from the class hierarchy (typer's subclasses override it)."""
+    for base in cls.__mro__:
+        if base.__module__.startswith(("click.", "typer._click.")) and "format_help" in vars(base):
+            return vars(base)["format_help"]
+    return None
+
+
+def iter_commands(cmd: Any, path: tuple[str, ...] = ()) -> Any:
+    """Yield every command of the tree (depth first), the root first; each gets ``.brittle_path``."""
+    cmd.brittle_path = path
+    yield cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from iter_commands(sub, (*path, name))
+
+
+# --------------------------------------------------------------------------------------------
+# sorting exceptions (names moved between typer/click releases)
+# --------------------------------------------------------------------------------------------
+
+def _classes(name: str) -> tuple[type, ...]:
+    found = []
+    for module in ("typer", "typer.exceptions", "typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = __import__(module, fromlist=["_"])
+        except ImportError:
+            continue
+        cls = getattr(mod, name, None)
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_EXIT, _ABORT, _CLICK_ERROR = _classes("Exit"), _classes("Abort"), _classes("ClickException")
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    return isinstance(exc, _CLICK_ERROR) or (
+        hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+        and any(c.__name__ == "ClickException" for c in type(exc).__mro__))
+
+
+def _usage_line(exc: Any) -> tuple[str, str | None]:
+    """A click error as ``(problem, help text to show first or None)``."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "brittle"
+    message = " ".join(str(exc.format_message()).split())
+    if type(exc).__name__ == "NoArgsIsHelpError" or message.lower().rstrip(".") == "missing command":
+        return f"missing command. Fix: add one of the commands listed above to '{path}'", \
+            (ctx.get_help() if ctx is not None else None)
+    if message.startswith("Usage:"):  # a help text raised as an error by some click versions
+        return f"invalid usage of '{path}'. Fix: see '{path} --help'", message
+    message = message.rstrip(".")
+    return f"{message}{'' if message.endswith('?') else '.'} Fix: see '{path} --help'", None
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 
 _GLOBAL_FLAGS = ("--json", "--quiet", "-q", "--debug")
+_GLOBAL_VALUE_OPTIONS = ("--threads",)
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Global flags and ``--threads N`` are accepted anywhere on the line: move them to the front."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        if a in _GLOBAL_FLAGS or any(a.startswith(o + "=") for o in _GLOBAL_VALUE_OPTIONS):
+            front.append(a)
+        elif a in _GLOBAL_VALUE_OPTIONS and i + 1 < len(args):
+            front.extend(args[i:i + 2])
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
+def _silence_pipes() -> None:
+    """After EPIPE: point stdout/stderr at /dev/null so the interpreter's final flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+    except OSError:
+        pass
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+def _error(line: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; turn brittle's errors into one line and an exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    flags = [a for a in args if a in _GLOBAL_FLAGS]  # global flags are accepted anywhere on the line
-    args = flags + [a for a in args if a not in _GLOBAL_FLAGS]
+    """Run the CLI; turn every failure into one line on stderr and an exit code (see the module docstring)."""
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="brittle", standalone_mode=False)
+        try:
+            root = command_tree()
+            with root.make_context("brittle", args) as ctx:
+                root.invoke(ctx)
+            sys.stdout.flush()
+            return EXIT_OK
+        except _EXIT as exc:
+            sys.stdout.flush()
+            return int(getattr(exc, "exit_code", 0) or 0)
     except BrittleError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         return EXIT_STORE if isinstance(exc, StoreError) else EXIT_INPUT
-    except click_exceptions.Exit as exc:
-        return exc.exit_code
-    except click_exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, click_exceptions.Abort):
-        err_console.print("interrupted: finished batches are saved; re-run the same command to resume")
+    except (KeyboardInterrupt, *_ABORT) as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the one-line exit
+        if debug and not isinstance(exc, KeyboardInterrupt):
+            raise
+        err_console.print("interrupted: finished batches are saved; re-run the same command to resume",
+                          highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
-    return 0
+    except EOFError:
+        _error("end of input while reading from stdin. Fix: pass the value as an option")
+        return EXIT_INPUT
+    except Exception as exc:  # noqa: BLE001 - sorted below; anything else is re-raised
+        if _is_broken_pipe(exc):
+            _silence_pipes()
+            return EXIT_PIPE
+        if _is_click_error(exc):
+            line, help_text = _usage_line(exc)
+            if help_text:
+                err_console.print(help_text.rstrip(), highlight=False, markup=False, soft_wrap=True)
+                err_console.print()
+            _error(line)
+            return int(getattr(exc, "exit_code", EXIT_INPUT) or EXIT_INPUT)
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _error(f"unexpected {type(exc).__name__}: {first}. Fix: this is a bug in brittle or a library it uses; "
+               "re-run with --debug for the traceback and report it")
+        return EXIT_BUG
 
 
 if __name__ == "__main__":
