@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_model": ".models", "prepare_model": ".models", "extract_features": ".models",
     "Monitor": ".monitoring", "PseudoMargin": ".scores", "Scorer": ".scores", "LogitMarginScorer": ".scores",
     "train": ".training",
+    "set_threads": ".core.threads",
 }
 __getattr__, _dir = lazy_exports(__name__, _EXPORTS)
 
