@@ -192,6 +192,17 @@ def _resolve_output(output, n_outputs: int, names: list[str], what: str) -> int:
     return int(output)
 
 
+def _quiet(fn):
+    """Call a scikit-learn method on a bare array without its 'no feature names' warning."""
+    import warnings
+
+    def call(X):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return fn(X)
+    return call
+
+
 def _from_sklearn(model, output) -> TreeEnsemble:
     from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
                                   GradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
@@ -217,10 +228,10 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         lr = float(model.learning_rate)
         trees = [_sk_tree(stages[s, k], stages[s, k].tree_.value[:, 0, 0], lr) for s in range(stages.shape[0])]
         ens = _concat(trees, SKLEARN, d, output=desc, feature_names=names)
-        ens.extra["raw"] = lambda X: (model.decision_function(X) if is_clf else model.predict(X))
+        ens.extra["raw"] = _quiet(model.decision_function if is_clf else model.predict)
         ens.extra["raw_index"] = None if (not is_clf or len(labels) == 2) else k
         ens.extra["intercept_from_model"] = True
-        ens.extra["leaf_ids"] = lambda X: model.apply(X).reshape(len(X), stages.shape[0], -1)[:, :, k]
+        ens.extra["leaf_ids"] = _quiet(lambda X: model.apply(X).reshape(len(X), stages.shape[0], -1)[:, :, k])
         return ens
     if isinstance(model, BaseDecisionTree):
         estimators, weight = [model], 1.0
@@ -233,9 +244,9 @@ def _from_sklearn(model, output) -> TreeEnsemble:
                          "use a DecisionTree, RandomForest, ExtraTrees or GradientBoosting model "
                          "(or XGBoost / LightGBM)")
     if isinstance(model, BaseDecisionTree):
-        leaf_ids = lambda X: model.apply(X)[:, None]  # noqa: E731
+        leaf_ids = _quiet(lambda X: model.apply(X)[:, None])
     else:
-        leaf_ids = model.apply
+        leaf_ids = _quiet(model.apply)
     if is_clf:
         if isinstance(model.classes_, list) or getattr(model, "n_outputs_", 1) > 1:
             raise ModelError("multi-output classifiers are not supported", "fit one classifier per output")
@@ -249,7 +260,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
             trees.append(_sk_tree(est, proba, weight))
         desc = f"predict_proba[:, {k}]: probability of class {labels[k]!r}"
         ens = _concat(trees, SKLEARN, d, output=desc, feature_names=names)
-        ens.extra["raw"] = lambda X: model.predict_proba(X)
+        ens.extra["raw"] = _quiet(model.predict_proba)
         ens.extra["raw_index"] = k
         ens.extra["leaf_ids"] = leaf_ids
     else:
@@ -258,7 +269,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         trees = [_sk_tree(est, est.tree_.value[:, k, 0], weight) for est in estimators]
         desc = "predict" if n_out == 1 else f"predict[:, {k}]"
         ens = _concat(trees, SKLEARN, d, output=desc, feature_names=names)
-        ens.extra["raw"] = lambda X: model.predict(X)
+        ens.extra["raw"] = _quiet(model.predict)
         ens.extra["raw_index"] = None if n_out == 1 else k
     ens.extra["leaf_ids"] = leaf_ids
     return ens
