@@ -8,6 +8,10 @@ import torch
 _missing = [m for m in ("transformers", "peft") if importlib.util.find_spec(m) is None]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_extra: runs without the llm extra installed")
+
+
 def pytest_collection_modifyitems(config, items):
     if not _missing:
         return

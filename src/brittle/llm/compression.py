@@ -206,6 +206,7 @@ class Compressor:
 
     name = "compressor"
     needs_calibration = True
+    full_hessian = True  # False: only diag(XᵀX/n) is gathered (cheaper)
 
     def compress_weight(self, W: torch.Tensor, H: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -232,6 +233,7 @@ class Magnitude(Compressor):
 class Wanda(Magnitude):
     name = "wanda"
     needs_calibration = True
+    full_hessian = False
 
     def compress_weight(self, W, H):
         return wanda_prune(W, H, self.sparsity)
@@ -381,15 +383,16 @@ def compress_model(model: nn.Module, calibration: torch.Tensor | None, method: C
     # 2. layer by layer
     for li, layer in enumerate(layers):
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        H = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+        full = method.full_hessian
+        H = {n: torch.zeros((m.in_features, m.in_features) if full else (m.in_features,), dtype=torch.float32)
+             for n, m in linears.items()}
         count = {n: 0 for n in linears}
 
         def make_hook(name):
             def hook(_m, inp, _out):
-                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).double()
-                n_new = x.shape[0]
-                tot = count[name] + n_new
-                H[name].mul_(count[name] / tot).add_(x.T @ x / tot)
+                x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()
+                tot = count[name] + x.shape[0]
+                H[name].mul_(count[name] / tot).add_((x.T @ x if full else (x * x).sum(0)) / tot)
                 count[name] = tot
             return hook
 
@@ -402,9 +405,11 @@ def compress_model(model: nn.Module, calibration: torch.Tensor | None, method: C
                 h.remove()
         for name, mod in linears.items():
             W = mod.weight.data
-            W_new = method.compress_weight(W.float(), H[name].float()).to(W.dtype)
+            if not full:  # diagonal-only methods (Wanda): H as a diagonal matrix
+                H[name] = torch.diag(H[name])
+            W_new = method.compress_weight(W.float(), H[name]).to(W.dtype)
             report.layers.append({"layer": li, "name": name, "numel": W.numel(),
-                                  "zeros": int((W_new == 0).sum()), "error": layer_error(W, W_new, H[name])})
+                                  "zeros": int((W_new == 0).sum()), "error": layer_error(W, W_new, H[name]) if full else math.nan})
             mod.weight.data.copy_(W_new)
         new_cached = []
         for hs, kw in cached:
