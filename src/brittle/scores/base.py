@@ -184,4 +184,4 @@ def _load_builtin() -> None:
 
 
 #: modules whose import registers scorers; OOD detectors add theirs here.
-BUILTIN_MODULES: list[str] = [".logit_margin", ".pseudo_margin"]
+BUILTIN_MODULES: list[str] = [".logit_margin", ".pseudo_margin", "brittle.ood._builtin"]
