@@ -9,5 +9,6 @@ _EXPORTS = {name: ".loading" for name in (
 _EXPORTS.update({name: ".corruptions" for name in (
     "CORRUPTIONS", "CORRUPTION_NAMES", "SEVERITIES", "corrupt", "apply_shift", "parse_shifts", "Segment", "Stream",
     "shift_stream", "continual_stream", "label_sorted", "class_imbalanced")})
+_EXPORTS.update({name: ".ood_sets" for name in ("OOD_SETS", "load_ood_set", "load_fashion_mnist_test")})
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
