@@ -30,4 +30,21 @@ def mlp(in_features: int = 64, hidden: tuple[int, ...] = (32, 32), num_classes: 
     return nn.Sequential(*layers)
 
 
-ARCHITECTURES = {"mnist_cnn": mnist_cnn, "mlp": mlp}
+def mnist_bn_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
+    """A small MNIST CNN with BatchNorm after every hidden layer (test-time adaptation needs BatchNorm).
+
+    Three convolutions (3x3, then two stride-2 4x4) and a dense layer, each followed by BatchNorm and ReLU,
+    then the linear head: four BatchNorm layers (three ``BatchNorm2d``, one ``BatchNorm1d``), about 183k
+    parameters. In eval mode BatchNorm is affine, so attacks and bound propagation still apply.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 100), nn.BatchNorm1d(100), nn.ReLU(),
+        nn.Linear(100, num_classes),
+    )
+
+
+ARCHITECTURES = {"mnist_cnn": mnist_cnn, "mlp": mlp, "mnist_bn_cnn": mnist_bn_cnn}

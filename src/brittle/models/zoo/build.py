@@ -61,6 +61,7 @@ class Recipe:
     eval_norm: str = "linf"
     eval_eps: float = 0.3
     extra_evals: tuple[tuple[str, float], ...] = ()
+    architecture: str = "mnist_cnn"
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "attack": self.attack if self.method != "standard" else None,
@@ -96,6 +97,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            method="madry", attack="fgsm-rs", eps=0.1, step_ratio=1.25, epochs=4, lr=5e-3, lr_schedule="cyclic",
            schedule="linear", schedule_options={"warmup": 1.0}, eval_eps=0.1,
            extra_evals=(("linf", 0.3), ("l2", 1.0))),
+    Recipe("standard_bn", "plain cross-entropy training of the BatchNorm CNN (mnist_bn_cnn), for test-time "
+           "adaptation (TENT adapts BatchNorm affine parameters)", epochs=4, eval_eps=0.1,
+           extra_evals=(("linf", 0.3), ("l2", 1.0)), architecture="mnist_bn_cnn"),
 ]}
 
 VAL_SIZE = 1000
@@ -174,7 +178,7 @@ def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Dat
                 progress: bool = False, log: Any = print) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one zoo model and measure it; returns the model and its card (without ``built_with``)."""
     torch.manual_seed(recipe.seed)
-    model = ARCHITECTURES["mnist_cnn"]()
+    model = ARCHITECTURES[recipe.architecture]()
     best: dict[str, Any] = {"score": -math.inf, "state": None, "epoch": None}
     adversarial = recipe.method != "standard"
 
@@ -209,7 +213,7 @@ def build_model(recipe: Recipe, train_data: Data, val_data: Data, test_data: Dat
     card = {
         "name": recipe.name,
         "description": recipe.description,
-        "architecture": {"name": "mnist_cnn", "kwargs": {}},
+        "architecture": {"name": recipe.architecture, "kwargs": {}},
         "dataset": "mnist",
         "input_shape": [1, 28, 28],
         "domain": [0.0, 1.0],
@@ -262,7 +266,7 @@ def build_zoo(out_dir: str | os.PathLike | None = None, root: str | os.PathLike 
             if not (card_path.exists() and weights_path.exists()):
                 raise InputError(f"zoo model {name!r} is not built under {out}",
                                  "build it first (without --evaluate-only)")
-            model = ARCHITECTURES["mnist_cnn"]()
+            model = ARCHITECTURES[RECIPES[name].architecture]()
             model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
             print(f"evaluating {name}", flush=True)
             card = json.loads(card_path.read_text())
