@@ -197,11 +197,15 @@ def main() -> None:
 
     versions = {"brittle": __version__, "shap": shap.__version__, "scikit-learn": sklearn.__version__,
                 "numpy": np.__version__, "python": platform.python_version(), "numba": HAVE_NUMBA}
+    from importlib import metadata
+
     for mod in ("shapiq", "xgboost", "lightgbm", "numba"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
+        except AttributeError:
+            versions[mod] = metadata.version(mod)
     sizes = [(100, 100)] if args.quick else [(100, 100), (1000, 100)]
     dims = [10, 12] if args.quick else [10, 12, 14, 16, 20, 30]
     t0 = time.time()
