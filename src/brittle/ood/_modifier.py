@@ -37,7 +37,8 @@ def make_inner(detector: Any) -> Scorer:
     else:
         raise InputError(f"detector must be a detector name or description, got {type(detector).__name__}",
                          "pass e.g. detector='energy'")
-    if inner.flag_below or inner.layers or inner.needs_model or getattr(inner, "uses_head", False):
+    if (inner.flag_below or inner.layers or inner.needs_model or getattr(inner, "uses_layer", False)
+            or getattr(inner, "uses_head", False)):
         raise InputError(f"an activation modifier wraps a detector that reads only logits; {inner.name!r} does not",
                          "pass detector= one of msp, max_logit, energy, entropy, gen, kl_matching")
     return inner
