@@ -19,7 +19,10 @@ adapted weights load into the original architecture):
 
 In ``"batch"`` mode the running statistics are also updated by the same per-sample EMA, so a saved adapted
 model, evaluated in eval mode, normalises with the statistics of the test stream. ``frozen`` layers (used
-for predictions that must not change the state, e.g. the forgetting evaluation) update nothing.
+for predictions that must not change the state, e.g. the forgetting evaluation) update nothing: with
+``"batch"`` they normalise each evaluation batch by its own statistics, with ``"ema"`` by the running (EMA)
+statistics as they stand (no share of the evaluation batch), and ``"auto"`` follows the policy of the last
+adaptation step (so a model adapted with batches of one is evaluated with its EMA statistics).
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ class _TestTimeBN:
     tta_policy: str = "auto"
     tta_rate: float = 0.01
     tta_frozen: bool = False
+    tta_last: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         self._check_input_dim(x)  # type: ignore[attr-defined]
         policy = self.tta_policy
         if policy == "auto":
-            policy = "batch" if x.shape[0] >= AUTO_MIN_BATCH else "ema"
+            if self.tta_frozen and self.tta_last is not None:
+                policy = self.tta_last  # predictions that change nothing follow the stream's policy
+            else:
+                policy = "batch" if x.shape[0] >= AUTO_MIN_BATCH else "ema"
+        if not self.tta_frozen:
+            self.tta_last = policy
         w, b, eps = self.weight, self.bias, self.eps  # type: ignore[attr-defined]
         rm, rv = self.running_mean, self.running_var  # type: ignore[attr-defined]
         if policy == "source" or rm is None:
@@ -68,6 +77,8 @@ class _TestTimeBN:
                     bm, bv = x.mean(dims), x.var(dims, unbiased=False)
                     self._mix_into_running(bm, bv, m)
             return out
+        if self.tta_frozen:  # the adapted statistics as they stand, whatever the batch
+            return F.batch_norm(x, rm, rv, w, b, False, 0.0, eps)
         bm, bv = x.mean(dims), x.var(dims, unbiased=False)
         rm_, rv_ = rm.detach(), rv.detach()
         mean = (1 - m) * rm_ + m * bm
@@ -111,7 +122,7 @@ def convert_batchnorm(model: nn.Module, policy: str = "auto", rate: float = 0.01
     for _, mod in batchnorm_layers(model):
         if not isinstance(mod, _TestTimeBN):
             mod.__class__ = _tta_class(type(mod))
-        mod.tta_policy, mod.tta_rate, mod.tta_frozen = policy, float(rate), False
+        mod.tta_policy, mod.tta_rate, mod.tta_frozen, mod.tta_last = policy, float(rate), False, None
         count += 1
     return count
 
