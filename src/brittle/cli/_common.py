@@ -38,16 +38,18 @@ def _json_default(obj: Any) -> Any:
 
 
 def parse_floats(text: str, what: str = "eps") -> list[float]:
-    """``"0.1,0.2"`` → ``[0.1, 0.2]``; a clear error for anything that is not a number (ranges are checked
-    by the API, e.g. ε > 0)."""
+    """``"0.1,0.2"`` or ``"8/255,16/255"`` → floats; a clear error for anything that is not a number or a
+    simple fraction (ranges are checked by the API, e.g. ε > 0)."""
+    from ..core.validation import parse_number
     from ..errors import InputError
 
     values = []
     for part in text.split(","):
         try:
-            values.append(float(part))
-        except ValueError:
-            raise InputError(f"--{what} value {part!r} is not a number", f"pass numbers like --{what} 0.1,0.2") from None
+            values.append(parse_number(part, f"--{what} value"))
+        except InputError:
+            raise InputError(f"--{what} value {part!r} is not a number",
+                             f"pass numbers or fractions like --{what} 0.1,8/255") from None
     return values
 
 
@@ -66,7 +68,36 @@ def load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optio
         from ..errors import InputError
         raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")
     dataset = load_data(data, data_root, domain=dom, limit=limit)
-    return load_model(model, weights, device=device), dataset
+    net = load_model(model, weights, device=device)
+    return net, add_missing_channel(net, dataset)
+
+
+def add_missing_channel(net: Any, dataset: Any) -> Any:
+    """(N, H, W) grayscale images for a model that takes (N, 1, H, W): add the channel, with a note on stderr.
+    (The Python API refuses such inputs by name instead of reshaping the user's data.)"""
+    import torch
+
+    if dataset.x.ndim != 3:
+        return dataset
+    dev = next((p.device for p in net.parameters()), torch.device("cpu"))
+    sample = dataset.x[:2].to(dev)
+    with torch.no_grad():
+        try:
+            net(sample)
+            return dataset  # the model takes (N, H, W) itself
+        except Exception:  # noqa: BLE001 - probing the model's expected shape
+            try:
+                net(sample.unsqueeze(1))
+            except Exception:  # noqa: BLE001 - not a missing channel: the usual check reports it
+                return dataset
+    from ..data.loading import Data
+
+    fixed = Data(dataset.x.unsqueeze(1).contiguous(), dataset.y, dataset.domain, dataset.num_classes, dataset.name,
+                 dataset.class_names)
+    err_console.print(f"note: the inputs have shape {tuple(dataset.x.shape)} (grayscale without a channel "
+                      f"dimension); added a channel dimension: {tuple(fixed.x.shape)}", highlight=False,
+                      soft_wrap=True)
+    return fixed
 
 
 def torch_seed(seed: int) -> None:

@@ -200,10 +200,30 @@ def _error(line: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                      line: Any = None) -> None:
+    """Python warnings as one ``warning: …`` line (the file and line number only with ``--debug``)."""
+    from rich.markup import escape
+
+    text = " ".join(str(message).split())
+    err_console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn every failure into one line on stderr and an exit code (see the module docstring)."""
+    import warnings
+
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
+    with warnings.catch_warnings():
+        if not debug:  # libraries' deprecation notices are for developers, not for users of the command line
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            warnings.showwarning = _one_line_warning
+        return _run(args, debug)
+
+
+def _run(args: list[str], debug: bool) -> int:
     try:
         try:
             root = command_tree()

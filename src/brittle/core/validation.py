@@ -185,3 +185,23 @@ def check_fitted(estimator: Any, attributes: Sequence[str]) -> None:
         name = type(estimator).__name__
         raise InputError(f"this {name} is not fitted yet (no {', '.join(missing)})",
                          f"call {name}.fit(...) first, or load a fitted one")
+
+
+def check_eps_for_domain(eps: Any, norm: str, domain: Sequence[float], input_dim: int) -> list[float]:
+    """ε checked against the input domain: at most half the domain's width in L∞ (half the box's diagonal
+    in L2). Beyond that every input can be moved to the centre of the domain, so robust accuracy is 0 by
+    construction and the audit measures nothing (e.g. ε = 8 on images in [0, 1], meant as 8/255)."""
+    values = check_eps(eps)
+    norm = check_norm(norm)
+    lo, hi = (float(v) for v in domain)
+    width = hi - lo
+    limit = 0.5 * width * (1.0 if norm == "linf" else math.sqrt(max(int(input_dim), 1)))
+    too_big = [e for e in values if e > limit * (1 + 1e-9)]
+    if too_big:
+        unit = "half the domain's width" if norm == "linf" else "half the diagonal of the input box"
+        fix = (f"pass ε in the units of the domain [{lo:g}, {hi:g}]"
+               + (", e.g. 8/255 instead of 8 for images in [0, 1]" if width <= 1 and max(too_big) >= 1 else ""))
+        raise InputError(f"ε = {max(too_big):g} is larger than {unit} ({limit:.4g} in {norm} for the domain "
+                         f"[{lo:g}, {hi:g}]): every input can then be moved to the centre of the domain, so "
+                         f"robustness is 0 by construction", fix)
+    return values

@@ -138,9 +138,14 @@ def validate(x: Any, y: Any = None, *, domain: Domain = DEFAULT_DOMAIN, num_clas
                          "remove or repair those samples before the audit")
     xmin, xmax = float(x.min()), float(x.max())
     if xmin < lo - 1e-6 or xmax > hi + 1e-6:
+        if xmin >= 0 and 1 < xmax <= 255 and (lo, hi) == DEFAULT_DOMAIN:
+            fix = ("these look like 0-255 pixel values: divide by 255 (x / 255), since models are usually trained "
+                   "on [0, 1]; declare domain=(0, 255) / --domain 0,255 only for a model that itself takes 0-255 inputs")
+        else:
+            fix = ("scale the inputs into the domain (normalisation belongs inside the model) "
+                   "or declare the right domain, e.g. domain=(lo, hi) / --domain lo,hi")
         raise InputError(f"x has values in [{xmin:.4g}, {xmax:.4g}], outside the declared input domain [{lo}, {hi}]",
-                         "scale the inputs into the domain (normalisation belongs inside the model) "
-                         "or declare the right domain, e.g. domain=(lo, hi) / --domain lo,hi")
+                         fix)
     x = x.clamp(lo, hi)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
         raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}", "pass the model's number of classes")

@@ -95,10 +95,12 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
     model.to(dev)
     if sample is None:
         return model
+    check_input_scale(model, sample)
     with torch.no_grad():
         try:
             out = model(sample[:2].to(dev))
         except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+            _refuse_missing_channel(model, sample[:2].to(dev))
             raise ModelError(f"the model failed on inputs of shape {tuple(sample[:2].shape)}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                              "check the input shape/channels the model expects against the data") from None
@@ -112,8 +114,56 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
     return model
 
 
+def _refuse_missing_channel(model: nn.Module, sample: torch.Tensor) -> None:
+    """Inputs of shape (N, H, W) into a model that takes (N, 1, H, W): say so by name (after a failure)."""
+    if sample.ndim != 3:
+        return
+    try:
+        with torch.no_grad():
+            model(sample.unsqueeze(1))
+    except Exception:  # noqa: BLE001 - the channel dimension is not the (only) problem
+        return
+    n, h, w = sample.shape
+    raise ModelError(f"the inputs have shape (N, {h}, {w}) without a channel dimension; the model takes "
+                     f"(N, 1, {h}, {w}) (grayscale images)",
+                     "add the channel dimension: x = x.unsqueeze(1) (numpy: x[:, None]); the command line does "
+                     "this by itself")
+
+
+#: Set on models whose training input range is known (the zoo: from the card); `check_input_scale` uses it.
+INPUT_DOMAIN_ATTR = "brittle_input_domain"
+
+
+def check_input_scale(model: nn.Module, sample: torch.Tensor) -> None:
+    """Refuse inputs far outside the range the model was trained on, when the model says which range
+    (``model.brittle_input_domain``; the zoo models carry their card's ``[0, 1]``): e.g. 0-255 pixels with
+    ``--domain 0,255`` into a [0, 1] MNIST model, which would report meaningless margins and accuracies."""
+    domain = getattr(model, INPUT_DOMAIN_ATTR, None)
+    if domain is None or sample.numel() == 0:
+        return
+    lo, hi = (float(v) for v in domain)
+    xmin, xmax = float(sample.min()), float(sample.max())
+    slack = 0.5 * (hi - lo)
+    if xmin < lo - slack or xmax > hi + slack:
+        fix = ("divide the inputs by 255 and keep the default domain (drop --domain)" if xmax > 2 * hi and xmax <= 255.5
+               else f"scale the inputs into [{lo:g}, {hi:g}] and declare that domain")
+        raise ModelError(f"the model was trained on inputs in [{lo:g}, {hi:g}] but the data reaches "
+                         f"[{xmin:.4g}, {xmax:.4g}]: its margins and accuracies there would mean nothing", fix)
+
+
+def looks_like_probabilities(logits: torch.Tensor, atol: float = 1e-4) -> bool:
+    """Rows all in [0, 1] summing to 1: the output of a softmax, not logits."""
+    if logits.ndim != 2 or logits.shape[1] < 2 or not bool(torch.isfinite(logits).all()):
+        return False
+    z = logits.detach().double()
+    strictly_inside = bool(((z > 1e-6) & (z < 1 - 1e-6)).any())  # exact one-hot rows: an argmax, not a softmax
+    return bool(strictly_inside and (z >= -atol).all() and (z <= 1 + atol).all()
+                and torch.allclose(z.sum(1), torch.ones(len(z), dtype=z.dtype), atol=atol * z.shape[1]))
+
+
 def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -> None:
-    """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values."""
+    """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values, and is not
+    a softmax output (rows in [0, 1] summing to 1)."""
     if logits.ndim != 2 or logits.shape[0] != n:
         raise ModelError(f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, num_classes)",
                          "make forward return one row of class logits per input (flatten/squeeze extra dims)")
@@ -125,6 +175,10 @@ def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -
                          "use the model trained for this data (or pass the right num_classes)")
     if not bool(torch.isfinite(logits).all()):
         raise ModelError("the model returned NaN or infinite logits", "check the model weights and input scaling")
+    if looks_like_probabilities(logits):
+        raise ModelError("the model returns probabilities (every row in [0, 1], summing to 1), not logits: "
+                         "margins of probabilities saturate near 1 and rank inputs wrongly",
+                         "pass logits: remove the softmax at the end of forward (log-probabilities work too)")
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -40,10 +40,12 @@ def card(name: str) -> dict[str, Any]:
 
 def load(name: str) -> nn.Module:
     """Zoo model ``name`` with its shipped weights, in eval mode on the CPU."""
-    from ..loading import _load_state, load_checkpoint
+    from ..loading import INPUT_DOMAIN_ATTR, _load_state, load_checkpoint
 
     info = card(name)
     arch = info["architecture"]
     model = ARCHITECTURES[arch["name"]](**arch.get("kwargs", {}))
     weights = _folder("weights") / f"{name}.pt"
-    return _load_state(model, load_checkpoint(weights), f"zoo weights {weights.name}").eval()
+    model = _load_state(model, load_checkpoint(weights), f"zoo weights {weights.name}").eval()
+    setattr(model, INPUT_DOMAIN_ATTR, tuple(float(v) for v in info.get("domain", (0.0, 1.0))))
+    return model
