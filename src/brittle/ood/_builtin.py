@@ -8,6 +8,7 @@ OOD_MODULES: list[str] = [
     "msp", "max_logit", "energy", "entropy", "gen", "kl_matching", "odin", "mahalanobis", "rmd", "knn", "vim",
     "gradnorm", "she", "react", "ash", "scale", "dice",
 ]
+OOD_MODULES += ["grood", "combine.detector"]  # issue #16: GROOD and the combined detector (brittle.ood.combine)
 
 for _name in OOD_MODULES:
     importlib.import_module(f"brittle.ood.{_name}")

@@ -246,6 +246,8 @@ class Session:
             return det
         f = self.features("id_fit")
         y = self.bench.fit_data.y
+        if hasattr(det, "prepare_fit"):  # detectors that need the model on the fit data first (GROOD's mix-up)
+            det.prepare_fit(self.model, self.bench.fit_data, None if y is None else y.numpy())
         return det.fit(f.select(det.layers) if det.layers else f, None if y is None else y.numpy())
 
     def score(self, det: Scorer, set_name: str) -> np.ndarray:

@@ -10,7 +10,8 @@ from ..scores.base import SCORERS, Scorer, _load_builtin, make_scorer
 
 def _ood() -> dict[str, type[Scorer]]:
     _load_builtin()
-    return {name: cls for name, cls in SCORERS.items() if not cls.flag_below}
+    # composite scorers (brittle.ood.combine.CombinedDetector) are built from detectors, not listed among them
+    return {name: cls for name, cls in SCORERS.items() if not cls.flag_below and not getattr(cls, "composite", False)}
 
 
 class _Detectors(dict):

@@ -46,6 +46,8 @@ class CombinedDetector(Scorer):
     name = "combined"
     flag_below = False
     requires_fit = True
+    #: built from other detectors: not listed by ``brittle.ood.detector_names("all")``
+    composite = True
 
     def __init__(self, detectors: Sequence[Any] = ("msp",), strategy: str = "ecdf",
                  strategy_params: dict[str, Any] | None = None, val_fraction: float = 0.5, seed: int = 0):
@@ -76,6 +78,30 @@ class CombinedDetector(Scorer):
         """``(N, d)``: each detector's score on ``features``, oriented higher = more OOD."""
         features = check_features(features)
         return np.column_stack([det.risk(det.score(features.select(det.layers))) for det in self.detectors])
+
+    def bind(self, model: nn.Module) -> "CombinedDetector":
+        """Bind every detector that reads the model's structure (penultimate layer, head)."""
+        for det in self.detectors:
+            if hasattr(det, "bind"):
+                det.bind(model)
+        return self
+
+    def prepare_fit(self, model: nn.Module, data: Any, target: Any = None) -> "CombinedDetector":
+        """Model-level preparation of the detectors that need it (GROOD's early-layer mix-up)."""
+        for det in self.detectors:
+            if hasattr(det, "prepare_fit"):
+                det.prepare_fit(model, data, target)
+        return self
+
+    def fit_model(self, model: nn.Module, data: Any, target: Any = None, **extract_options: Any) -> "CombinedDetector":
+        """`bind`, `prepare_fit`, then `fit` on the features of ``data`` (its labels when ``target`` is None)."""
+        from ...data.loading import as_data
+
+        d = as_data(data)
+        if target is None and d.y is not None:
+            target = d.y.numpy()
+        self.bind(model).prepare_fit(model, d, target)
+        return self.fit(self.extract(model, d, **extract_options), target)
 
     # --- fitting --------------------------------------------------------------------------------------
     def fit(self, features: Features, target: Any = None) -> "CombinedDetector":

@@ -9,8 +9,10 @@ a random OOD vector lies outside the smallest region holding a random ID vector,
 FPR of the smallest region holding ``tpr`` of the ID test vectors.
 
 Because the regions are indexed by the strategy's score, both reduce to the scalar metrics of that score — and
-for ``d = 1`` the vote, ECDF and copula scores are increasing functions of the one detector's score, so the
-multi-dimensional AUROC and FPR@TPR equal the scalar ones of the detector itself (tested). The center-outward
+for ``d = 1`` the vote and copula scores are strictly increasing functions of the one detector's score, so the
+multi-dimensional AUROC and FPR@TPR equal the scalar ones of the detector itself exactly (tested); the ECDF is a
+step function of the fit sample (inputs between two consecutive fit values, or beyond the extremes, tie), so
+it equals them up to that resolution. The center-outward
 regions are two-sided intervals ``{|2F̂ − 1| ≤ t}`` in one dimension, so its metrics differ by design.
 
 `calibrated` adds the deployment view: the region calibrated on the **ID validation** data at ``tpr``
