@@ -12,8 +12,9 @@
 set -euo pipefail
 mode="${1:?usage: scripts/check_versions.sh newest|lowest [VENV_DIR]}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${2:-$(mktemp -d "${TMPDIR:-/tmp}/brittle-$mode.XXXXXX")}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/brittle-$mode-run.XXXXXX")"
+if [ -n "${2:-}" ]; then venv="$2"; trap 'rm -rf "$work"' EXIT
+else venv="$work/venv"; trap 'rm -rf "$work"' EXIT; fi  # a throwaway venv goes with the run folder
 TORCH="torch==2.13.0"
 LOWEST_EXTRA=("click==8.0.0" "pytest==8.0.0" "pytest-timeout==2.2.0")
 
@@ -67,5 +68,4 @@ assert (run / "report.html").stat().st_size > 10_000
 print(f"   smoke audit: {summary['n']} samples, clean accuracy {summary['clean_accuracy']:.2f}, report written")
 EOF
 "$brittle" --json zoo list | "$py" -c "import json, sys; assert json.load(sys.stdin)['models']"
-rm -rf "$work"
 echo "== $mode versions: OK"
