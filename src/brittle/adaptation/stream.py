@@ -282,6 +282,7 @@ def adapt_run(adapter: Adapter, model: torch.nn.Module, stream: Stream, out: str
     chunk_samples = _check_int("chunk_samples", chunk_samples)
     adapter.fit(model)
     source_model = _source_model(adapter)
+    _probe(source_model, st.data)
     seg_names = st.segment_names()
     n_steps = math.ceil(len(st) / batch_size)
     per_chunk = max(1, chunk_samples // batch_size)
@@ -346,6 +347,25 @@ def adapt_run(adapter: Adapter, model: torch.nn.Module, stream: Stream, out: str
         summary["saved_model"] = str(out / "model.pt")
         _write_json(out / "summary.json", summary)
     return AdaptationResult(summary, steps, samples, adapter, out)
+
+
+def _probe(model: torch.nn.Module, data: Data) -> None:
+    """Fail before anything is written when the model cannot classify the stream's inputs."""
+    from ..errors import ModelError
+
+    try:
+        with torch.no_grad():
+            logits = model(data.x[:2].to(next((p.device for p in model.parameters()), torch.device("cpu"))))
+    except Exception as exc:  # noqa: BLE001 - any failure of a user model on the data
+        raise ModelError(f"the model fails on the stream's inputs of shape {tuple(data.x.shape[1:])} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                         "pass data the model was built for") from None
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ModelError(f"the model returns shape {tuple(logits.shape)}, not (batch, classes) logits",
+                         "pass a classifier returning one logit per class")
+    if data.y is not None and int(data.y.max()) >= logits.shape[1]:
+        raise ModelError(f"labels go up to {int(data.y.max())} but the model has {logits.shape[1]} classes",
+                         "pass data with the model's classes")
 
 
 def _stored_source(store: Any, model: torch.nn.Module, data: Data) -> np.ndarray:

@@ -57,6 +57,9 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
           domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
           limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
+          shift: Optional[str] = typer.Option(None, "--shift", metavar="NAME:SEVERITY",
+                                              help="Audit under a corruption of the data (e.g. fog:5; see "
+                                                   "`brittle adapt --help`), applied after --limit with --seed."),
           batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           seed: int = typer.Option(0, help="Random seed."),
@@ -79,7 +82,15 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     DIR/samples.parquet and DIR/report.html (plus pseudo-margin and monitor files when asked for)."""
     from ..auditing.pipeline import audit as run_audit
 
+    if shift:  # checked before anything is loaded or written
+        from ..data.corruptions import apply_shift, parse_shifts
+
+        if len(parse_shifts(shift)) != 1:
+            from ..errors import InputError
+            raise InputError(f"--shift takes one NAME:SEVERITY, got {shift!r}", "pass e.g. --shift fog:5")
     net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
+    if shift:
+        dataset = apply_shift(dataset, shift, seed=seed)
     result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
                        progress=not State.quiet, model_name=model, command=command_line(), backend=backend,
