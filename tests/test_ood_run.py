@@ -1,0 +1,129 @@
+"""The OOD benchmark, the `brittle ood` command (validation, outputs, resume, report) and monitors on OOD
+detectors (calibrated at a target TPR on ID data; a brittleness and an OOD flag in one pass)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brittle.cli.app import main
+from brittle.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def model():
+    from brittle.models import zoo
+
+    return zoo.load("standard")
+
+
+def test_benchmark_splits_sets_and_evaluate(model):
+    from brittle.ood import Benchmark
+
+    b = Benchmark.mnist(["fashion-mnist", "rotated", "uniform"], limit=200)
+    assert len(b.train_set()) == 200 and len(b.val_set()) == 50 and set(b.test_sets()) == {"id", "fashion-mnist",
+                                                                                         "rotated", "uniform"}
+    # the default MNIST splits do not overlap (bundled test split cut in file order)
+    full = Benchmark.mnist(["uniform"])
+    assert (len(full.train_set()), len(full.val_set()), len(full.test_data)) == (4000, 1000, 5000)
+    r = b.evaluate(model, ["msp", "vim"])
+    assert set(r.table["detector"]) == {"msp", "vim"} and len(r.table) == 6
+    assert set(r.scores["vim"]) == {"id_val", "id_test", "fashion-mnist", "rotated", "uniform"}
+    assert r.pivot().loc["vim", "fashion-mnist"] > 0.8
+    assert set(r.winners()) == {"fashion-mnist", "rotated", "uniform", "mean"}
+    with pytest.raises(InputError, match="unknown data .nope."):
+        Benchmark.mnist(["nope"])  # neither a generated set nor loadable data
+
+
+def test_ood_sets_are_deterministic():
+    from brittle.data.loading import load_mnist
+    from brittle.data.ood_sets import OOD_SETS, load_ood_set
+
+    src = load_mnist().subset(slice(5000, 5040))
+    for name in OOD_SETS:
+        a, b = load_ood_set(name, src, seed=3, n=40), load_ood_set(name, src, seed=3, n=40)
+        assert torch.equal(a.x, b.x) and a.x.shape[1:] == (1, 28, 28)
+        assert float(a.x.min()) >= 0 and float(a.x.max()) <= 1
+    assert not torch.equal(load_ood_set("permuted", src, seed=1).x, load_ood_set("permuted", src, seed=2).x)
+    assert torch.equal(load_ood_set("rotated", src).x, torch.rot90(src.x, 1, dims=(-2, -1)))
+
+
+def test_cli_writes_outputs_resumes_and_validates_first(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["ood", "-m", "standard", "--ood", "fashion-mnist,inverted", "--detectors", "msp,mahalanobis,odin",
+            "--limit", "120", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"msp", "mahalanobis", "odin"}
+    assert set(summary["metrics"]["msp"]) == {"fashion-mnist", "inverted"}
+    assert "ID positives" in summary["convention"] and summary["winners"]["mean"]["auroc"] in summary["metrics"]
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert set(scores["set"]) == {"id_val", "id_test", "fashion-mnist", "inverted"}
+    assert {"msp", "mahalanobis", "odin"} <= set(scores.columns)
+    html = (out / "report.html").read_text()
+    assert "Who wins where" in html and "data:image/png;base64" in html
+    # resume: the stored detectors and scores are reused (identical), nothing is fitted again
+    before = scores.copy()
+    import brittle.ood.benchmark as B
+
+    fit = B.Session.fit
+    B.Session.fit = lambda *a, **k: (_ for _ in ()).throw(AssertionError("refitted on resume"))
+    try:
+        assert main(args) == 0
+    finally:
+        B.Session.fit = fit
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"), before)
+    # a different run into the same directory is refused (exit 3), every bad input before the directory exists
+    assert main([*args[:-3], "--limit", "100", "--out", str(out), "--quiet"]) == 3
+    for bad in (["--detectors", "nope"], ["--ood", "nope"], ["--target-tpr", "1.5"], ["-m", "no-such-model"]):
+        fresh = tmp_path / f"bad{len(bad[1])}"
+        base = ["ood", "-m", "standard", "--out", str(fresh), "--quiet"]
+        assert main(base + bad) == 2
+        assert not fresh.exists()
+
+
+def test_monitor_takes_an_ood_detector_calibrated_at_a_target_tpr(model):
+    from brittle.data.loading import load_mnist
+    from brittle.data.ood_sets import load_fashion_mnist_test
+    from brittle.monitoring.monitor import Monitor
+    from brittle.ood import ViM
+
+    mnist = load_mnist()
+    vim = ViM().fit_model(model, mnist.subset(slice(0, 1000)))
+    val = mnist.subset(slice(4000, 4400))
+    mon = Monitor.calibrate_tpr(model, val, vim, target_tpr=0.9)
+    out_val = mon(val.x)
+    assert int(out_val.flag.sum()) <= 40                              # ≥ 90% of the 400 ID calibration inputs accepted
+    np.testing.assert_allclose(out_val.score.cpu().numpy(), vim.score_model(model, val), rtol=1e-6)
+    ood = load_fashion_mnist_test().subset(slice(0, 400))
+    assert mon(ood.x).flag.float().mean().item() > 0.5                # most Fashion-MNIST images flagged
+    test = mnist.subset(slice(6000, 6400))
+    assert abs(1 - mon(test.x).flag.float().mean().item() - 0.9) < 0.06   # TPR on fresh ID data near the target
+
+
+def test_combined_monitor_gives_a_brittleness_and_an_ood_flag_in_one_pass(model):
+    from brittle.data.loading import load_mnist
+    from brittle.monitoring.combined import CombinedMonitor
+    from brittle.monitoring.monitor import Monitor
+    from brittle.ood import ODIN, Energy, KNN
+
+    mnist = load_mnist()
+    val = mnist.subset(slice(4000, 4300))
+    knn = KNN(k=10).fit_model(model, mnist.subset(slice(0, 1000)))
+    ood = Monitor.calibrate_tpr(model, val, knn, target_tpr=0.95)
+    odin = Monitor.calibrate_tpr(model, val, ODIN(eps=0.001), target_tpr=0.95)
+    energy = Monitor.calibrate_tpr(model, val, Energy(), target_tpr=0.95)
+    brittle = Monitor(model, "logit", threshold=2.0)
+    both = CombinedMonitor({"brittle": brittle, "ood": ood, "odin": odin, "energy": energy})
+    x = mnist.x[7000:7100]
+    out = both(x)
+    for name, mon in (("brittle", brittle), ("ood", ood), ("odin", odin), ("energy", energy)):
+        single = mon(x)
+        torch.testing.assert_close(out.scores[name], single.score)
+        assert torch.equal(out.flags[name], single.flag)
+    assert torch.equal(out.any_flag, out.flags["brittle"] | out.flags["ood"] | out.flags["odin"] | out.flags["energy"])
+    assert torch.equal(out.pred, brittle(x).pred)
