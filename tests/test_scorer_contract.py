@@ -7,7 +7,8 @@ How a scorer is built and fitted here, generically:
 
 * ``cls.contract_example()`` when the class defines it (a hook for scorers whose constructor needs
   arguments), else ``cls()``;
-* ``bind(model)`` when the scorer has it (resolves layers / the final linear layer);
+* ``bind(model)`` when the scorer has it (resolves layers / the final linear layer), then
+  ``prepare_fit(model, fit_data, target)`` when it has that (model-dependent fitting, e.g. GROOD's mix-up);
 * fitted on the features of ID inputs with ``target`` = the labels for detectors (``flag_below = False``) and
   the logit margin (a stand-in for input margins) for margin scorers;
 * scored with ``score(features)``, or ``score_model(model, data)`` when ``needs_model``.
@@ -63,6 +64,8 @@ def fitted(name: str, w):
     feats = w["features"]["fit"]
     if s.requires_fit:
         target = w["fit"].y.numpy() if not s.flag_below else feats.logit_margin.astype(np.float64)
+        if hasattr(s, "prepare_fit"):  # scorers that need the model on the fit data before fitting (GROOD)
+            s.prepare_fit(w["model"], w["fit"], target)
         s.fit(feats.select(s.layers) if s.layers else Features(feats.logits), target)
     return s
 
