@@ -13,7 +13,8 @@ _EXPORTS = {
     "CenterOutward": ".center_outward", "spherical_uniform_grid": ".center_outward",
     "multidim_metrics": ".metrics", "MultiDimMetrics": ".metrics",
     "CombinedDetector": ".detector", "combine_scores": ".detector",
-    "synthetic_outliers": ".selection", "rank_subsets": ".selection",
+    "synthetic_outliers": ".selection", "rank_subsets": ".selection", "evaluate_subset": ".selection",
+    "validate_cli": ".cli", "cli_extension": ".cli",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
