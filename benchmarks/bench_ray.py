@@ -54,6 +54,7 @@ def main() -> None:
 
     from brittle.models import zoo
     from brittle.data.loading import load_data
+    from brittle.execution.executor import make_executor
     from brittle.margins.compute import compute_margins
 
     model = zoo.load(args.model)
@@ -66,7 +67,7 @@ def main() -> None:
     for backend, workers in plans:
         t0 = time.perf_counter()
         result = compute_margins(model, data, norm=args.norm, batch_size=args.batch_size, device="cpu",
-                                 backend=backend, workers=workers)
+                                 executor=make_executor(backend, workers=workers))
         seconds = time.perf_counter() - t0
         name = "local" if backend == "local" else f"ray-{workers}"
         same = None

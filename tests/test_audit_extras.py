@@ -14,7 +14,8 @@ from scipy import stats
 from torch import nn
 
 import brittle
-from brittle.auditing.pipeline import MIN_SPLIT_SAMPLES, audit, split_halves
+from brittle.auditing.pipeline import audit
+from brittle.auditing.stages import MIN_SPLIT_SAMPLES, split_halves
 from brittle.cli.app import main
 from brittle.errors import InputError
 from brittle.monitoring.monitor import Monitor

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from brittle.auditing.pipeline import audit
+from brittle.execution.executor import make_executor
 from brittle.execution.ray import BackendError, check_backend
 from brittle.data.loading import load_digits
 from brittle.errors import InputError
@@ -85,7 +86,7 @@ def cluster():
 def test_ray_equals_local_and_resumes(digits, local, cluster, tmp_path):
     net, data = digits
     out = tmp_path / "run"
-    result = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, backend="ray", workers=2)
+    result = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, executor=make_executor("ray", workers=2))
     pd.testing.assert_frame_equal(result.table, local)
     assert result.summary["device"] == "ray: 2 workers (cpu)"
     assert ray.is_initialized(), "a Ray instance the caller started must stay up"
@@ -95,7 +96,7 @@ def test_ray_equals_local_and_resumes(digits, local, cluster, tmp_path):
     with conn:
         conn.execute("DELETE FROM batches WHERE batch IN (1, 4)")
     conn.close()
-    again = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, backend="ray", workers=2)
+    again = audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, out=out, executor=make_executor("ray", workers=2))
     after = _batches(out)
     assert {b for b in after if after[b] != before[b]} == {1, 4}, "only the missing shards are recomputed"
     pd.testing.assert_frame_equal(again.table, local)
@@ -105,7 +106,7 @@ def test_killed_worker_is_replaced(digits, local, cluster, tmp_path):
     net, data = digits
     marker = tmp_path / "crashed"
     model = CrashOn(net, data.x[3 * BATCH], str(marker))
-    result = audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, backend="ray", workers=2)
+    result = audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, executor=make_executor("ray", workers=2))
     assert marker.exists(), "the worker should have crashed once"
     pd.testing.assert_frame_equal(result.table, local)
 
@@ -113,7 +114,7 @@ def test_killed_worker_is_replaced(digits, local, cluster, tmp_path):
 def test_brittle_error_in_worker_is_reraised(digits, cluster):
     net, data = digits
     with pytest.raises(InputError, match="invalid options for method 'brittle'"):
-        audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, backend="ray", workers=2,
+        audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, executor=make_executor("ray", workers=2),
               method_options={"bogus": 1})
 
 
@@ -121,7 +122,7 @@ def test_failing_shard_gives_up_with_clear_error(digits, cluster, tmp_path):
     net, data = digits
     model = CrashOn(net, data.x[BATCH], None, how="raise")
     with pytest.raises(BackendError, match=r"shard 1 \(samples 20\.\.39\) failed 3 times.*injected failure"):
-        audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, out=tmp_path / "run", backend="ray", workers=2)
+        audit(model, data, eps=EPS, batch_size=BATCH, n_boot=20, out=tmp_path / "run", executor=make_executor("ray", workers=2))
     done = _batches(tmp_path / "run")
     assert 1 not in done and len(done) >= 1, "finished shards are kept for a re-run"
 
@@ -129,7 +130,7 @@ def test_failing_shard_gives_up_with_clear_error(digits, cluster, tmp_path):
 def test_no_gpu_for_the_workers(digits, cluster):
     net, data = digits
     with pytest.raises(InputError, match="not enough for one worker"):
-        audit(net, data, eps=EPS, batch_size=BATCH, backend="ray", workers=2, gpus_per_worker=1)
+        audit(net, data, eps=EPS, batch_size=BATCH, executor=make_executor("ray", workers=2, gpus_per_worker=1))
 
 
 def test_robust_accuracy_curve_on_ray_equals_local(digits, cluster):
@@ -139,14 +140,14 @@ def test_robust_accuracy_curve_on_ray_equals_local(digits, cluster):
     grid = [0.0, 0.05, 0.1, 0.2]
     local_curve = robust_accuracy_curve(net, data, "linf", grid, steps=5, batch_size=BATCH, device="cpu")
     ray_curve = robust_accuracy_curve(net, data, "linf", grid, steps=5, batch_size=BATCH, device="cpu",
-                                      backend="ray", workers=2)
+                                      executor=make_executor("ray", workers=2))
     pd.testing.assert_frame_equal(ray_curve, local_curve)
     with torch.no_grad():
         clean = (net(data.x).argmax(1) == data.y).float().mean().item()
     assert local_curve["robust_accuracy"].iloc[0] == pytest.approx(clean)
     assert local_curve["robust_accuracy"].iloc[-1] < clean  # the attack really runs at eps > 0
     with pytest.raises(InputError, match="apply to the ray backend only"):
-        robust_accuracy_curve(net, data, "linf", grid, workers=2)
+        robust_accuracy_curve(net, data, "linf", grid, executor=make_executor("local", workers=2))
 
 
 def test_backend_settings_are_checked():

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from brittle.errors import StoreError
-from brittle.execution.store import RunStore, run_batched
+from brittle.execution.executor import run_batched
+from brittle.execution.store import RunStore
 
 
 def _compute_factory(calls):

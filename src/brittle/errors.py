@@ -25,3 +25,7 @@ class ModelError(BrittleError, ValueError):
 
 class StoreError(BrittleError, RuntimeError):
     """A run directory cannot be used (different run, corrupt, unwritable)."""
+
+
+class RunNotFoundError(StoreError, InputError):
+    """The directory holds no finished run (an unusable run directory and an invalid input at once)."""

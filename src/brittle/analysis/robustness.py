@@ -24,7 +24,7 @@ from ..margins.attacks.pgd import run_attack
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..core.validation import check_eps_grid
-from ..models.loading import resolve_device
+from ..execution.executor import Executor, as_executor, batch_seed
 
 __all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
 
@@ -88,11 +88,11 @@ def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettin
                  device: torch.device | str) -> dict[str, np.ndarray]:
     """Per sample of one batch, whether it is still correctly classified at each ε: ``{"robust": (n, len(grid))}``.
 
-    The attack's randomness is seeded per batch (``seed * 100003 + batch``), so the result does not depend on
-    which process computes the batch.
+    The attack's randomness is seeded per batch (`brittle.execution.executor.batch_seed`), so the result
+    does not depend on which process computes the batch.
     """
     dev = torch.device(device)
-    gen = torch.Generator(device=dev).manual_seed(settings.seed * 100003 + batch)
+    gen = torch.Generator(device=dev).manual_seed(batch_seed(settings.seed, batch))
     xb, yb = part.x.to(dev), part.y.to(dev)
     with torch.no_grad():
         alive = model(xb).argmax(1) == yb
@@ -110,42 +110,32 @@ def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettin
 
 def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
                           attack: str = "apgd-ce", steps: int = 10, batch_size: int = 500, seed: int = 0,
-                          device: str | torch.device | None = "auto", backend: str = "local", workers: int = 1,
-                          gpus_per_worker: float = 0.0, address: str | None = None) -> pd.DataFrame:
+                          device: str | torch.device | None = "auto",
+                          executor: Executor | str | None = None) -> pd.DataFrame:
     """Robust accuracy of ``model`` on labelled ``data`` at each ε of ``eps_grid`` under a fixed-budget attack.
 
     ε = 0 is the clean accuracy. Only samples still robust at the previous ε are attacked at the next
     (robustness at ε is necessary for robustness at any larger ε), so the curve never increases.
-    ``backend="ray"`` shards the batches over ``workers`` Ray actors (``gpus_per_worker``, ``address`` as in
-    `brittle.compute_margins`); the result is identical to the local backend's for the same seed.
+    ``executor`` computes the batches (default: this process; see `brittle.execution.make_executor`); the
+    result is the same on every executor for the same seed.
     Returns a DataFrame with columns ``eps``, ``robust_accuracy`` and ``attack``.
     """
-    from ..execution.ray import check_backend
-
     norm = check_norm(norm)
     grid = check_eps_grid(eps_grid, start_at_zero=False)
     if attack not in ("apgd-ce", "pgd"):
         raise InputError(f"unknown robust-accuracy attack {attack!r}", "use 'apgd-ce' or 'pgd'")
-    check_backend(backend, workers, gpus_per_worker, address)
+    executor = as_executor(executor)
     data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
     if data.y is None:
         raise InputError("robust accuracy needs labelled data", "pass labels y")
     settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
-    if backend == "ray":
-        from ..execution.ray import run_ray
-
-        robust = run_ray(model, data, settings, store=None, job="robust_accuracy_curve", workers=workers,
-                         gpus_per_worker=gpus_per_worker, address=address, device=device,
-                         batch_fn=batch_robust)["robust"]
-    else:
-        dev = resolve_device(device)
-        was_training = model.training
-        model.eval().to(dev)
-        try:
-            parts = [batch_robust(model, data.subset(slice(lo, lo + len(xb))), b, settings, dev)["robust"]
-                     for b, (lo, xb, _) in enumerate(data.batches(batch_size))]
-        finally:
-            model.train(was_training)
-        robust = np.concatenate(parts)
+    dev = executor.driver_device(device)
+    was_training = model.training
+    model.eval().to(dev)
+    try:
+        robust = executor.run(model, data, settings, batch_robust, store=None, job="robust_accuracy_curve",
+                              device=dev if executor.name == "local" else device)["robust"]
+    finally:
+        model.train(was_training)
     name = f"{attack}-{steps}"
     return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(0), "attack": name})

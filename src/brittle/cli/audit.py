@@ -81,7 +81,9 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     """Audit a model: margins, margin consistency, detection, robust accuracy; writes DIR/summary.json,
     DIR/samples.parquet and DIR/report.html (plus pseudo-margin and monitor files when asked for)."""
     from ..auditing.pipeline import audit as run_audit
+    from ..execution.executor import make_executor
 
+    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     if shift:  # checked before anything is loaded or written
         from ..data.corruptions import apply_shift, parse_shifts
 
@@ -93,11 +95,9 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
         dataset = apply_shift(dataset, shift, seed=seed)
     result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
-                       progress=not State.quiet, model_name=model, command=command_line(), backend=backend,
-                       workers=workers, gpus_per_worker=gpus_per_worker, address=address,
-                       pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall)
-    if report:
-        result.report()
+                       progress=not State.quiet, model_name=model, command=command_line(), executor=executor,
+                       pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall,
+                       report=report)
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
     if not State.quiet:
         for line in audit_extras_lines(result.summary):

@@ -28,29 +28,17 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             backend: str = BACKEND, workers: int = WORKERS, gpus_per_worker: float = GPUS,
             address: Optional[str] = ADDRESS) -> None:
     """Input margins (a lower-upper bracket per sample) and logit margins; writes DIR/margins.parquet."""
-    import numpy as np
+    from ..execution.executor import make_executor
+    from ..margins.compute import compute_margins
 
-    from ..execution.store import RunStore
-    from ..margins.compute import compute_margins, run_config
-
+    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     net, dataset = load_inputs(model, data, weights, data_root, limit, None, device)
     t0 = time.perf_counter()
-    config = run_config(net, dataset, job="margins", norm=norm, method=method, lower=lower, batch_size=batch_size,
-                        seed=seed, method_options={})
-    with RunStore(out, config, overwrite=overwrite) as store:
-        result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
-                                 device=device, seed=seed, store=store, progress=not State.quiet, backend=backend,
-                                 workers=workers, gpus_per_worker=gpus_per_worker, address=address)
-    result.table.to_parquet(out / "margins.parquet", index=False)
-    upper = result.table["input_margin_upper"].to_numpy(float)
-    lower_b = result.table["input_margin_lower"].to_numpy(float)
-    ok = np.isfinite(upper) & (lower_b > 0)
-    summary = {"n": len(upper), "norm": norm, "method": method,
-               "median_input_margin": float(np.median(upper)),
-               "share_censored": float(np.mean(~np.isfinite(upper))),
-               "median_bracket_gap": float(np.median(upper[ok] / lower_b[ok])) if ok.any() else None,
-               "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
-               "seconds": round(time.perf_counter() - t0, 2)}
+    result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
+                             device=device, seed=seed, out=out, overwrite=overwrite, progress=not State.quiet,
+                             executor=executor)
+    summary = {"n": len(result.table), "norm": norm, "method": method, **result.summary(),
+               "seconds": round(time.perf_counter() - t0, 2), "margins": str(result.path)}
     table = Table(title=f"input margins ({norm}) — {out}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -1,4 +1,4 @@
-"""Execution backends of `brittle.compute_margins`: ``local`` (in-process) and ``ray`` (Ray actors).
+"""The Ray side of `brittle.execution.executor.RayExecutor`: shards on Ray actors.
 
 With ``backend="ray"`` the batches of a run are shards handed to ``workers`` Ray actors. Each actor receives
 the model once (through the object store) and computes its shards with `brittle.margins.compute.batch_margins`,
@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.loading import Data
 from ..errors import BrittleError, InputError
+from .executor import concat_batches
 from .store import RunStore
 
 BACKENDS = ("local", "ray")
@@ -235,7 +236,7 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
             max_retries: int = MAX_RETRIES,
             on_batch: Callable[[int, bool], None] | None = None,
             batch_fn: Callable[..., dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
-    """Compute every batch of ``data`` on Ray actors; like `brittle.execution.store.run_batched`, committing each
+    """Compute every batch of ``data`` on Ray actors; like `brittle.execution.executor.run_batched`, committing each
     finished batch into ``store`` as it arrives and skipping batches already there.
 
     ``batch_fn(model, part, batch, settings, device) -> dict of arrays`` is the per-batch work (a module-level
@@ -261,8 +262,7 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
                    max_retries, store, job, results, on_batch, batch_fn)
     if store is not None:
         return store.gather(job)
-    parts = [results[b] for b in sorted(results)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    return concat_batches(results)
 
 
 def _drive(ray: Any, blob: bytes, data: Data, settings: Any, device: str, bounds: list[tuple[int, int]],

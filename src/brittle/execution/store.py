@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,30 +200,3 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
-def run_batched(store: RunStore | None, job: str, n: int, batch_size: int,
-                compute: Callable[[int, int], dict[str, np.ndarray]],
-                on_batch: Callable[[int, bool], None] | None = None) -> dict[str, np.ndarray]:
-    """Compute ``compute(start, stop)`` for every batch of ``range(n)``, committing each into ``store``.
-
-    Batches already committed are skipped (resume). ``on_batch(samples, recomputed)`` reports progress.
-    Returns all arrays concatenated in sample order.
-    """
-    done = store.done(job) if store is not None else set()
-    results: dict[int, dict[str, np.ndarray]] = {}
-    for batch, start in enumerate(range(0, n, batch_size)):
-        stop = min(start + batch_size, n)
-        if batch in done:
-            if on_batch:
-                on_batch(stop - start, False)
-            continue
-        arrays = compute(start, stop)
-        if store is not None:
-            store.put_batch(job, batch, start, stop, arrays)
-        else:
-            results[batch] = arrays
-        if on_batch:
-            on_batch(stop - start, True)
-    if store is not None:
-        return store.gather(job)
-    parts = [results[b] for b in sorted(results)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

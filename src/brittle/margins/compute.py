@@ -7,9 +7,11 @@ The result of a resumed run equals that of an uninterrupted one (each batch has 
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,12 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..core.validation import check_norm
-from ..data.loading import Data
-from ..errors import InputError
+from ..data.loading import Data, as_data
+from ..errors import InputError, StoreError
 from .logit import margins_from_logits
-from ..models.loading import model_fingerprint, prepare_model, resolve_device
-from ..execution.store import RunStore, run_batched
+from ..models.loading import model_fingerprint, prepare_model
+from ..execution.executor import Executor, as_executor, batch_seed
+from ..execution.store import RunStore
 
 JOB = "margins"
 
@@ -38,6 +41,31 @@ class MarginTable:
     forward_passes: int
     backward_passes: int
     seconds: float
+    path: Path | None = None  # margins.parquet, once saved
+
+    def summary(self) -> dict[str, Any]:
+        """Headline figures: median input margin, share censored (no adversarial example found), median
+        upper/lower bracket ratio, and the attack's cost."""
+        upper = self.table["input_margin_upper"].to_numpy(float)
+        lower = self.table["input_margin_lower"].to_numpy(float)
+        ok = np.isfinite(upper) & (lower > 0)
+        return {"n": len(upper), "median_input_margin": float(np.median(upper)),
+                "share_censored": float(np.mean(~np.isfinite(upper))),
+                "median_bracket_gap": float(np.median(upper[ok] / lower[ok])) if ok.any() else None,
+                "forward_passes": self.forward_passes, "backward_passes": self.backward_passes}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the per-sample table to ``directory/margins.parquet`` (atomically)."""
+        directory = Path(directory)
+        tmp = directory / "margins.parquet.tmp"
+        try:
+            self.table.to_parquet(tmp, index=False)
+            os.replace(tmp, directory / "margins.parquet")
+        except OSError as exc:
+            raise StoreError(f"cannot write {directory / 'margins.parquet'} ({exc.strerror or exc})",
+                             "choose a writable --out directory with free space") from None
+        self.path = directory / "margins.parquet"
+        return self.path
 
 
 def cpu_name() -> str:
@@ -93,12 +121,29 @@ class MarginSettings:
     method_options: dict[str, Any]
 
 
+def check_margin_settings(*, norm: str, method: str, lower: str | None, batch_size: Any, seed: Any,
+                          method_options: dict[str, Any] | None) -> MarginSettings:
+    """Every margin setting validated (norm, method name and options, lower-bound method, batch size, seed)
+    before anything is written or started."""
+    from .input import build_attack, check_method
+
+    norm = check_norm(norm)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"seed must be an integer, got {seed!r}", "pass e.g. --seed 0")
+    options = dict(method_options or {})
+    check_method(method, lower)
+    build_attack(method, norm, seed=int(seed), **options)  # unknown options: InputError now, not mid-run
+    return MarginSettings(norm, method, lower, batch_size, int(seed), options)
+
+
 def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSettings,
                   device: torch.device) -> dict[str, np.ndarray]:
     """Margins of batch number ``batch`` (its samples are ``part``): the arrays committed to the run store.
 
-    Every backend calls this; the batch's seed is ``seed * 100_003 + batch``, so results do not depend on
-    where or in which order batches run. ``model`` must be prepared on ``device``.
+    Every executor calls this; the batch's seed is `batch_seed` of the run's seed, so results do not depend
+    on where or in which order batches run. ``model`` must be prepared on ``device``.
     """
     from .input import input_margins
 
@@ -106,7 +151,7 @@ def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSett
         logits = model(part.x.to(device)).float()
     margin, pred, runner = margins_from_logits(logits)
     result = input_margins(model, part, norm=settings.norm, method=settings.method, lower=settings.lower,
-                           batch_size=len(part), device=device, seed=settings.seed * 100_003 + batch,
+                           batch_size=len(part), device=device, seed=batch_seed(settings.seed, batch),
                            **settings.method_options)
     if not np.array_equal(result.pred, pred.cpu().numpy()):
         raise RuntimeError("the model's predictions changed between two identical forward passes "
@@ -119,35 +164,46 @@ def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSett
             "seconds": np.array([result.seconds])}
 
 
-def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method: str = "brittle",
+def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: str = "brittle",
                     lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
-                    seed: int = 0, store: RunStore | None = None, progress: bool = False,
-                    method_options: dict[str, Any] | None = None, backend: str = "local", workers: int = 1,
-                    gpus_per_worker: float = 0.0, address: str | None = None) -> MarginTable:
+                    seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False,
+                    store: RunStore | None = None, progress: bool = False,
+                    method_options: dict[str, Any] | None = None,
+                    executor: Executor | str | None = None) -> MarginTable:
     """Logit margins and input-margin brackets of every sample of ``data``, batch by batch.
 
-    With ``store``, each finished batch is committed and batches already there are not recomputed.
-    ``backend="ray"`` computes the batches on ``workers`` Ray actors (``gpus_per_worker`` GPUs each) of the
-    cluster at ``address`` (default: a local Ray instance started for the run); per-sample results equal
-    the local backend's, and a run started with one backend resumes with the other (see `brittle.execution.ray`).
+    With ``out``, the run is resumable in that directory (``run.sqlite``; re-running resumes, a different run
+    is refused unless ``overwrite``) and the per-sample table is written to ``out/margins.parquet``. (``store``
+    is the lower-level form: batches are committed into an open `RunStore`.) ``executor`` computes the batches
+    (default: this process; `brittle.execution.make_executor("ray", workers=4)` for Ray actors); per-sample
+    results do not depend on it, and a run started with one executor resumes with the other.
+    Every setting, the model and the data are checked before anything is written or started.
     """
-    from ..execution.ray import check_backend
-
-    norm = check_norm(norm)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
-    check_backend(backend, workers, gpus_per_worker, address)
-    dev = resolve_device(device) if backend == "local" else torch.device("cpu")  # ray: checks run on the driver's CPU
+    data = data if isinstance(data, Data) else as_data(data)
+    settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
+                                     method_options=method_options)
+    executor = as_executor(executor)
+    if out is not None and store is not None:
+        raise InputError("both out and store were given", "pass out=DIR (a run directory) or store=, not both")
+    dev = executor.driver_device(device)
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     check_labels_fit(model, data, dev)
-    settings = MarginSettings(norm, method, lower, batch_size, seed, dict(method_options or {}))
+    if out is not None:
+        config = run_config(model, data, job="margins", norm=settings.norm, method=method, lower=lower,
+                            batch_size=batch_size, seed=seed, method_options=settings.method_options)
+        with RunStore(out, config, overwrite=overwrite) as run_store:
+            result = _compute(model, data, settings, executor, dev, device, run_store, progress)
+        result.save(out)
+        return result
+    return _compute(model, data, settings, executor, dev, device, store, progress)
+
+
+def _compute(model: nn.Module, data: Data, settings: MarginSettings, executor: Executor, dev: torch.device,
+             device: Any, store: RunStore | None, progress: bool) -> MarginTable:
+    method, batch_size = settings.method, settings.batch_size
     n_batches = -(-len(data) // batch_size)
-
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        return batch_margins(model, data.subset(slice(start, stop)), start // batch_size, settings, dev)
-
-    where = "" if backend == "local" else f", ray × {workers}"
-    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({norm}, {method}{where})",
+    where = "" if executor.name == "local" else f", {executor.describe(device)}"
+    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({settings.norm}, {method}{where})",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     resumed = {"n": 0}
 
@@ -157,13 +213,8 @@ def compute_margins(model: nn.Module, data: Data, *, norm: str = "linf", method:
         bar.update(samples)
 
     try:
-        if backend == "local":
-            arrays = run_batched(store, JOB, len(data), batch_size, compute, on_batch)
-        else:
-            from ..execution.ray import run_ray
-
-            arrays = run_ray(model, data, settings, store=store, job=JOB, workers=workers,
-                             gpus_per_worker=gpus_per_worker, address=address, device=device, on_batch=on_batch)
+        arrays = executor.run(model, data, settings, batch_margins, store=store, job=JOB,
+                              device=dev if executor.name == "local" else device, on_batch=on_batch)
     finally:
         bar.close()
     if progress and resumed["n"]:

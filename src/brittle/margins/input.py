@@ -86,7 +86,7 @@ class BatchMargins:
     seconds: float
 
 
-def _check_method(method: Any, lower: Any) -> None:
+def check_method(method: Any, lower: Any) -> None:
     if not isinstance(method, str) or method not in METHODS:
         raise InputError(f"unknown input-margin method {method!r}", f"use one of: {', '.join(METHODS)}")
     if lower is not None and lower not in LOWER_METHODS:
@@ -95,7 +95,7 @@ def _check_method(method: Any, lower: Any) -> None:
 
 def build_attack(method: str, norm: str, *, seed: int = 0, **method_options: Any) -> MinimalNormAttack | None:
     """The attack behind ``method`` (validated); None for ``"exact"``, which runs brittle's attack first itself."""
-    _check_method(method, None)
+    check_method(method, None)
     if method == "exact":
         return None
     return make_attack(method, norm, seed=seed, **method_options)
@@ -135,7 +135,7 @@ def margins_for_batch(model: nn.Module, x: torch.Tensor, pred: torch.Tensor | No
     Returns CPU tensors; ``upper`` is ``inf`` where nothing was found.
     """
     norm = check_norm(norm)
-    _check_method(method, lower)
+    check_method(method, lower)
     start = time.perf_counter()
     if attack is None:
         attack = build_attack(method, norm, seed=seed, **method_options)
@@ -206,7 +206,7 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
         `InputMargins` with numpy arrays per sample: ``upper`` is ``inf`` where nothing was found, never 0.
     """
     norm = check_norm(norm)
-    _check_method(method, lower)
+    check_method(method, lower)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. batch_size=256")
     data = as_data(data)

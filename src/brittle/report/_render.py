@@ -335,6 +335,9 @@ def render_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = No
     fetched over the network. Every user-supplied string is HTML-escaped.
     """
     run = load_run(run_dir)
+    if not run.summary:
+        raise StoreError(f"{run.path} has no summary.json, so it is not a finished audit",
+                         "run the audit to completion, or pass its --out directory")
     html = _environment().get_template("report.html.j2").render(**report_context(run))
     return _write(html, Path(out) if out is not None else run.path / "report.html")
 
