@@ -46,13 +46,16 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--render-only", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results", default=str(RESULTS), help="JSON-lines results file")
+    p.add_argument("--time-budget", type=float, default=None, help="start no new run after this many seconds")
     return p.parse_args()
 
 
-def done_keys() -> set[str]:
-    if not RESULTS.exists():
+def done_keys(results: Path) -> set[str]:
+    if not results.exists():
         return set()
-    return {json.loads(line)["key"] for line in RESULTS.read_text().splitlines() if line.strip()}
+    return {json.loads(line)["key"] for line in results.read_text().splitlines() if line.strip()}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -64,9 +67,11 @@ def run(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     domains = args.domains.split(",")
+    t_start = time.perf_counter()
     lm = load_lm(args.model)
+    lm.model.to(args.device)
     model, tok = lm.model, lm.tokenizer
-    original = {k: v.clone() for k, v in model.state_dict().items()}
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
     layer = args.layer if args.layer is not None else lm.num_layers // 2
     pool = build_pool(tok, domains, per_domain=args.per_domain, seq_len=args.seq_len, source=args.data, seed=0)
     held = build_pool(tok, domains, per_domain=args.eval_chunks, seq_len=args.seq_len, split="heldout",
@@ -91,15 +96,19 @@ def run(args: argparse.Namespace) -> None:
         for method in args.methods.split(","):
             for sel in args.selectors.split(","):
                 runs.append((method, sel, seed))
-    done = done_keys()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = Path(args.results)
+    done = done_keys(results)
+    results.parent.mkdir(parents=True, exist_ok=True)
     for method, sel, seed in runs:
+        if args.time_budget is not None and time.perf_counter() - t_start > args.time_budget:
+            print("time budget reached: stopping (re-run to resume)", flush=True)
+            break
         key = json.dumps([method, sel, seed, setting], sort_keys=True)
         if key in done:
             continue
         t0 = time.perf_counter()
         model.load_state_dict(original)
-        rec = dict(key=key, method=method, selector=sel, seed=seed, **setting)
+        rec = dict(key=key, method=method, selector=sel, seed=seed, device=args.device, **setting)
         if method == "none":
             pass
         elif sel == "none":
@@ -118,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
             rec["layer_error"] = rep.total_error
         rec.update(evaluate())
         rec["seconds"] = time.perf_counter() - t0
-        with RESULTS.open("a") as f:
+        with results.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"{method:9s} {sel:8s} seed {seed}: " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()
                                                                 if k.startswith(("ppl", "acc"))) +
@@ -133,10 +142,10 @@ def _ms(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
 
 
-def render() -> None:
-    if not RESULTS.exists():
+def render(results: Path = RESULTS) -> None:
+    if not results.exists():
         sys.exit("no results yet: run the study first")
-    recs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    recs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     metrics = [k for k in recs[0] if k.startswith("ppl_")] + ["acc_boolq", "acc_piqa"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in recs:
@@ -159,7 +168,6 @@ def render() -> None:
         lines.append(f"| {k[0]} | {k[1]} | {len(rs)} | " + " | ".join(cells) + " |")
     s = recs[0]
     table = "\n".join(lines)
-    Path(DOC.parent / "_llm_compression_table.md").write_text(table + "\n") if False else None
     text = DOC.read_text() if DOC.exists() else ""
     start, end = "<!-- study-table:start -->", "<!-- study-table:end -->"
     block = (f"{start}\nSetting: {s['model']}, budget n = {s['n']} sequences of {s['seq_len']} tokens from a pool of "
@@ -179,4 +187,4 @@ if __name__ == "__main__":
     a = parse()
     if not a.render_only:
         run(a)
-    render()
+    render(Path(a.results))

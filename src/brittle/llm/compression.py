@@ -83,12 +83,12 @@ def _hinv_upper(H: torch.Tensor, W: torch.Tensor, percdamp: float) -> torch.Tens
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     damp = percdamp * torch.mean(torch.diagonal(H))
-    H += damp * torch.eye(H.shape[0], dtype=H.dtype)
+    H += damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     for _ in range(5):
         L, info = torch.linalg.cholesky_ex(H)
         if int(info) == 0:
             break
-        H += damp * torch.eye(H.shape[0], dtype=H.dtype)  # extra damping for numerically singular H
+        H += damp * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)  # extra damping for numerically singular H
     else:
         raise ModelError("H is not positive definite even after damping", "use more calibration samples")
     Hinv = torch.cholesky_inverse(L)
@@ -364,6 +364,7 @@ def compress_model(model: nn.Module, calibration: torch.Tensor | None, method: C
     report = CompressionReport(method=method.describe(), n_calibration=int(calibration.shape[0]))
     # 1. the inputs (and keyword arguments) of the first decoder layer, per batch
     cached: list[tuple[torch.Tensor, dict]] = []
+    dev = next(model.parameters()).device
 
     def grab(_module, args, kwargs):
         hs = args[0] if args else kwargs.pop("hidden_states")
@@ -375,7 +376,7 @@ def compress_model(model: nn.Module, calibration: torch.Tensor | None, method: C
     try:
         for b in range(0, calibration.shape[0], batch_size):
             try:
-                model(input_ids=calibration[b:b + batch_size], use_cache=False)
+                model(input_ids=calibration[b:b + batch_size].to(dev), use_cache=False)
             except _Stop:
                 pass
     finally:
@@ -384,7 +385,7 @@ def compress_model(model: nn.Module, calibration: torch.Tensor | None, method: C
     for li, layer in enumerate(layers):
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
         full = method.full_hessian
-        H = {n: torch.zeros((m.in_features, m.in_features) if full else (m.in_features,), dtype=torch.float32)
+        H = {n: torch.zeros((m.in_features, m.in_features) if full else (m.in_features,), dtype=torch.float32, device=dev)
              for n, m in linears.items()}
         count = {n: 0 for n in linears}
 

@@ -137,12 +137,13 @@ class WatermarkDistillation:
     # ----------------------------------------------------------------------------------------------- data
     def _batch(self, step: int, data: torch.Tensor, salt: int) -> torch.Tensor:
         rng = np.random.default_rng([self.config.seed, step, salt])
-        return data[rng.choice(data.shape[0], min(self.config.batch_size, data.shape[0]), replace=False)]
+        idx = rng.choice(data.shape[0], min(self.config.batch_size, data.shape[0]), replace=False)
+        return data[idx].to(next(self.lm.model.parameters()).device)
 
     def _green_bias(self, x: torch.Tensor) -> torch.Tensor:
-        masks = torch.stack([self.green.mask(int(t)) for t in x.reshape(-1)])
+        masks = torch.stack([self.green.mask(int(t)) for t in x.reshape(-1).tolist()])
         v = self.green.vocab_size
-        return (self.config.watermark.delta * masks.float()).reshape(*x.shape, v)
+        return (self.config.watermark.delta * masks.float()).reshape(*x.shape, v).to(x.device)
 
     def _loss(self, x: torch.Tensor, watermark: bool) -> torch.Tensor:
         model = self.model

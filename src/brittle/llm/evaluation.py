@@ -30,7 +30,7 @@ def perplexity(model: Any, ids: torch.Tensor, *, batch_size: int = 8) -> Perplex
                          "build it with brittle.llm.data.build_pool(..., split='heldout').ids")
     total, count = 0.0, 0
     for b in range(0, ids.shape[0], batch_size):
-        x = ids[b:b + batch_size]
+        x = ids[b:b + batch_size].to(next(model.parameters()).device)
         logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
         total += float(nll)
@@ -58,12 +58,13 @@ def choice_accuracy(model: Any, tokenizer: Any, items: Sequence[ChoiceItem], *, 
     if not items:
         raise InputError("no multiple-choice items given", "load them with brittle.llm.data.load_choice_task")
     correct = 0
+    dev = next(model.parameters()).device
     for it in items:
         ctx = tokenizer(it.context, add_special_tokens=False)["input_ids"][-max_context_tokens:]
         scores = []
         opts = [tokenizer(o, add_special_tokens=False)["input_ids"] for o in it.options]
         if all(len(o) == 1 for o in opts):  # one forward pass scores every single-token option
-            last = torch.log_softmax(model(input_ids=torch.tensor([ctx]), use_cache=False).logits[0, -1].float(), -1)
+            last = torch.log_softmax(model(input_ids=torch.tensor([ctx], device=dev), use_cache=False).logits[0, -1].float(), -1)
             scores = [float(last[o[0]]) for o in opts]
             correct += int(max(range(len(scores)), key=scores.__getitem__) == it.label)
             continue
@@ -75,7 +76,7 @@ def choice_accuracy(model: Any, tokenizer: Any, items: Sequence[ChoiceItem], *, 
             seq = ctx + o
             batch[k, : len(seq)] = torch.tensor(seq)
             mask[k, : len(seq)] = 1
-        logp = torch.log_softmax(model(input_ids=batch, attention_mask=mask, use_cache=False).logits.float(), -1)
+        logp = torch.log_softmax(model(input_ids=batch.to(dev), attention_mask=mask.to(dev), use_cache=False).logits.float(), -1).cpu()
         for k, o in enumerate(opts):
             pos = torch.arange(len(ctx) - 1, len(ctx) + len(o) - 1)
             ll = logp[k, pos, torch.tensor(o)].sum().item()

@@ -49,8 +49,9 @@ def pooled_activations(model: Any, ids: torch.Tensor, layer: int, *, batch_size:
         raise InputError(f"layer={layer!r} is outside 0..{n_layers}", f"pick a layer in 0..{n_layers}")
     feats = []
     for b in range(0, ids.shape[0], batch_size):
-        out = model(input_ids=ids[b:b + batch_size], output_hidden_states=True, use_cache=False)
-        feats.append(out.hidden_states[layer].float().mean(dim=1))
+        x = ids[b:b + batch_size].to(next(model.parameters()).device)
+        out = model(input_ids=x, output_hidden_states=True, use_cache=False)
+        feats.append(out.hidden_states[layer].float().mean(dim=1).cpu())
     return torch.cat(feats).numpy().astype(np.float64)
 
 

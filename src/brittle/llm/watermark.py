@@ -100,7 +100,7 @@ class KGWLogitsProcessor:
         out = scores.clone()
         v = self.green.vocab_size
         for b, prev in enumerate(input_ids[:, -1].tolist()):
-            out[b, :v] += self.config.delta * self.green.mask(prev).to(out.dtype)
+            out[b, :v] += self.config.delta * self.green.mask(prev).to(device=out.device, dtype=out.dtype)
         return out
 
 
@@ -201,7 +201,8 @@ def generate(lm: Any, prompts: Sequence[str], *, config: KGWConfig | None = None
     outs: list[list[int]] = []
     gen = torch.Generator().manual_seed(seed)
     for i, prompt in enumerate(prompts):
-        ids = torch.tensor([_prompt_ids(tok, prompt, chat)], dtype=torch.long)
+        ids = torch.tensor([_prompt_ids(tok, prompt, chat)], dtype=torch.long,
+                           device=next(lm.model.parameters()).device)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         with torch.no_grad():
             out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
