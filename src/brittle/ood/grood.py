@@ -210,7 +210,7 @@ class GROOD(OODDetector):
 
     def _state(self) -> dict[str, Any]:
         return {"prototypes": encode_array(self.prototypes_), "ood_prototype": encode_array(self.ood_prototype_),
-                "ood_source": self.ood_source_, "bank": encode_array(self.bank_.astype(np.float32))}
+                "ood_source": self.ood_source_, "bank": encode_array(self.bank_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.prototypes_ = decode_array(state["prototypes"])
