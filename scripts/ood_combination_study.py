@@ -47,6 +47,73 @@ FIXED_SETS = {"feature trio": ("mahalanobis", "vim", "knn"), "logit+feature": ("
 DEFAULT_POOL = "msp,energy,gen,mahalanobis,rmd,knn,vim,she,grood"
 
 
+METHODS = """# Combining OOD detectors, choosing them without OOD data, and GROOD
+
+brittle fuses the scores of several OOD detectors into one detector (Novello, Prudent, Dalmau, Friedrich,
+Pequignot, *Improving Out-of-Distribution Detection by Combining Existing Post-hoc Methods*, arXiv 2407.07135)
+and adds GROOD (ElAraby et al., TMLR 2025, arXiv 2312.14427). Single detectors, their metrics and the benchmark
+are described in the OOD detectors page (issue #15); this page is about `brittle.ood.combine` and
+`brittle.ood.grood`.
+
+## What is implemented
+
+Every strategy is fitted on the ``(N, d)`` scores of ``d`` detectors on **in-distribution validation** inputs
+only (columns oriented higher = more OOD), scores a new vector with one number (higher = more OOD), and
+calibrates a threshold at a target TPR (`threshold(tpr)`: the ``ceil(tpr·n)``-th smallest fitted score).
+
+| strategy | `--combine` | score | acceptance regions |
+|---|---|---|---|
+| majority vote | `vote` | the ``⌊d/2⌋+1``-th largest marginal normal score ``Φ⁻¹(F̂_k(s_k))``; per-detector thresholds are one common ID quantile, calibrated jointly so the *vote* accepts the target share | quorum regions |
+| empirical CDF | `ecdf` | share of ID vectors dominated component-wise, ``#{i : s_i ≤ s}/n`` (bit-set AND + popcount; equals the brute-force count) | lower sets, one-sided |
+| copula CDF | `copula` | Gaussian copula CDF ``Φ_R(z)`` over empirical margins with Gaussian tails; ``R`` = correlation of ID normal scores; Genz's integrand on fixed Sobol points | smooth lower sets |
+| center-outward | `ot` | ``‖F±(s)‖``: exact OT (POT `ot.emd`) of standardised ID scores onto a spherical-uniform grid; out of sample by kernel interpolation of the fitted map, plus the standardised norm's excess beyond the ID cloud | center-outward quantile contours, two-sided |
+
+Why a Gaussian copula: the detectors' scores are positively, pair-wise differently dependent; the Gaussian
+family has one parameter per pair, is fitted in closed form from ranks, works in any ``d`` and reduces to the
+marginal at ``d = 1``; Archimedean copulas force one dependence for all pairs. Why kernel interpolation for the
+OT map: the semi-discrete Laguerre-cell extension of the exact plan's dual potentials does not reproduce the
+fitted ranks (the network simplex's duals are degenerate), the interpolation does (in 1-D the rank is
+``|2F̂ − 1|``, tested). Multi-dimensional AUROC and FPR@TPR (`multidim_metrics`) sweep the strategy's nested
+regions; for ``d = 1`` they equal the scalar metrics exactly for vote and copula and up to the fit sample's
+resolution for the ECDF (tested). `CombinedDetector` is a registered `Scorer` (``flag_below = False``) over
+fitted detectors, usable by the monitor; `brittle ood --combine vote,ecdf,copula,ot --detectors …` fits each
+strategy on the run's ID validation split over all the run's detectors and adds `combine:<strategy>` rows to
+`summary.json`, `scores.parquet` and the report, with a `combination` section (best single detector, whether
+each strategy beats it, thresholds).
+
+**Choosing without OOD data** (`brittle.ood.combine.selection`): four synthetic outlier sets are made from ID
+validation images — strong Gaussian noise, 4×4 patch shuffling (not a fixed pixel permutation, which is one
+of the real OOD sets), averages of two images of different classes, heavy blur with a quarter occluded — and
+every subset × strategy is ranked by its mean AUROC of held-out ID images vs these sets.
+
+**GROOD** (`brittle.ood.grood.GROOD`, registry name `grood`): class prototypes = class means of the penultimate
+features; OOD prototype = the mean penultimate feature of the class means of the *first Conv/Linear layer's
+output*, mixed pairwise (every class pair, λ = ½) and pushed through the rest of the network (a forward hook
+replaces that layer's output; `prepare_fit`, which `Benchmark` calls, needs the model at fit time only); NCP
+logits ``−‖h − p_k‖/τ`` (Euclidean, τ = 1); closed-form gradient of the cross-entropy at the nearest ID
+prototype w.r.t. the OOD prototype, ``s_ood·(h − p_ood)/(τ‖h − p_ood‖)`` (equal to autograd, tested; the ID
+label does not matter); score = Euclidean distance to the nearest of ≤ 5,000 training gradients. Scoring needs
+only penultimate features. Choices the abstract leaves open and brittle made: the early layer, the pair set and
+λ, Euclidean (not squared) distances, τ, the label of the loss, k = 1, the training-gradient budget.
+
+"""
+
+
+START, END = "<!-- ood-combination:start -->", "<!-- ood-combination:end -->"
+
+
+def append_section(page: Path, text: str, full: Path) -> None:
+    """Put the results section into ``page`` between the markers (appended the first time)."""
+    rel = os.path.relpath(full, page.parent)
+    block = f"{START}\n{text}\nMethods, GROOD's choices and the OOD-free selection: [{rel}]({rel}).\n{END}\n"
+    old = page.read_text() if page.exists() else ""
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END) + 1:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    page.write_text(new)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -58,6 +125,8 @@ def main() -> int:
     ap.add_argument("--out", default="docs/ood-combination.md")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-qmc", type=int, default=256, help="QMC points of the copula CDF")
+    ap.add_argument("--append-to", default=None, help="also put the results section into this page (e.g. "
+                    "docs/ood.md), between ood-combination markers (replaced on re-runs)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -207,7 +276,9 @@ the best synthetic AUROC in the pool is `{single_syn_best['detectors']}` (synthe
 {mean(single_syn_best, 'auroc'):.3f}). Spearman correlation between synthetic and real mean AUROC over the searched combinations:
 {pd.Series([c['synthetic_auroc'] for c in combos]).corr(pd.Series([c['real_auroc'] for c in combos]), method='spearman'):.2f}.
 """
-    out.write_text(text)
+    out.write_text(METHODS + text)
+    if args.append_to:
+        append_section(Path(args.append_to), text, out)
     payload = {"model": args.model, "command": cmd, "date": dt.datetime.now().isoformat(timespec="seconds"),
                "real_sets": real_sets, "synthetic_sets": syn_sets, "pool": pool, "rows": rows,
                "search": [{**c, "subset": list(c["subset"])} for c in combos],
