@@ -32,12 +32,17 @@ def demo(out: Path = typer.Option(Path("brittle-demo"), "--out", "-o", help="Out
                       f"{100 * s['clean_accuracy']:.1f}%", f"{100 * s['robust_accuracy'][mid]['upper']:.1f}%",
                       "–" if tau is None else f"{tau:.2f}", "–" if auroc is None else f"{auroc:.3f}",
                       f"{100 * s['expected_robustness']['from_margins']:.1f}%", f"{s['seconds']:.0f}s")
-    emit({"runs": summaries, "comparisons": {k: str(v) for k, v in result["comparisons"].items()}}, table)
+    reports = {name: str(out / name / "report.html") for name in summaries}
+    comparisons = {k: str(v) for k, v in result["comparisons"].items()}
+    first = comparisons.get("linf") or next(iter(comparisons.values()), None) or next(iter(reports.values()))
+    emit({"runs": summaries, "comparisons": comparisons, "reports": reports, "next": first}, table)
     if not State.quiet:
-        for name in summaries:
-            console.print(f"report: {out / name / 'report.html'}")
-        for norm, path in result["comparisons"].items():
-            console.print(f"comparison ({norm}): {path}")
+        for name, path in reports.items():
+            console.print(f"report: {path}", highlight=False, soft_wrap=True)
+        for norm, path in comparisons.items():
+            console.print(f"comparison ({norm}): {path}", highlight=False, soft_wrap=True)
+        console.print(f"next: open {Path(first).resolve()} in a browser (every model side by side); then audit your "
+                      "own model: brittle audit --help", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
