@@ -21,7 +21,8 @@ def test_cli_combine(tmp_path, capsys):
     comb = summary["combination"]
     assert comb["detectors"] == ["msp", "energy", "mahalanobis"] and set(comb["strategies"]) == {"vote", "ecdf", "copula", "ot"}
     assert "combine:ecdf" in summary["metrics"]
-    assert "combination" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "Combination of detectors" in html and "beats best single" in html
 
 
 def test_cli_combine_bad_strategy(tmp_path, capsys):
