@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from brittle.cli.app import main
@@ -55,3 +56,20 @@ def test_synthetic_outliers_and_ranking():
     assert df.iloc[0]["mean_synthetic_auroc"] > 0.95 and "bad" not in df.iloc[0]["subset"]
     with pytest.raises(Exception):
         synthetic_outliers(x, kinds=("nope",))
+
+
+def test_combined_detector_in_the_monitor():
+    from brittle.data.loading import load_mnist
+    from brittle.models import zoo
+    from brittle.monitoring.monitor import Monitor
+    from brittle.ood.combine import CombinedDetector
+
+    model = zoo.load("standard")
+    data = load_mnist("test")
+    det = CombinedDetector(["energy", "mahalanobis", "grood"], strategy="copula").fit_model(model, data.head(300))
+    mon = Monitor.calibrate_tpr(model, data.subset(slice(300, 500)), det, target_tpr=0.9)
+    out = mon(data.subset(slice(500, 600)).x)
+    flags = out.flag.cpu().numpy()
+    assert flags.shape == (100,) and flags.mean() < 0.35                  # ID: mostly accepted
+    noise = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert mon(noise).flag.float().mean().item() > 0.8                      # uniform noise: flagged
