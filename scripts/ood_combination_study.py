@@ -201,6 +201,8 @@ def main() -> int:
     sets["best in hindsight"] = hindsight["subset"]
     for label, subset in sets.items():
         subset = tuple(d for d in subset if d in scores)
+        if all(d in pool for d in subset):   # the search's order, so the synthetic AUROC is found
+            subset = tuple(sorted(subset, key=pool.index))
         for strat in STRATEGIES:
             found = next((c for c in combos if c["subset"] == subset and c["strategy"] == strat), None)
             per = found["per_set"] if found else real_eval(subset, strat)
