@@ -113,6 +113,7 @@ class Adapter:
 
     def _validate(self) -> None:
         check_policy(self.bn_stats, self.bn_momentum)
+        LayerGate(self.threshold, self.window, "threshold", self.window_unit)  # checked even when unused
         if not self.has_params:
             if self.gate not in (None, "none"):
                 raise InputError(f"method {self.name!r} updates no parameters, so it cannot be gated",

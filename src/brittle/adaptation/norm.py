@@ -17,8 +17,8 @@ adapted weights load into the original architecture):
   Works for a batch of one;
 - ``"auto"`` (default): ``"batch"`` for batches of at least `AUTO_MIN_BATCH` samples, else ``"ema"``.
 
-In ``"batch"`` mode the running statistics are also updated by the same per-sample EMA, so a saved adapted
-model, evaluated in eval mode, normalises with the statistics of the test stream. ``frozen`` layers (used
+In ``"batch"`` mode the running statistics are also updated with the same per-sample rate (PyTorch's
+running-average update with momentum ``m``: unbiased batch variance), so a saved adapted model, evaluated in eval mode, normalises with the statistics of the test stream. ``frozen`` layers (used
 for predictions that must not change the state, e.g. the forgetting evaluation) update nothing: with
 ``"batch"`` they normalise each evaluation batch by its own statistics, with ``"ema"`` by the running (EMA)
 statistics as they stand (no share of the evaluation batch), and ``"auto"`` follows the policy of the last
@@ -71,12 +71,10 @@ class _TestTimeBN:
             if per_channel < 2 or (x.shape[0] < 2 and x.ndim > 2):
                 raise InputError(f"bn_stats='batch' needs batches of at least 2 samples, got {x.shape[0]}",
                                  "use bn_stats='ema' (or 'auto') for small batches")
-            out = F.batch_norm(x, None, None, w, b, True, 0.0, eps)
-            if not self.tta_frozen:
-                with torch.no_grad():
-                    bm, bv = x.mean(dims), x.var(dims, unbiased=False)
-                    self._mix_into_running(bm, bv, m)
-            return out
+            if self.tta_frozen:
+                return F.batch_norm(x, None, None, w, b, True, 0.0, eps)
+            # normalise by the batch's statistics; the running ones move by the per-sample EMA (one fused op)
+            return F.batch_norm(x, rm, rv, w, b, True, m, eps)
         if self.tta_frozen:  # the adapted statistics as they stand, whatever the batch
             return F.batch_norm(x, rm, rv, w, b, False, 0.0, eps)
         bm, bv = x.mean(dims), x.var(dims, unbiased=False)
@@ -93,12 +91,6 @@ class _TestTimeBN:
             y = y * w.reshape(shape) + b.reshape(shape)
         return y
 
-    @torch.no_grad()
-    def _mix_into_running(self, bm: torch.Tensor, bv: torch.Tensor, m: float) -> None:
-        rm, rv = self.running_mean, self.running_var  # type: ignore[attr-defined]
-        new_var = (1 - m) * rv + m * bv + m * (1 - m) * (bm - rm) ** 2
-        rm.mul_(1 - m).add_(m * bm)
-        rv.copy_(new_var)
 
 
 _CLASSES: dict[type, type] = {}
