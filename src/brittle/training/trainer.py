@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.validation import check_norm
-from ..margins.attacks.pgd import ATTACKS, run_attack
+from ..margins.attacks.pgd import FIXED_BUDGET_ATTACKS, run_attack
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..models.loading import resolve_device
@@ -135,8 +135,8 @@ def _validate(method: str, attack: str, norm: str, eps: float, steps: int, trade
               label_smoothing: float) -> str:
     if method not in METHODS:
         raise InputError(f"unknown training method {method!r}", f"use one of {METHODS}")
-    if attack not in ATTACKS:
-        raise InputError(f"unknown training attack {attack!r}", f"use one of {sorted(ATTACKS)}")
+    if attack not in FIXED_BUDGET_ATTACKS:
+        raise InputError(f"unknown training attack {attack!r}", f"use one of {sorted(FIXED_BUDGET_ATTACKS)}")
     norm = check_norm(norm)
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise InputError(f"eps must be finite and >= 0, got {eps!r}", "pass a non-negative perturbation budget")

@@ -30,7 +30,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
 
 __all__ = ["LossFn", "pgd", "fgsm_rs", "apgd_ce", "project", "eps_tensor", "random_start", "run_attack",
-           "ATTACKS"]
+           "FIXED_BUDGET_ATTACKS"]
 
 
 def eps_tensor(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -297,7 +297,7 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
 
 AttackFn = Callable[..., torch.Tensor]
 #: Fixed-budget attacks by name, as accepted by training and robust accuracy.
-ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm-rs": fgsm_rs, "apgd-ce": apgd_ce}
+FIXED_BUDGET_ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm-rs": fgsm_rs, "apgd-ce": apgd_ce}
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
@@ -309,8 +309,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
     ``step_ratio`` is the step size as a multiple of ε (PGD default 2.5/steps, FGSM-RS default 1.25; APGD
     adapts its own). ``keep_best=False`` returns PGD's last iterate (training).
     """
-    if name not in ATTACKS:
-        raise InputError(f"unknown attack {name!r}", f"use one of {sorted(ATTACKS)}")
+    if name not in FIXED_BUDGET_ATTACKS:
+        raise InputError(f"unknown attack {name!r}", f"use one of {sorted(FIXED_BUDGET_ATTACKS)}")
     if name == "pgd":
         step = None if step_ratio is None else step_ratio * eps_tensor(eps, x).reshape(-1)
         return pgd(model, x, y, eps, norm=norm, steps=steps, step_size=step, domain=domain, loss=loss,
