@@ -29,7 +29,7 @@ if the model's prediction really changed there, and the result is re-checked on 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ from torch import nn
 from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .base import MinimalNormAttack, is_flipped, perturbation_norm
+from .pgd import apgd_ce, apgd_t, dlr_targeted_loss, square_linf
 
 
 def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12
@@ -118,6 +119,21 @@ def _margin(logits: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, tor
     return logits[rows, pred] - best, cls
 
 
+#: presets of `FastBoundaryAttack`'s ``strength``; explicit options override them
+STRENGTHS: dict[str, dict[str, float | int]] = {
+    # brittle 0.2.0's attack: boundary steps, adaptive-radius descent, segment fallback, polish
+    "fast": {"probe_steps": 0, "probe_ratio": 0.95, "probe_rounds": 4, "probe_targets": 0,
+             "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 2000},
+    # + fixed-radius APGD-CE probes just below each bound in L2 (-1: 12 steps for L2, none for L∞, where the
+    # passes are worth more in the descent), + the budget stage where budgets are given
+    "default": {"probe_steps": -1, "probe_ratio": 0.95, "probe_rounds": 1, "probe_targets": 0,
+                "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 2000},
+    # longer probes with targeted ones, and AutoAttack-sized budget stages (9 targets, 5000 Square queries)
+    "thorough": {"probe_steps": 100, "probe_ratio": 0.97, "probe_rounds": 6, "probe_targets": 2,
+                 "budget_window": 0.25, "budget_steps": 100, "budget_targets": 9, "budget_queries": 5000},
+}
+
+
 class FastBoundaryAttack(MinimalNormAttack):
     """Batched minimal-norm attack (L∞ or L2) with box constraints, early stopping and verified refinement.
 
@@ -148,7 +164,18 @@ class FastBoundaryAttack(MinimalNormAttack):
             saving, as the annealed steps keep improving late).
         fallback: bound samples that nothing flipped by bisection toward another batch input that the model
             predicts as another class (default True).
-        seed: seed of the random restarts.
+        strength: ``"fast"`` (brittle 0.2.0's attack: no probes), ``"default"`` or ``"thorough"``: presets of
+            the probe and budget options below (see `STRENGTHS`); options passed explicitly override them.
+        probe_steps: steps of the fixed-radius APGD-CE probes run after the descent at ``probe_ratio`` times
+            each sample's bound (0: no probes); a sample whose probe succeeds gets a smaller bound and is
+            probed again, up to ``probe_rounds`` rounds. ``probe_targets`` adds probes on the targeted DLR
+            loss toward the top runner-up classes.
+        budgets: perturbation budgets of interest (e.g. the ε at which robust accuracy will be read off the
+            margins). For each, the samples whose bound lies in ``(ε, (1 + budget_window) ε]`` are attacked
+            at exactly ε by APGD-CE, APGD-T (``budget_targets`` targets, ``budget_steps`` steps) and, for
+            L∞, Square (``budget_queries`` queries, gradient-free: for masked gradients), stopping at the
+            first success. The margins then imply a robust accuracy at each budget as low as these fixed-ε
+            attacks find (AutoAttack's components), at a fraction of running them on every sample.
     """
 
     name = "brittle"
@@ -158,8 +185,48 @@ class FastBoundaryAttack(MinimalNormAttack):
                  rtol: float = 1e-3,
                  refine_steps: int = 20, restarts: int | None = None, restart_steps: int | None = None,
                  descent_steps: int | None = None, descent_step: float = 1.0, descent_gamma: float = 0.1,
-                 descent_patience: int | None = None, fallback: bool = True, seed: int = 0):
+                 descent_patience: int | None = None, fallback: bool = True,
+                 strength: str = "default", probe_steps: int | None = None, probe_ratio: float | None = None,
+                 probe_rounds: int | None = None, probe_targets: int | None = None,
+                 budgets: Sequence[float] | None = None, budget_window: float | None = None,
+                 budget_steps: int | None = None, budget_targets: int | None = None,
+                 budget_queries: int | None = None, seed: int = 0):
         super().__init__(norm, seed=seed)
+        if strength not in STRENGTHS:
+            raise InputError(f"unknown attack strength {strength!r}", f"use one of {', '.join(STRENGTHS)}")
+        preset = STRENGTHS[strength]
+        self.strength = strength
+        probe_steps = preset["probe_steps"] if probe_steps is None else probe_steps
+        if probe_steps == -1:
+            probe_steps = 0 if self.norm == "linf" else 12
+        probe_ratio = preset["probe_ratio"] if probe_ratio is None else float(probe_ratio)
+        probe_rounds = preset["probe_rounds"] if probe_rounds is None else probe_rounds
+        probe_targets = preset["probe_targets"] if probe_targets is None else probe_targets
+        budget_window = preset["budget_window"] if budget_window is None else float(budget_window)
+        budget_steps = preset["budget_steps"] if budget_steps is None else budget_steps
+        budget_targets = preset["budget_targets"] if budget_targets is None else budget_targets
+        budget_queries = preset["budget_queries"] if budget_queries is None else budget_queries
+        for name, value, low in (("probe_steps", probe_steps, 0), ("probe_rounds", probe_rounds, 1),
+                                 ("probe_targets", probe_targets, 0), ("budget_steps", budget_steps, 1),
+                                 ("budget_targets", budget_targets, 0), ("budget_queries", budget_queries, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name} must be an integer >= {low}, got {value!r}",
+                                 f"pass e.g. {name}={max(low, 1)}")
+        if not (0.0 < probe_ratio <= 1.0 and budget_window >= 0.0):
+            raise InputError(f"invalid probe_ratio={probe_ratio} or budget_window={budget_window}",
+                             "use 0 < probe_ratio <= 1 and budget_window >= 0")
+        try:
+            budgets = () if budgets is None else tuple(float(b) for b in budgets)
+        except (TypeError, ValueError):
+            raise InputError(f"budgets must be a sequence of numbers, got {budgets!r}",
+                             "pass e.g. budgets=[0.1, 0.2, 0.3]") from None
+        if not all(math.isfinite(b) and b > 0 for b in budgets):
+            raise InputError(f"budgets must be finite and > 0, got {budgets!r}", "pass e.g. budgets=[0.1, 0.2, 0.3]")
+        self.budgets = tuple(sorted(set(budgets), reverse=True))
+        self.budget_window, self.budget_steps = budget_window, budget_steps
+        self.budget_targets, self.budget_queries = budget_targets, budget_queries
+        self.probe_steps, self.probe_ratio, self.probe_rounds = probe_steps, probe_ratio, probe_rounds
+        self.probe_targets = probe_targets
         linf = self.norm == "linf"
         if steps is None:
             steps = 10 if linf else 50
@@ -436,6 +503,72 @@ class FastBoundaryAttack(MinimalNormAttack):
                 live, xa = live[keep], xa[keep]
         return x_best, n_best
 
+    def _probe(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
+               n_best: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-radius APGD probes at ``probe_ratio`` times each bound; each success lowers it and probes again.
+
+        APGD's random start, large first steps and momentum reach adversarial regions that the descent,
+        which starts from one boundary point, misses (the cross-entropy loss also weighs every class).
+        """
+        n_best, x_best = n_best.clone(), x_best.clone()
+        idx = torch.isfinite(n_best).nonzero().flatten()
+        shape = self._shape
+        for _ in range(self.probe_rounds):
+            if len(idx) == 0:
+                break
+            r = self.probe_ratio * n_best[idx]
+            xs = x0[idx].reshape(len(idx), *shape)
+            ps = pred[idx]
+            cands = []
+            cands.append(apgd_ce(model, xs, ps, r, norm=self.norm, steps=self.probe_steps, domain=(lo, hi)))
+            if self.probe_targets:
+                with torch.no_grad():
+                    order = model(xs).sort(1, descending=True).indices
+                for t in range(1, self.probe_targets + 1):
+                    cands.append(apgd_ce(model, xs, ps, r, norm=self.norm, steps=self.probe_steps, domain=(lo, hi),
+                                         loss=dlr_targeted_loss(order[:, t])))
+            improved = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
+            for xa in cands:
+                xa = xa.reshape(len(idx), -1)
+                with torch.no_grad():
+                    adv = is_flipped(model(xa.reshape(len(idx), *shape)), ps)
+                dist = perturbation_norm(xa - x0[idx], self.norm)
+                better = adv & (dist < n_best[idx])
+                n_best[idx[better]] = dist[better]
+                x_best[idx[better]] = xa[better]
+                improved |= better
+            idx = idx[improved]
+        return x_best, n_best
+
+    def _budget_stage(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
+                      n_best: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-ε attacks at each budget ε on the samples whose bound lies just above it."""
+        n_best, x_best = n_best.clone(), x_best.clone()
+        shape = self._shape
+        for eps in self.budgets:  # largest first: a sample pushed below one budget may sit above the next
+            sel = torch.isfinite(n_best) & (n_best > eps) & (n_best <= eps * (1 + self.budget_window))
+            idx = sel.nonzero().flatten()
+            stages = [lambda xs, ps: apgd_ce(model, xs, ps, eps, norm=self.norm, steps=self.budget_steps,
+                                             domain=(lo, hi))]
+            if self.budget_targets:
+                stages.append(lambda xs, ps: apgd_t(model, xs, ps, eps, norm=self.norm, steps=self.budget_steps,
+                                                    targets=self.budget_targets, domain=(lo, hi)))
+            if self.budget_queries and self.norm == "linf":
+                stages.append(lambda xs, ps: square_linf(model, xs, ps, eps, queries=self.budget_queries,
+                                                         domain=(lo, hi)))
+            for stage in stages:
+                if len(idx) == 0:
+                    break
+                xa = stage(x0[idx].reshape(len(idx), *shape), pred[idx]).reshape(len(idx), -1)
+                with torch.no_grad():
+                    adv = is_flipped(model(xa.reshape(len(idx), *shape)), pred[idx])
+                dist = perturbation_norm(xa - x0[idx], self.norm)
+                better = adv & (dist < n_best[idx])
+                n_best[idx[better]] = dist[better]
+                x_best[idx[better]] = xa[better]
+                idx = idx[~better]
+        return x_best, n_best
+
     @torch.no_grad()
     def _segment_fallback(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
                           n_best: torch.Tensor, tries: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -509,6 +642,15 @@ class FastBoundaryAttack(MinimalNormAttack):
         if self.descent_steps:
             best_x, best_n = self._descent(model, x0, pred, best_x, best_n, lo, hi)
             stages.append((best_x, best_n))
+            found = torch.isfinite(best_n)
+            best_x = self._refine(model, x0, best_x, found, pred, lo, hi)
+            best_n = torch.where(found, perturbation_norm(best_x - x0, self.norm), best_n)
+            stages.append((best_x, best_n))
+        if self.probe_steps or self.budgets:
+            if self.probe_steps:
+                best_x, best_n = self._probe(model, x0, pred, best_x, best_n, lo, hi)
+            if self.budgets:
+                best_x, best_n = self._budget_stage(model, x0, pred, best_x, best_n, lo, hi)
             found = torch.isfinite(best_n)
             best_x = self._refine(model, x0, best_x, found, pred, lo, hi)
             best_n = torch.where(found, perturbation_norm(best_x - x0, self.norm), best_n)

@@ -11,6 +11,8 @@ and the model's train/eval mode is left as the caller set it. Randomness (random
 - `fgsm_rs`: one signed-gradient step of size ``alpha`` (default 1.25 ε) from a uniform random start,
   the "fast" adversarial training attack of Wong, Rice & Kolter (2020).
 - `apgd_ce`: Auto-PGD (Croce & Hein 2020) with momentum and the checkpointed step-size schedule.
+- `apgd_t`: targeted Auto-PGD on the targeted DLR loss, one run per runner-up class (top-k by the clean
+  logits), as in AutoAttack's APGD-T.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ...core.validation import check_norm
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
 
-__all__ = ["LossFn", "pgd", "fgsm_rs", "apgd_ce", "project", "eps_tensor", "random_start", "run_attack",
+__all__ = ["LossFn", "pgd", "fgsm_rs", "apgd_ce", "apgd_t", "square_linf", "dlr_targeted_loss", "project", "eps_tensor", "random_start", "run_attack",
            "FIXED_BUDGET_ATTACKS"]
 
 
@@ -295,16 +297,139 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
     return out
 
 
+def dlr_targeted_loss(target: torch.Tensor) -> LossFn:
+    """Targeted DLR loss toward ``target`` (Croce & Hein 2020): ``-(z_y - z_t) / (z_π1 - (z_π3 + z_π4) / 2)``.
+
+    ``π`` sorts the logits in decreasing order; the scale makes the loss invariant to shifting and scaling the
+    logits. With fewer than four classes the denominator is ``z_π1 - z_πC`` (three) or 1 (two).
+    """
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(y), device=logits.device)
+        gap = logits[rows, y] - logits[rows, target]
+        classes = logits.shape[1]
+        if classes >= 4:
+            top = logits.sort(1, descending=True).values
+            scale = top[:, 0] - 0.5 * (top[:, 2] + top[:, 3])
+        elif classes == 3:
+            top = logits.sort(1, descending=True).values
+            scale = top[:, 0] - top[:, 2]
+        else:
+            scale = torch.ones_like(gap)
+        return -gap / (scale + _TINY)
+    return loss
+
+
+def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf",
+           steps: int = 100, targets: int = 9, restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
+           domain: Domain = (0.0, 1.0), loss: str | LossFn = "dlr-targeted", rand_init: bool = True,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Targeted Auto-PGD (APGD-T of AutoAttack): APGD on the targeted DLR loss, once per target class.
+
+    The targets are the ``targets`` classes ranked highest after the top one by the clean logits (runner-up
+    first); each run attacks only the samples no earlier run fooled, with ``steps`` iterations and the step
+    size schedule of `apgd_ce`. ``loss`` is accepted for a uniform signature and must be ``"dlr-targeted"``
+    (or ``"ce"``, read as the same: a fixed-budget attack name selects its own loss). Returns per sample the
+    first misclassified iterate found, else the last run's highest-loss iterate.
+    """
+    norm = check_norm(norm)
+    _check(x, y, steps)
+    if not isinstance(targets, int) or targets < 1:
+        raise InputError(f"targets must be an integer >= 1, got {targets!r}", "pass e.g. targets=9")
+    if callable(loss) or loss not in ("dlr-targeted", "ce"):
+        raise InputError(f"apgd-t uses the targeted DLR loss, got loss={loss!r}", "leave loss at its default")
+    x = x.detach()
+    e = eps_tensor(eps, x).reshape(-1)
+    with torch.no_grad():
+        logits = model(x)
+    order = logits.sort(1, descending=True).indices
+    out = x.clone()
+    fooled = logits.argmax(1) != y
+    for t in range(1, min(targets, logits.shape[1] - 1) + 1):
+        idx = (~fooled).nonzero().flatten()
+        if len(idx) == 0:
+            break
+        target = order[idx, t]  # unfooled samples are predicted y, so order[:, 0] == y and the target is not y
+        x_adv = apgd_ce(model, x[idx], y[idx], e[idx], norm=norm, steps=steps, restarts=restarts, rho=rho,
+                        momentum=momentum, domain=domain, loss=dlr_targeted_loss(target), rand_init=rand_init,
+                        generator=generator)
+        with torch.no_grad():
+            wrong = model(x_adv).argmax(1) != y[idx]
+        out[idx] = x_adv
+        fooled[idx] = wrong
+    return out
+
+
+def _square_p(p_init: float, it: int, queries: int) -> float:
+    """Share of pixels a Square window covers at query ``it`` (AutoAttack's schedule, rescaled to ``queries``)."""
+    it = int(it / max(queries, 1) * 10000)
+    for bound, div in ((8000, 512), (6000, 256), (4000, 128), (2000, 64), (1000, 32), (500, 16), (200, 8),
+                       (50, 4), (10, 2)):
+        if it > bound:
+            return p_init / div
+    return p_init
+
+
+def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
+                queries: int = 1000, p_init: float = 0.8, domain: Domain = (0.0, 1.0),
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Square Attack, L∞ (Andriushchenko et al. 2020): gradient-free random search on the margin loss.
+
+    Starts from vertical stripes of ±ε, then per query redraws a random square window of ±ε per channel and
+    keeps it where the margin ``z_y - max_{j != y} z_j`` drops. Images only (``(N, C, H, W)``; other shapes
+    are treated as ``(N, 1, 1, D)``). Only samples not yet misclassified spend queries (one forward each).
+    Returns per sample the first misclassified point, else the lowest-margin point.
+    """
+    _check(x, y)
+    shape = x.shape
+    xi = x.detach().reshape(len(x), 1, 1, -1) if x.ndim != 4 else x.detach()
+    n, c, h, w = xi.shape
+    e = eps_tensor(eps, xi)
+    lo, hi = domain
+    dev = x.device
+
+    def margin(xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(xq.reshape(len(xq), *shape[1:]))
+        rows = torch.arange(len(yq), device=dev)
+        other = logits.clone()
+        other[rows, yq] = -torch.inf
+        return logits[rows, yq] - other.amax(1)
+
+    sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
+    best = (xi + e * sign).clamp(lo, hi)
+    m_best = margin(best, y)
+    for i in range(queries):
+        idx = (m_best > 0).nonzero().flatten()
+        if len(idx) == 0:
+            break
+        p = _square_p(p_init, i, queries)
+        size = min(max(int(round(math.sqrt(p * h * w))), 1), max(h - 1, 1)) if h > 1 else \
+            min(max(int(round(p * w)), 1), w)
+        vh = int(torch.randint(0, max(h - size, 0) + 1, (1,), generator=generator, device=dev)) if h > 1 else 0
+        hs = size if h > 1 else 1
+        vw = int(torch.randint(0, max(w - size, 0) + 1, (1,), generator=generator, device=dev))
+        xb, cur = xi[idx], best[idx]
+        new = cur.clone()
+        draw = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator, device=dev).to(xi.dtype) * 2 - 1
+        new[:, :, vh:vh + hs, vw:vw + size] = (xb[:, :, vh:vh + hs, vw:vw + size]
+                                               + e[idx] * draw).clamp(lo, hi)
+        m_new = margin(new, y[idx])
+        take = m_new < m_best[idx]
+        best[idx[take]] = new[take]
+        m_best[idx[take]] = m_new[take]
+    return best.reshape(shape)
+
+
 AttackFn = Callable[..., torch.Tensor]
 #: Fixed-budget attacks by name, as accepted by training and robust accuracy.
-FIXED_BUDGET_ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm-rs": fgsm_rs, "apgd-ce": apgd_ce}
+FIXED_BUDGET_ATTACKS: dict[str, AttackFn] = {"pgd": pgd, "fgsm-rs": fgsm_rs, "apgd-ce": apgd_ce, "apgd-t": apgd_t}
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
                norm: str = "linf", steps: int = 10, domain: Domain = (0.0, 1.0), loss: str | LossFn = "ce",
                step_ratio: float | None = None, keep_best: bool = True,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dispatch to a fixed-budget attack by name (``"pgd"``, ``"fgsm-rs"``, ``"apgd-ce"``).
+    """Dispatch to a fixed-budget attack by name (``"pgd"``, ``"fgsm-rs"``, ``"apgd-ce"``, ``"apgd-t"``).
 
     ``step_ratio`` is the step size as a multiple of ε (PGD default 2.5/steps, FGSM-RS default 1.25; APGD
     adapts its own). ``keep_best=False`` returns PGD's last iterate (training).
@@ -318,4 +443,6 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
     if name == "fgsm-rs":
         alpha = None if step_ratio is None else step_ratio * eps_tensor(eps, x).reshape(-1)
         return fgsm_rs(model, x, y, eps, norm=norm, alpha=alpha, domain=domain, loss=loss, generator=generator)
+    if name == "apgd-t":
+        return apgd_t(model, x, y, eps, norm=norm, steps=steps, domain=domain, generator=generator)
     return apgd_ce(model, x, y, eps, norm=norm, steps=steps, domain=domain, loss=loss, generator=generator)
