@@ -411,3 +411,44 @@ def test_robust_accuracy_curve_matches_its_definition(tmp_path: Path) -> None:
         np.testing.assert_allclose(curve[key], expected)
     # its mean over the grid is the expected robustness the run reports (same integral, same grid density)
     assert math.isclose(curve["upper"].mean(), run.summary["expected_robustness"]["from_margins"], abs_tol=2e-3)
+
+
+def test_report_file_mode_follows_the_umask(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", n=60)
+    old = os.umask(0o022)
+    try:
+        path = render_report(run)
+        cmp_path = render_comparison([run, make_run(tmp_path / "run2", n=60, seed=1)], tmp_path / "cmp.html")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert cmp_path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.2])
+def test_report_recommends_a_monitor_only_when_its_false_alarms_allow(tmp_path: Path, strength: float) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._render import MONITOR_MAX_FPR, monitor_advice
+
+    run = make_run(tmp_path / "run", n=300, strength=strength)
+    monitor = json.loads((run / "summary.json").read_text())["monitor"]  # a calibrated monitor decides
+    advice = monitor_advice(load_run(run))
+    assert advice["threshold"] == monitor["threshold"] and advice["fpr"] == monitor["false_alarm_rate"]
+    assert advice["recommended"] == (monitor["false_alarm_rate"] <= MONITOR_MAX_FPR)
+    run = make_run(tmp_path / "plain", n=300, strength=strength, extras=False)  # without one: from the samples
+    advice = monitor_advice(load_run(run))
+    assert advice is not None and advice["recommended"] == (advice["fpr"] <= MONITOR_MAX_FPR)
+    samples = pd.read_parquet(run / "samples.parquet")
+    eps = json.loads((run / "summary.json").read_text())["eps"][1]
+    correct = samples["correct"].to_numpy(bool)
+    im = samples["input_margin_upper"].to_numpy(float)
+    pos, neg = correct & (im <= eps), correct & (im > eps)
+    lm = samples["logit_margin"].to_numpy(float)
+    assert advice["recall"] >= 0.95 and advice["fpr"] == pytest.approx(np.mean(lm[neg] <= advice["threshold"]))
+    assert np.mean(lm[pos] <= advice["threshold"]) == advice["recall"]
+    html = render_report(run).read_text()
+    text = " ".join(re.sub(r"<[^>]+>", "", html).split())
+    if advice["recommended"]:
+        assert "Deployable monitor: flagging inputs whose logit margin is ≤" in text
+    else:
+        assert "No monitor recommended" in text and "cheap robustness monitor" not in text

@@ -97,3 +97,33 @@ def test_curve_is_non_increasing_and_restores_mode() -> None:
         robust_accuracy_curve(model, validate(x, y), "linf", [0.0], attack="fab")
     with pytest.raises(InputError, match="labelled"):
         robust_accuracy_curve(model, validate(x), "linf", [0.0])
+
+
+def test_expected_robustness_of_a_model_in_one_call() -> None:
+    import inspect
+
+    import brittle
+    from brittle.data.loading import load_mnist
+    from brittle.margins.input import input_margins
+    from brittle.models import zoo
+
+    model, data = zoo.load("standard"), load_mnist().head(24)
+    value = brittle.expected_robustness(model, data, norm="linf", eps_max=0.1, points=11, device="cpu")
+    margins = input_margins(model, data, "linf", device="cpu")
+    grid = np.linspace(0, 0.1, 11)
+    curve = robust_accuracy_from_margins(margins.upper, margins.pred == data.y.numpy(), grid)
+    assert value == pytest.approx(expected_robustness(grid, curve["robust_accuracy"].to_numpy()), abs=1e-12)
+    assert 0 < value < float((margins.pred == data.y.numpy()).mean())
+    with pytest.raises(InputError, match="needs the threat model: norm= and eps_max="):
+        brittle.expected_robustness(model, data)
+    with pytest.raises(InputError, match="larger than half the domain"):
+        brittle.expected_robustness(model, data, norm="linf", eps_max=8)
+    with pytest.raises(InputError, match="needs accuracies"):
+        brittle.expected_robustness([0.0, 0.1])
+    assert inspect.signature(robust_accuracy_curve).parameters["steps"].default == 100  # trusted by default
+
+
+def test_robust_accuracy_curve_refuses_eps_beyond_the_domain() -> None:
+    x = torch.rand(4, 1, 28, 28)
+    with pytest.raises(InputError, match="larger than half the domain"):
+        robust_accuracy_curve(mnist_cnn().eval(), validate(x, torch.tensor([0, 1, 2, 3])), "linf", [0, 8])

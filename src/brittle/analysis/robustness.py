@@ -29,12 +29,28 @@ from ..execution.executor import Executor, as_executor, batch_seed
 __all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
 
 
-def expected_robustness(eps_grid: Sequence[float] | np.ndarray, accuracies: Sequence[float] | np.ndarray) -> float:
-    """Trapezoid area under the robust-accuracy curve divided by ε_max.
+def expected_robustness(eps_grid: Any, accuracies: Any = None, *, norm: str | None = None,
+                        eps_max: float | None = None, points: int = 101, method: str = "brittle",
+                        batch_size: int = 256, device: str | torch.device | None = "auto", seed: int = 0) -> float:
+    """Expected robustness: the robust accuracy averaged over ε uniform on [0, ε_max] (the trapezoid area under
+    the robust-accuracy curve divided by ε_max).
 
-    ``eps_grid`` must start at 0 and increase strictly; ``accuracies`` (in [0, 1]) has one value per ε.
-    A single-point grid ``[0]`` gives the clean accuracy.
+    Two forms:
+
+    - ``expected_robustness(eps_grid, accuracies)``: from a curve you have. ``eps_grid`` must start at 0 and
+      increase strictly; ``accuracies`` (in [0, 1]) has one value per ε. A grid ``[0]`` gives the clean accuracy.
+    - ``expected_robustness(model, data, norm="linf", eps_max=0.3)``: in one call, from brittle's input margins
+      of the labelled ``data`` (``method``, ``batch_size``, ``device``, ``seed`` as in `brittle.input_margins`),
+      the curve at ``points`` ε evenly spaced on [0, ε_max]. Margins give every ε at once, and a sample counts as
+      non-robust only with a verified adversarial example, so this is an upper bound on the true value.
     """
+    if isinstance(eps_grid, nn.Module):
+        return _expected_robustness_of_model(eps_grid, accuracies, norm=norm, eps_max=eps_max, points=points,
+                                             method=method, batch_size=batch_size, device=device, seed=seed)
+    if accuracies is None:
+        raise InputError("expected_robustness needs accuracies for the eps grid, or a model and data",
+                         "call expected_robustness(eps_grid, accuracies) or "
+                         "expected_robustness(model, data, norm='linf', eps_max=0.3)")
     grid = check_eps_grid(eps_grid)
     acc = np.asarray(accuracies, dtype=float)
     if acc.shape != grid.shape:
@@ -44,6 +60,27 @@ def expected_robustness(eps_grid: Sequence[float] | np.ndarray, accuracies: Sequ
     if grid.size == 1:
         return float(acc[0])
     return float(trapezoid(acc, grid) / grid[-1])
+
+
+def _expected_robustness_of_model(model: nn.Module, data: Any, *, norm: str | None, eps_max: float | None,
+                                  points: int, method: str, batch_size: int, device: Any, seed: int) -> float:
+    from ..core.validation import check_eps_for_domain
+    from ..margins.input import input_margins
+
+    if norm is None or eps_max is None:
+        raise InputError("expected_robustness(model, data) needs the threat model: norm= and eps_max=",
+                         "pass e.g. expected_robustness(model, data, norm='linf', eps_max=0.3)")
+    norm = check_norm(norm)
+    data = data if isinstance(data, Data) else as_data(data)
+    if data.y is None:
+        raise InputError("expected robustness needs labelled data", "pass labels y")
+    e_max = check_eps_for_domain([eps_max], norm, data.domain, int(np.prod(data.input_shape)))[0]
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
+        raise InputError(f"points must be an integer >= 2, got {points!r}", "pass e.g. points=101")
+    result = input_margins(model, data, norm, method, batch_size=batch_size, device=device, seed=seed)
+    grid = np.linspace(0.0, e_max, int(points))
+    curve = robust_accuracy_from_margins(result.upper, result.pred == data.y.numpy(), grid)
+    return expected_robustness(grid, curve["robust_accuracy"].to_numpy())
 
 
 def robust_accuracy_from_margins(input_margins: Sequence[float] | np.ndarray | torch.Tensor,
@@ -68,8 +105,16 @@ def robust_accuracy_from_margins(input_margins: Sequence[float] | np.ndarray | t
     if np.any(np.isnan(m)) or np.any(m < 0):
         raise InputError("input margins must be >= 0 (inf allowed), without NaN", "check the margin computation")
     grid = check_eps_grid(eps_grid, start_at_zero=False)
-    robust = c[None, :] & (m[None, :] > grid[:, None])
-    return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(1)})
+    return pd.DataFrame({"eps": grid, "robust_accuracy": share_robust(m, c, grid)})
+
+
+def share_robust(margins: np.ndarray, correct: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """``mean(correct & (margin > ε))`` for every ε (any order): the one robust-accuracy-from-margins kernel
+    behind `robust_accuracy_from_margins`, `brittle.analysis.consistency.robust_accuracy`, the audit summary
+    and the report's curves. Arrays are assumed checked (1-D, same length, no NaN)."""
+    kept = np.sort(np.asarray(margins, dtype=float)[np.asarray(correct, dtype=bool)])
+    eps = np.asarray(eps, dtype=float)
+    return (kept.size - np.searchsorted(kept, eps, side="right")) / max(len(correct), 1)
 
 
 @dataclass(frozen=True)
@@ -109,13 +154,16 @@ def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettin
 
 
 def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
-                          attack: str = "apgd-ce", steps: int = 10, batch_size: int = 500, seed: int = 0,
+                          attack: str = "apgd-ce", steps: int = 100, batch_size: int = 500, seed: int = 0,
                           device: str | torch.device | None = "auto",
                           executor: Executor | str | None = None) -> pd.DataFrame:
     """Robust accuracy of ``model`` on labelled ``data`` at each ε of ``eps_grid`` under a fixed-budget attack.
 
     ε = 0 is the clean accuracy. Only samples still robust at the previous ε are attacked at the next
     (robustness at ε is necessary for robustness at any larger ε), so the curve never increases.
+    The default, APGD-CE with 100 steps, is the budget AutoAttack uses: on the zoo's linf_madry at ε = 0.3,
+    10 steps reported 78.5% where 100 steps find 64% (and brittle's input margins 61%); fewer steps overstate
+    robustness. The attack is checked against the data's domain (ε at most half its width in L∞).
     ``executor`` computes the batches (default: this process; see `brittle.execution.make_executor`); the
     result is the same on every executor for the same seed.
     Returns a DataFrame with columns ``eps``, ``robust_accuracy`` and ``attack``.
@@ -128,6 +176,12 @@ def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_gri
     data = data if isinstance(data, Data) else as_data(data)  # keep a Data's own domain
     if data.y is None:
         raise InputError("robust accuracy needs labelled data", "pass labels y")
+    if (grid > 0).any():
+        from ..core.validation import check_eps_for_domain
+
+        check_eps_for_domain(grid[grid > 0], norm, data.domain, int(np.prod(data.input_shape)))
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass e.g. steps=100")
     settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
     dev = executor.driver_device(device)
     was_training = model.training

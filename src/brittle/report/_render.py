@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from ..errors import InputError, StoreError
 from . import _plots as plots
+from ..analysis.robustness import share_robust
 from ._load import Run, load_run, lookup_eps, num
 
 #: The gallery shows at most this many of the most brittle inputs.
@@ -98,7 +99,7 @@ def _flipped_share(run: Run, eps: float, bound: str) -> float | None:
     margin = run.samples[column].to_numpy(dtype=float, na_value=np.nan)[correct]
     if bound == "lower" and not np.nanmax(np.nan_to_num(margin), initial=0) > 0:
         return None
-    return float(np.mean(np.nan_to_num(margin, nan=0.0) <= eps))
+    return 1.0 - float(share_robust(np.nan_to_num(margin, nan=0.0), np.ones(len(margin), bool), [eps])[0])
 
 
 def _unlabelled_share(run: Run, eps: float) -> float | None:
@@ -117,6 +118,63 @@ def consistency_word(tau: float) -> str:
     if tau >= 0.3:
         return "low"
     return "very low"
+
+
+#: The report recommends a logit-margin monitor at ε only when, with the threshold that flags 95% of the
+#: non-robust inputs (the target recall), at most this share of the robust inputs is flagged too (FPR@95).
+#: Above it most alarms would be false: the report then says so and recommends no monitor.
+MONITOR_MAX_FPR = 0.2
+
+
+def monitor_advice(run: Run) -> dict[str, Any] | None:
+    """Whether to deploy a threshold on the logit margin, and which threshold (see `MONITOR_MAX_FPR`).
+
+    With a calibrated monitor in the run (``--monitor-eps``) its held-out threshold, recall and false-alarm
+    rate decide; otherwise the threshold is read off the audited inputs at the middle audited ε (threshold =
+    the 95th percentile of the logit margins of the non-robust correctly classified inputs; false alarms =
+    robust correctly classified inputs below it), which is optimistic because it is fitted and measured on the
+    same inputs.
+    """
+    mon = run.summary.get("monitor")
+    if isinstance(mon, dict) and num(mon.get("threshold")) is not None and num(mon.get("false_alarm_rate")) is not None:
+        score = "pseudo-margin" if mon.get("score") == "pseudo_margin" else "logit margin"
+        eps, threshold, fpr = mon.get("eps"), num(mon.get("threshold")), num(mon.get("false_alarm_rate"))
+        recall, where = num(mon.get("recall")), f"on {mon.get('n', DASH)} held-out inputs"
+    else:
+        lm = _samples_column(run, "logit_margin")
+        im = _samples_column(run, "input_margin_upper")
+        correct = _samples_column(run, "correct")
+        if lm is None or im is None or correct is None or not run.eps:
+            return None
+        eps = run.eps[len(run.eps) // 2]
+        correct = correct.astype(bool)
+        positive = correct & (np.nan_to_num(im, nan=np.inf) <= eps)
+        negative = correct & ~positive
+        if positive.sum() < 2 or negative.sum() < 2:
+            return None
+        ranked = np.sort(lm[positive])  # the smallest threshold that flags at least 95% of them
+        score, threshold = "logit margin", float(ranked[int(np.ceil(0.95 * len(ranked))) - 1])
+        recall = float(np.mean(lm[positive] <= threshold))
+        fpr = float(np.mean(lm[negative] <= threshold))
+        where = f"on the {int(correct.sum())} correctly classified audited inputs, fitted on the same inputs"
+    recommended = fpr <= MONITOR_MAX_FPR
+    facts = Markup("flagging inputs whose {} is ≤ <strong>{}</strong> catches {} of the inputs non-robust at "
+                   "ε = {} and flags <strong>{}</strong> of the robust ones ({})").format(
+        score, f3(threshold), pct(recall), eps_text(eps), pct(fpr), where)
+    if recommended:
+        sentence = Markup("Deployable monitor: {}. The false-alarm rate is at most {}, so brittle recommends this "
+                          "threshold.").format(facts, pct(MONITOR_MAX_FPR, 0))
+    else:
+        sentence = Markup("No monitor recommended: {}, more than the {} brittle accepts, so most alarms would be "
+                          "false.").format(facts, pct(MONITOR_MAX_FPR, 0))
+    return {"recommended": recommended, "threshold": threshold, "eps": eps, "recall": recall, "fpr": fpr,
+            "score": score, "sentence": sentence}
+
+
+def _samples_column(run: Run, name: str) -> np.ndarray | None:
+    if run.samples is None or name not in run.samples.columns or len(run.samples) == 0:
+        return None
+    return run.samples[name].to_numpy(dtype=float, na_value=np.nan)
 
 
 def _lead(run: Run) -> list[Markup]:
@@ -155,11 +213,12 @@ def _lead(run: Run) -> list[Markup]:
         sentence = Markup("Margin consistency is <strong>{}</strong> (Kendall τ = {}, 95% CI {}): ").format(
             consistency_word(value), f3(value), ci_text(tau))
         sentence += ("the logit margin, which costs one forward pass, ranks inputs by robustness much like the "
-                     "input margin does, so a threshold on it is a cheap robustness monitor."
-                     if value >= 0.5 else
-                     "the logit margin ranks inputs by robustness only loosely, so treat it as a rough signal "
-                     "rather than a monitor.")
+                     "input margin does." if value >= 0.5 else
+                     "the logit margin ranks inputs by robustness only loosely.")
         out.append(sentence)
+    advice = monitor_advice(run)
+    if advice is not None:
+        out.append(advice["sentence"])
     er = run.summary.get("expected_robustness") or {}
     er_value = num(er.get("from_margins")) if isinstance(er, dict) else None
     if er_value is not None:
@@ -309,6 +368,12 @@ def _version() -> str:
     return __version__
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write(html: str, out: Path) -> Path:
     """Write ``html`` to ``out`` atomically (a reader never sees half a page)."""
     out = Path(out)
@@ -318,6 +383,7 @@ def _write(html: str, out: Path) -> Path:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(html)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file (0644 at umask 022)
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
