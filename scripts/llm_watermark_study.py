@@ -50,11 +50,16 @@ def main() -> None:
     p.add_argument("--z-threshold", type=float, default=4.0)
     p.add_argument("--distill-steps", type=int, default=0)
     p.add_argument("--distill-out", default="runs/llm-distill")
+    p.add_argument("--distill-batch", type=int, default=8)
+    p.add_argument("--distill-seq-len", type=int, default=128)
+    p.add_argument("--distill-lr", type=float, default=1e-3)
+    p.add_argument("--distill-r", type=int, default=16)
+    p.add_argument("--skip-base", action="store_true", help="skip the plain/watermarked base-model rows")
     p.add_argument("--out", default="wm.json")
-    p.add_argument("--render", default=None, help="render this JSON into docs/llm-watermark.md and exit")
+    p.add_argument("--render", default=None, help="render these JSONs (comma list) into docs/llm-watermark.md")
     a = p.parse_args()
     if a.render:
-        return render(json.loads(Path(a.render).read_text()))
+        return render([json.loads(Path(f).read_text()) for f in a.render.split(",")])
     from brittle.llm.data import load_domain_texts
     from brittle.llm.distill import DistillConfig, WatermarkDistillation
     from brittle.llm.models import load_lm
@@ -65,7 +70,7 @@ def main() -> None:
     cfg = KGWConfig(gamma=a.gamma, delta=a.delta, z_threshold=a.z_threshold)
     det = KGWDetector(cfg, lm.vocab_size)
     out: dict = {"settings": vars(a), "rows": []}
-    for domain in ("medical", "news"):
+    for domain in (() if a.skip_base else ("medical", "news")):
         qs = queries(domain, a.n, a.data)
         for kind, c in (("plain", None), ("watermarked", cfg)):
             t0 = time.perf_counter()
@@ -81,15 +86,16 @@ def main() -> None:
             if domain == "medical" and kind == "watermarked":
                 out["example"] = lm.tokenizer.decode(ans[0])[:400]
     if a.distill_steps:
-        dcfg = DistillConfig(watermark=cfg, steps=a.distill_steps, batch_size=8, seq_len=128, lr=1e-3, lora_r=16,
-                             lora_alpha=32, checkpoint_every=50,
+        dcfg = DistillConfig(watermark=cfg, steps=a.distill_steps, batch_size=a.distill_batch,
+                             seq_len=a.distill_seq_len, lr=a.distill_lr, lora_r=a.distill_r,
+                             lora_alpha=2 * a.distill_r, checkpoint_every=10,
                              target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"))
         run = WatermarkDistillation(lm, dcfg, load_domain_texts("medical", "calibration", a.data)[:300],
                                     load_domain_texts("news", "calibration", a.data)[:300], a.distill_out)
-        res = run.run(log=lambda s, l: print(f"distill step {s}: loss {l:.4f}", flush=True) if s % 25 == 0 else None)
+        res = run.run(log=lambda s, l: print(f"distill step {s}: loss {l:.4f}", flush=True))
         out["distill"] = {"steps": res.step, "loss_first": res.losses[0], "loss_last": res.losses[-1],
-                          "seconds": res.seconds}
+                          "seconds": res.seconds, "config": {k: str(v) for k, v in vars(dcfg).items()}}
         student = type(lm)(model=run.model, tokenizer=lm.tokenizer, name="SmolLM2 + distilled", source="")
         for domain in ("medical", "news"):
             fp = fingerprint_check(student, queries(domain, a.n, a.data), cfg, max_new_tokens=a.max_new_tokens,
@@ -103,14 +109,14 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(out, indent=1))
 
 
-def render(res: dict) -> None:
-    s = res["settings"]
+def render(results: list[dict]) -> None:
     lines = ["| model | query domain | generation | answers flagged | z per answer: mean (min – max) | "
              "fingerprint z (all answers) | tokens scored |", "|---|---|---|---|---|---|---|"]
-    for r in res["rows"]:
-        lines.append(f"| {r['model']} | {r['domain']} | {r['generation']} | {r['flagged']}/{s['n']} | "
-                     f"{r['z_mean']:.2f} ({r['z_min']:.2f} – {r['z_max']:.2f}) | {r['fingerprint_z']:.2f} | "
-                     f"{r['fingerprint_tokens']} |")
+    for res in results:
+        for r in res["rows"]:
+            lines.append(f"| {r['model']} | {r['domain']} | {r['generation']} | {r['flagged']}/{res['settings']['n']} "
+                         f"| {r['z_mean']:.2f} ({r['z_min']:.2f} – {r['z_max']:.2f}) | {r['fingerprint_z']:.2f} | "
+                         f"{r['fingerprint_tokens']} |")
     block = "\n".join(lines)
     start, end = "<!-- wm-table:start -->", "<!-- wm-table:end -->"
     text = DOC.read_text()

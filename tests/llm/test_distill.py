@@ -43,6 +43,9 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
     assert res2.losses == pytest.approx(res.losses, rel=1e-5)
     a, b = _adapters(full), _adapters(again)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # a finished run can be extended: more steps continue from the checkpoint
+    more = WatermarkDistillation(tiny_llama(seed=0), _cfg(steps=7), DOMAIN, OTHER, tmp_path / "b").run()
+    assert more.resumed_from == 6 and more.step == 7
     # checkpoint files are weights_only-safe
     torch.load(tmp_path / "b" / "checkpoint" / "optimizer.pt", weights_only=True)
 

@@ -61,7 +61,9 @@ class DistillConfig:
         self.target_modules = tuple(self.target_modules)
 
     def fingerprint(self, extra: str = "") -> str:
-        blob = json.dumps({**asdict(self), "watermark": asdict(self.watermark)}, sort_keys=True, default=str)
+        """Identity of the run: every setting except ``steps`` and ``checkpoint_every`` (a run may be extended)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("steps", "checkpoint_every")}
+        blob = json.dumps({**d, "watermark": asdict(self.watermark)}, sort_keys=True, default=str)
         return hashlib.sha256((blob + extra).encode()).hexdigest()[:16]
 
 
