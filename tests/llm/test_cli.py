@@ -46,3 +46,9 @@ def test_tiny_end_to_end(tmp_path, capsys):
                            "--out", str(tmp_path / "m")], capsys)
     assert code == 0, err
     assert (tmp_path / "m" / "config.json").is_file()
+
+
+def test_missing_extra_names_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
+    code, _, err = _run(["llm", "watermark", "detect", "--text", "hello"], capsys)
+    assert code == 2 and 'pip install "brittle[llm]"' in err and len(err.strip().splitlines()) == 1

@@ -54,7 +54,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
 
 
 #: One module per command (or command group), each with ``register(app)``; a new command is a new module here.
-COMMAND_MODULES = ("zoo", "margins", "audit", "demo", "train", "explain", "adapt", "ood")
+COMMAND_MODULES = ("zoo", "margins", "audit", "demo", "train", "explain", "adapt", "ood", "llm")
 
 
 def _register_commands() -> None:
