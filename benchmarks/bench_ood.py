@@ -41,9 +41,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from brittle.data.loading import load_mnist
+    from brittle.data.loading import load_mnist, validate
     from brittle.data.ood_sets import load_fashion_mnist_test
-    from brittle.data.loading import validate
     from brittle.models import zoo
     from brittle.ood import KNN, MSP, RMD, Energy, Mahalanobis, ReAct, ViM
     from brittle.ood.cache import FeatureCache

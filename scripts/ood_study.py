@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 
 def tables(model: str, summary: dict) -> str:
     sets = summary["ood_sets"]
@@ -70,7 +68,7 @@ def main() -> int:
         doc = Path(__file__).resolve().parents[1] / "docs" / "ood.md"
         text = doc.read_text()
         new = re.sub(r"(<!-- ood-study:start -->\n).*?(<!-- ood-study:end -->)", lambda m: m.group(1) + block + m.group(2),
-                     text, flags=re.S)
+                     text, flags=re.DOTALL)
         doc.write_text(new)
     return 0
 

@@ -14,8 +14,27 @@ from torch import nn
 from brittle.analysis.detection import ood_metrics, threshold_at_tpr
 from brittle.errors import BrittleError, InputError, ModelError
 from brittle.models.features import Features
-from brittle.ood import (ASH, DICE, GEN, KNN, MSP, ODIN, RMD, SCALE, SHE, Energy, Entropy, GradNorm, KLMatching,
-                         Mahalanobis, MaxLogit, ReAct, ViM, find_head, penultimate_layer)
+from brittle.ood import (
+    ASH,
+    DICE,
+    GEN,
+    KNN,
+    MSP,
+    ODIN,
+    RMD,
+    SCALE,
+    SHE,
+    Energy,
+    Entropy,
+    GradNorm,
+    KLMatching,
+    Mahalanobis,
+    MaxLogit,
+    ReAct,
+    ViM,
+    find_head,
+    penultimate_layer,
+)
 from brittle.ood.cache import FeatureCache, layers_of
 from brittle.ood.registry import detector_names, make_detector
 
@@ -303,15 +322,15 @@ def test_react_dice_ash_scale_equal_numpy_references(zoo_world):
     w = zoo_world
     W, b = _head(w)
     h_fit = w["ff"].output("6").astype(np.float64)
-    energy = lambda z: -logsumexp(z, axis=1)  # noqa: E731
+    energy = lambda z: -logsumexp(z, axis=1)
 
     c = np.percentile(h_fit.ravel(), 90)
-    react = lambda f: energy(np.minimum(f.output("6"), c) @ W.T + b)  # noqa: E731
+    react = lambda f: energy(np.minimum(f.output("6"), c) @ W.T + b)
     _check(_pair(ReAct().bind(w["model"]).fit(w["ff"]), w), (react(w["ft"]), react(w["fo"])), w, rtol=1e-5)
 
     contrib = W * h_fit.mean(0)[None]
     mask = contrib > np.percentile(contrib, 90)
-    dice = lambda f: energy(f.output("6") @ (W * mask).T + b)  # noqa: E731
+    dice = lambda f: energy(f.output("6") @ (W * mask).T + b)
     _check(_pair(DICE().bind(w["model"]).fit(w["ff"]), w), (dice(w["ft"]), dice(w["fo"])), w, rtol=1e-5)
 
     def ash_s(x, p):  # the official ash_s on a (B, n) tensor
@@ -333,9 +352,9 @@ def test_react_dice_ash_scale_equal_numpy_references(zoo_world):
         t.zero_().scatter_(dim=1, index=i, src=v)
         return (x * torch.exp(s1 / t.sum(1))[:, None]).numpy()
 
-    ash = lambda f: energy(ash_s(f.output("6"), 90) @ W.T + b)  # noqa: E731
+    ash = lambda f: energy(ash_s(f.output("6"), 90) @ W.T + b)
     _check(_pair(ASH().bind(w["model"]).fit(w["ff"]), w), (ash(w["ft"]), ash(w["fo"])), w, rtol=1e-5)
-    sc = lambda f: energy(scale(f.output("6"), 85) @ W.T + b)  # noqa: E731
+    sc = lambda f: energy(scale(f.output("6"), 85) @ W.T + b)
     _check(_pair(SCALE().bind(w["model"]).fit(w["ff"]), w), (sc(w["ft"]), sc(w["fo"])), w, rtol=1e-5)
 
 

@@ -109,7 +109,7 @@ def test_combined_monitor_gives_a_brittleness_and_an_ood_flag_in_one_pass(model)
     from brittle.data.loading import load_mnist
     from brittle.monitoring.combined import CombinedMonitor
     from brittle.monitoring.monitor import Monitor
-    from brittle.ood import ODIN, Energy, KNN
+    from brittle.ood import KNN, ODIN, Energy
 
     mnist = load_mnist()
     val = mnist.subset(slice(4000, 4300))

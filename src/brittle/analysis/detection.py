@@ -30,9 +30,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
-from ..core.validation import as_bool_array, as_eps_array, as_margin_array, check_unit_interval
+from ..core.validation import (
+    as_bool_array,
+    as_eps_array,
+    as_margin_array,
+    check_unit_interval,
+)
 from ..errors import InputError
 
 Samples = Literal["all", "correct"]

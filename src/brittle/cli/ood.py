@@ -16,7 +16,7 @@ callable(RunContext) -> dict`` (run after the detectors, see `brittle.ood.run.Ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -74,12 +74,12 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         ood_sets: str = typer.Option("all", "--ood", help="Comma-separated OOD sets: fashion-mnist, uniform, "
                                      "gaussian, rotated, inverted, permuted, digits, 'all', or data specs (.npz)."),
         detectors: str = typer.Option("all", "--detectors", help="Comma-separated detector names or 'all'."),
-        combine: Optional[str] = typer.Option(None, "--combine", help="Combination strategies of the detectors "
+        combine: str | None = typer.Option(None, "--combine", help="Combination strategies of the detectors "
                                               "(when available), comma-separated."),
-        weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
-        data_root: Optional[Path] = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
+        weights: Path | None = typer.Option(None, help="State-dict checkpoint for module:factory models."),
+        data_root: Path | None = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
                                                  "Fashion-MNIST); also BRITTLE_DATA_ROOT."),
-        limit: Optional[int] = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
+        limit: int | None = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
         target_tpr: float = typer.Option(0.95, "--target-tpr", help="TPR (share of ID accepted) for FPR and thresholds."),
         batch_size: int = typer.Option(512, help="Inputs per forward pass."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -121,7 +121,6 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
     if id_data.lower() in ("mnist", "mnist:test"):
         bench = Benchmark.mnist(names, root=root, seed=seed, limit=limit)
     else:
-        from ..data.ood_sets import load_ood_set
 
         data = load_data(id_data, root, limit=None)
         from ..ood.benchmark import split_id
@@ -145,12 +144,18 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         extensions.append(_combine_module().cli_extension(strategies, {"target_tpr": target_tpr, "seed": seed}))
 
     # --- run ---------------------------------------------------------------------------------------------
-    common = dict(config=config, target_tpr=target_tpr, overwrite=overwrite, batch_size=batch_size, device=device,
-                  extensions=extensions, report=report, command=command_line())
+    common = {"config": config, "target_tpr": target_tpr, "overwrite": overwrite, "batch_size": batch_size,
+              "device": device, "extensions": extensions, "report": report, "command": command_line()}
     if State.quiet:
         summary = run_ood(net, bench, dets, out, **common)
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as bar:

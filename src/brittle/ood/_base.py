@@ -173,7 +173,7 @@ class OODDetector(Scorer):
     def layers(self) -> tuple[str, ...]:
         return (self.layer,) if self.uses_layer and self.layer is not None else ()
 
-    def bind(self, model: nn.Module) -> "OODDetector":
+    def bind(self, model: nn.Module) -> OODDetector:
         """Resolve the penultimate layer and the final linear layer from ``model`` (no-op for detectors that
         read only the logits). Returns ``self``."""
         if self.uses_layer and self.layer is None:
@@ -186,7 +186,7 @@ class OODDetector(Scorer):
             self.set_head(w, b)
         return self
 
-    def set_head(self, weight: Any, bias: Any) -> "OODDetector":
+    def set_head(self, weight: Any, bias: Any) -> OODDetector:
         """Set the final linear layer ``logits = h Wᵀ + b`` by value (``W``: (C, D), ``b``: (C,))."""
         w = np.asarray(weight, dtype=np.float64)
         b = np.asarray(bias, dtype=np.float64).reshape(-1)
@@ -229,7 +229,7 @@ class OODDetector(Scorer):
     def is_fitted(self) -> bool:
         return self._fitted or not self.requires_fit
 
-    def fit(self, features: Features, target: Any = None) -> "OODDetector":
+    def fit(self, features: Features, target: Any = None) -> OODDetector:
         """Learn from in-distribution features (``target``: class labels where a detector is class-conditional;
         None = the predicted classes)."""
         features = check_features(features)
@@ -241,7 +241,7 @@ class OODDetector(Scorer):
         if self.uses_head:
             self._check_head(features)
 
-    def fit_model(self, model: nn.Module, data: Any, target: Any = None, **extract_options: Any) -> "OODDetector":
+    def fit_model(self, model: nn.Module, data: Any, target: Any = None, **extract_options: Any) -> OODDetector:
         """`bind` to ``model``, then fit on the features of ``data`` (labels of ``data`` used when ``target`` is None
         and the data has them)."""
         from ..data.loading import as_data

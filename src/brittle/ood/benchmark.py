@@ -107,7 +107,7 @@ class Benchmark:
         self.ood = {str(k): as_data(v) for k, v in ood.items()}
         clash = set(self.ood) & {"id", *ID_SETS}
         if clash:
-            raise InputError(f"OOD set name {sorted(clash)[0]!r} is reserved", "rename the OOD set")
+            raise InputError(f"OOD set name {min(clash)!r} is reserved", "rename the OOD set")
         shapes = {tuple(d.x.shape[1:]) for d in (self.fit_data, self.test_data, *self.ood.values())}
         if len(shapes) != 1:
             raise InputError(f"ID and OOD inputs have different shapes {sorted(shapes)}",
@@ -143,7 +143,7 @@ class Benchmark:
     # --- constructors --------------------------------------------------------------------------------
     @classmethod
     def mnist(cls, ood: Iterable[str] | str = "all", *, root: str | os.PathLike | None = None, seed: int = 0,
-              limit: int | None = None) -> "Benchmark":
+              limit: int | None = None) -> Benchmark:
         """MNIST vs Fashion-MNIST and the generated sets (splits: module docstring). ``limit`` caps every set."""
         from ..data.loading import load_mnist
         from ..data.ood_sets import OOD_SETS, load_ood_set
@@ -181,13 +181,13 @@ class Benchmark:
         return cls(fit, test, sets, val=val, name="mnist", notes=notes)
 
     @classmethod
-    def from_data(cls, id_data: Any, ood: dict[str, Any], **kwargs: Any) -> "Benchmark":
+    def from_data(cls, id_data: Any, ood: dict[str, Any], **kwargs: Any) -> Benchmark:
         """Any ID data split 40% fit / 10% val / 50% test (in order) against named OOD data."""
         fit, val, test = split_id(id_data)
         return cls(fit, test, ood, val=val, **kwargs)
 
     # --- evaluation ------------------------------------------------------------------------------------
-    def session(self, model: nn.Module, *, batch_size: int = 512, device: Any = "auto") -> "Session":
+    def session(self, model: nn.Module, *, batch_size: int = 512, device: Any = "auto") -> Session:
         return Session(self, model, batch_size=batch_size, device=device)
 
     def evaluate(self, model: nn.Module, detectors: Any = "all", *, target_tpr: float = 0.95, batch_size: int = 512,

@@ -22,7 +22,14 @@ import torch
 from ..errors import InputError
 from ..models.features import Features
 from ..scores.base import register
-from ._base import OODDetector, check_choice, check_positive, decode_array, encode_array, layer_matrix
+from ._base import (
+    OODDetector,
+    check_choice,
+    check_positive,
+    decode_array,
+    encode_array,
+    layer_matrix,
+)
 
 
 def normalise(h: np.ndarray) -> np.ndarray:

@@ -31,8 +31,16 @@ from torch import nn
 from ..errors import InputError
 from ..models.features import Features
 from ..scores.base import register
-from ._base import (OODDetector, as_labels, check_positive, decode_array, encode_array, layer_matrix,
-                    penultimate_layer, t64)
+from ._base import (
+    OODDetector,
+    as_labels,
+    check_positive,
+    decode_array,
+    encode_array,
+    layer_matrix,
+    penultimate_layer,
+    t64,
+)
 from ._gradients import input_gradient, score_dataset
 
 
@@ -116,7 +124,7 @@ class Mahalanobis(OODDetector):
     def needs_model(self) -> bool:  # type: ignore[override]
         return any(v > 0 for v in self._noise())
 
-    def bind(self, model: nn.Module) -> "Mahalanobis":
+    def bind(self, model: nn.Module) -> Mahalanobis:
         if self._names is None:
             self._names = [penultimate_layer(model, self.head)]
         self._check_noise()

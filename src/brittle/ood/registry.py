@@ -17,7 +17,7 @@ def _ood() -> dict[str, type[Scorer]]:
 class _Detectors(dict):
     """Live view of the registered OOD detectors (name → class)."""
 
-    def refresh(self) -> "_Detectors":
+    def refresh(self) -> _Detectors:
         self.clear()
         self.update(_ood())
         return self
