@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..core.progress import progress_bar
 
 from .._version import __version__
 from ..core.validation import check_norm
@@ -203,8 +203,8 @@ def _compute(model: nn.Module, data: Data, settings: MarginSettings, executor: E
     method, batch_size = settings.method, settings.batch_size
     n_batches = -(-len(data) // batch_size)
     where = "" if executor.name == "local" else f", {executor.describe(device)}"
-    bar = tqdm(total=len(data), unit="sample", desc=f"input margins ({settings.norm}, {method}{where})",
-               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(len(data), unit="sample", desc=f"input margins ({settings.norm}, {method}{where})",
+                       enabled=progress)  # plain sparse lines when stderr is not a terminal
     resumed = {"n": 0}
 
     def on_batch(samples: int, recomputed: bool) -> None:
