@@ -77,10 +77,6 @@ class DistillResult:
     out_dir: Path
     seconds: float
 
-    @property
-    def finished(self) -> bool:
-        return False if not self.losses and self.step == 0 else True
-
 
 class WatermarkDistillation:
     """LoRA distillation of a domain-conditioned KGW watermark into ``lm`` (a ``LanguageModel``), resumable."""

@@ -63,11 +63,10 @@ def _standardise(X: np.ndarray) -> np.ndarray:
 def coverage_radius(X: np.ndarray, selected: Sequence[int]) -> float:
     """Largest distance from any point of ``X`` to its nearest selected point (lower = better coverage)."""
     X = np.asarray(X, dtype=np.float64)
-    S = X[list(selected)]
-    d2 = ((X[:, None, :] - S[None, :, :]) ** 2).sum(-1) if len(X) * len(S) < 4_000_000 else None
-    if d2 is None:
-        d2 = np.stack([((X - s) ** 2).sum(1) for s in S], axis=1)
-    return float(np.sqrt(d2.min(1).max()))
+    nearest = np.full(len(X), np.inf)
+    for s in X[list(selected)]:  # one selected point at a time: memory O(len(X))
+        nearest = np.minimum(nearest, ((X - s) ** 2).sum(1))
+    return float(np.sqrt(nearest.max()))
 
 
 def kcenter_greedy(X: np.ndarray, n: int, seed: int = 0) -> list[int]:
