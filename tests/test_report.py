@@ -452,3 +452,22 @@ def test_report_recommends_a_monitor_only_when_its_false_alarms_allow(tmp_path: 
         assert "Deployable monitor: flagging inputs whose logit margin is ≤" in text
     else:
         assert "No monitor recommended" in text and "cheap robustness monitor" not in text
+
+
+def test_scatter_axes_are_not_stretched_by_one_outlier_and_show_every_eps(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from brittle.report._load import load_run
+    from brittle.report._plots import _draw_scatter
+
+    run_dir = make_run(tmp_path / "run", n=300)
+    samples = pd.read_parquet(run_dir / "samples.parquet")
+    finite = samples["input_margin_upper"].replace(np.inf, np.nan).dropna()
+    samples.loc[samples.index[0], ["input_margin_upper", "correct"]] = [1e-9, False]  # one misclassified outlier
+    samples.to_parquet(run_dir / "samples.parquet", index=False)
+    ax = Figure().add_subplot()
+    run = load_run(run_dir)
+    assert _draw_scatter(ax, run)
+    low, high = ax.get_ylim()
+    assert low > 0.1 * float(finite.min())  # one 1e-9 outlier would have put the floor near 1e-9
+    assert all(low < e < high for e in run.eps)

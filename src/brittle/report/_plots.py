@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..analysis.robustness import share_robust
 from ._load import Run, num
 
 CORRECT, INCORRECT, UNLABELLED, CENSORED = "#2b6cb0", "#dd6b20", "#4a5568", "#6b46c1"
@@ -109,9 +110,13 @@ def _draw_scatter(ax: Any, run: Run, *, thumbnail: bool = False) -> bool:
     censored = np.isinf(im)
     finite_im = im[~censored & (im > 0)]
     pos_lm = lm[lm > 0]
-    y_floor = float(finite_im.min()) / 2 if finite_im.size else 1e-3
-    x_floor = float(pos_lm.min()) / 2 if pos_lm.size else 1e-3
-    y_top_data = float(finite_im.max()) if finite_im.size else max(run.eps or [1.0])
+    # Axis floors from the 1st percentile, not the minimum: one misclassified input with a margin of 1e-7
+    # would otherwise stretch the log axis over decades; the few points below are drawn on the floor.
+    y_floor = float(np.quantile(finite_im, 0.01)) / 2 if finite_im.size else 1e-3
+    x_floor = float(np.quantile(pos_lm, 0.01)) / 2 if pos_lm.size else 1e-3
+    if run.eps:
+        y_floor = min(y_floor, min(run.eps) / 2)  # every audited ε stays inside the plot
+    y_top_data = max(float(finite_im.max()) if finite_im.size else 0.0, max(run.eps or [1.0]))
     y_edge = y_top_data * 1.8
     x = np.clip(lm, x_floor, None)
     y = np.where(censored, y_edge, np.clip(im, y_floor, None))
@@ -240,8 +245,7 @@ def robust_curve(run: Run, eps_max: float, points: int = 241) -> dict[str, np.nd
     n = correct.size
 
     def share_above(margin: np.ndarray) -> np.ndarray:  # mean(correct & margin > ε) for every ε of the grid
-        kept = np.sort(np.nan_to_num(margin, nan=0.0)[correct])
-        return (kept.size - np.searchsorted(kept, grid, side="right")) / max(n, 1)
+        return share_robust(np.nan_to_num(margin, nan=0.0), correct, grid)
 
     out = {"eps": grid, "upper": share_above(upper)}
     lower = _column(run, "input_margin_lower")
