@@ -1,0 +1,95 @@
+"""Strength of brittle's minimal-norm attack against fixed-ε attacks (APGD-T of AutoAttack, in brittle's code)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from brittle import input_margins
+from brittle.errors import InputError
+from brittle.margins.attacks import FastBoundaryAttack
+from brittle.margins.attacks.base import is_flipped
+from brittle.margins.attacks.pgd import apgd_t, run_attack, square_linf
+
+torch.set_num_threads(1)
+
+
+def test_apgd_t_fools_a_linear_model_exactly_beyond_its_margin() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = nn.Linear(10, 4)
+    x = torch.randn(64, 10, generator=g)
+    with torch.no_grad():
+        logits = model(x)
+    y = logits.argmax(1)
+    # L2 margin to each other class of a linear model: (z_y - z_j) / |w_y - w_j|
+    w = model.weight
+    gaps = logits.gather(1, y[:, None]) - logits
+    dist = gaps / (w[y][:, None, :] - w[None, :, :]).norm(dim=2).clamp_min(1e-12)
+    dist[torch.arange(64), y] = torch.inf
+    margin = dist.amin(1)
+    eps = margin * torch.where(torch.arange(64) % 2 == 0, 0.8, 1.25)
+    x_adv = apgd_t(model, x, y, eps, norm="l2", steps=50, domain=(-50.0, 50.0),
+                   generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    assert torch.equal(fooled, margin < eps)
+    assert bool(((x_adv - x).norm(dim=1) <= eps * (1 + 1e-5) + 1e-6).all())
+
+
+def test_apgd_t_by_name_and_bad_settings() -> None:
+    model = nn.Linear(5, 3)
+    x, y = torch.rand(8, 5), torch.zeros(8, dtype=torch.long)
+    out = run_attack("apgd-t", model, x, y, 0.1, steps=5)
+    assert out.shape == x.shape and float((out - x).abs().max()) <= 0.1 + 1e-6
+    with pytest.raises(InputError):
+        apgd_t(model, x, y, 0.1, targets=0)
+    with pytest.raises(InputError):
+        FastBoundaryAttack("linf", strength="extreme")
+    with pytest.raises(InputError):
+        FastBoundaryAttack("linf", budgets=[0.1, -1.0])
+
+
+def test_square_stays_in_ball_and_domain() -> None:
+    from brittle.models.zoo.architectures import mnist_cnn
+
+    model = mnist_cnn().eval()
+    x = torch.rand(6, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    x_adv = square_linf(model, x, y, 0.2, queries=50, generator=torch.Generator().manual_seed(0))
+    assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+@pytest.mark.slow
+def test_margins_flip_every_sample_apgd_t_flips_at_eps_03() -> None:
+    """Every input that fixed-ε APGD-T (9 targets, 100 steps) breaks at ε = 0.3 has a verified bound <= 0.3.
+
+    The zoo's ``linf_madry`` piles its margins up around its training ε = 0.3, the hardest place for a
+    minimal-norm attack to match a fixed-ε one. With ``budgets=[0.3]`` the samples whose bound lies just above
+    0.3 are attacked at 0.3 itself (``strength="thorough"``: APGD-T on 9 targets, 5000 Square queries; with
+    the default 3 targets and 2000 queries, image 12 at 0.3056 is missed: APGD-T breaks it on about one random
+    start in seven); each bound stays a verified adversarial example.
+    """
+    from brittle.data.loading import load_mnist
+    from brittle.models import zoo
+
+    model = zoo.load("linf_madry").eval()
+    data = load_mnist().head(64)
+    eps = 0.3
+    res = input_margins(model, data, "linf", device="cpu", budgets=[eps], strength="thorough")
+    pred = torch.from_numpy(res.pred)
+    x_adv = apgd_t(model, data.x, pred, eps, steps=100, targets=9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        broken = is_flipped(model(x_adv), pred).numpy()
+        # every finite bound is a verified adversarial example of that norm
+        found = np.isfinite(res.upper)
+        xa = torch.from_numpy(res.x_adv[found])
+        assert bool(is_flipped(model(xa), pred[found]).all())
+    norms = (xa - data.x[found]).reshape(int(found.sum()), -1).abs().amax(1).numpy()
+    assert np.allclose(norms, res.upper[found], rtol=1e-5, atol=1e-7)
+    assert broken.sum() >= 15, "test data too easy: APGD-T should break many of these images at eps=0.3"
+    missed = broken & (res.upper > eps)
+    assert not missed.any(), f"APGD-T broke {missed.sum()} images at {eps} whose margins are {res.upper[missed]}"
