@@ -252,9 +252,9 @@ def _clean_start(source_model: torch.nn.Module, clean: Data | None) -> dict[str,
 def _bar(progress: bool, total: int, name: str) -> Any:
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
 
-    return tqdm(total=total, desc=f"adapt ({name})", unit="img", leave=False)
+    return progress_bar(total, desc=f"adapt ({name})", unit="img", leave=False)
 
 
 # --------------------------------------------------------------------------------------------
