@@ -1,4 +1,4 @@
-"""Resumable training runs: `brittle.training.trainer.train` with a checkpoint per epoch in a run store.
+"""Resumable training runs: a `brittle.training.trainer.Trainer` with a checkpoint per epoch in a run store.
 
 ``train_run`` writes into its output directory: ``run.sqlite`` (configuration, fingerprints, the state after
 every finished epoch), and at the end ``model.pt`` (state dict), ``history.csv``, ``training_curve.png`` and
@@ -25,7 +25,7 @@ from ..models.loading import model_fingerprint, resolve_device
 from ..analysis.robustness import expected_robustness, robust_accuracy_curve
 from ..margins.compute import versions
 from ..execution.store import RunStore
-from .trainer import History, train
+from .trainer import History, Trainer
 
 CHECKPOINT = "checkpoint"
 
@@ -77,13 +77,25 @@ def plot_history(history: History, path: Path) -> Path:
 def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data: Data | None = None,
               eval_eps_grid: list[float] | None = None, eval_n: int = 1000, overwrite: bool = False,
               progress: bool = False, command: str | None = None, **train_options: Any) -> dict[str, Any]:
-    """Train ``model`` (in place) with `brittle.training.trainer.train`, checkpointing each epoch into ``out``.
+    """Train ``model`` (in place) with a `brittle.training.trainer.Trainer`, checkpointing each epoch into ``out``.
 
     ``eval_eps_grid`` (starting at 0; default ``[0, ε/4, ε/2, 3ε/4, ε]`` of the training ε) sets the APGD-CE
     grid on up to ``eval_n`` samples of ``val_data`` for the final clean / robust / expected-robust accuracy.
-    Returns the summary written to ``out/summary.json``.
+    Returns the summary written to ``out/summary.json``. Every setting (``train_options`` as for
+    `brittle.training.trainer.train`), the data and the grid are checked before ``out`` is written.
     """
     out = Path(out)
+    # every check before the run directory is written: settings, data, model, evaluation grid
+    fit_options = {k: v for k, v in train_options.items() if k == "callback"}
+    trainer = Trainer(progress=progress, **{k: v for k, v in train_options.items() if k not in fit_options})
+    data = trainer.labelled(data)
+    if val_data is not None:
+        val_data = trainer.labelled(val_data, "validation")
+    trainer.trained_modules(model)
+    eps = float(train_options.get("eps", 0.0))
+    grid = eval_eps_grid or ([0.0] + [eps * f for f in (0.25, 0.5, 0.75, 1.0)] if eps > 0 else [0.0])
+    if val_data is not None and grid[0] != 0:
+        raise InputError("the evaluation ε grid must start at 0", "prepend 0 to --eval-eps")
     settings = {k: _setting(v) for k, v in sorted(train_options.items())}
     config = {"job": "train", "initial_model_fingerprint": model_fingerprint(model),
               "data_fingerprint": data.fingerprint(),
@@ -98,19 +110,15 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
         def checkpoint(epoch: int, state: dict[str, Any]) -> None:
             store.put_artifact(CHECKPOINT, _state_bytes(state))
 
-        history = train(model, data, val_data=val_data, progress=progress, checkpoint_fn=checkpoint,
-                        resume_state=resume, **train_options)
+        history = trainer.fit(model, data, val_data=val_data, checkpoint_fn=checkpoint, resume_state=resume,
+                              **fit_options)
     torch.save(model.state_dict(), out / "model.pt")
     history.to_frame().to_csv(out / "history.csv", index=False)
     plot_history(history, out / "training_curve.png")
     summary: dict[str, Any] = {"epochs": len(history), "history": history.to_dicts(),
                                "train_seconds": time.perf_counter() - t0}
-    if val_data is not None and val_data.y is not None:
-        eps = float(train_options.get("eps", 0.0))
+    if val_data is not None:
         norm = train_options.get("norm", "linf")
-        grid = eval_eps_grid or ([0.0] + [eps * f for f in (0.25, 0.5, 0.75, 1.0)] if eps > 0 else [0.0])
-        if grid[0] != 0:
-            raise InputError("the evaluation ε grid must start at 0", "prepend 0 to --eval-eps")
         curve = robust_accuracy_curve(model, val_data.head(min(eval_n, len(val_data))), norm, grid,
                                       seed=int(train_options.get("seed", 0)),
                                       device=train_options.get("device", "cpu"))
