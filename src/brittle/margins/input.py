@@ -23,7 +23,7 @@ from .attacks import AttackResult, Cost, Ensemble, MinimalNormAttack, keep_best,
 from ..core.validation import check_norm
 from ..data.loading import Domain, as_data
 from ..errors import InputError, ModelError
-from ..models.loading import check_logits, prepare_model, resolve_device
+from ..models.loading import check_logits, device_mismatch_error, prepare_model, resolve_device
 
 #: every ``method`` of `input_margins`
 METHODS = (*ATTACK_METHODS, "exact")
@@ -141,6 +141,9 @@ def margins_for_batch(model: nn.Module, x: torch.Tensor, pred: torch.Tensor | No
         attack = build_attack(method, norm, seed=seed, **method_options)
     elif attack.norm != norm:
         raise InputError(f"the attack is for {attack.norm} but norm={norm!r}", "build the attack for this norm")
+    mismatch = device_mismatch_error(model, x.device)
+    if mismatch is not None:
+        raise mismatch
     clean_pred = _clean_pass(model, x, num_classes)
     if pred is None:
         pred = clean_pred
@@ -210,7 +213,7 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. batch_size=256")
     data = as_data(data)
-    dev = resolve_device(device)
+    dev = resolve_device(device, like=data.x)
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     attack = build_attack(method, norm, seed=seed, **method_options)
     n = len(data)

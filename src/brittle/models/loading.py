@@ -26,9 +26,16 @@ from ..errors import ModelError
 _LOGIT_KEYS = ("logits", "logit", "output", "out", "scores")
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` are taken as given."""
+def resolve_device(device: str | torch.device | None = "auto", like: Any = None) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:1"`` are taken as given.
+
+    With ``like`` (the data, a tensor), ``"auto"`` picks the device the data already sits on when that is an
+    accelerator: a model on the CPU that meets CUDA inputs is then moved to the inputs' GPU.
+    """
     if device is None or (isinstance(device, str) and device == "auto"):
+        held = getattr(like, "device", None)
+        if isinstance(held, torch.device) and held.type != "cpu":
+            return held
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -100,6 +107,7 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
         try:
             out = model(sample[:2].to(dev))
         except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+            _refuse_device_mismatch(model, dev, exc)
             _refuse_missing_channel(model, sample[:2].to(dev))
             raise ModelError(f"the model failed on inputs of shape {tuple(sample[:2].shape)}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -112,6 +120,36 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
         out = model(sample[:2].to(dev))
     check_logits(out, len(sample[:2]), num_classes)
     return model
+
+
+def model_devices(model: nn.Module) -> set[torch.device]:
+    """Devices of the model's parameters and buffers (empty for a model without any)."""
+    return {t.device for t in [*model.parameters(), *model.buffers()]}
+
+
+def device_mismatch_error(model: nn.Module, inputs: torch.device) -> ModelError | None:
+    """A `ModelError` naming both devices when the model holds tensors off the inputs' device, else None."""
+    others = sorted(str(d) for d in model_devices(model) if d != inputs)
+    if not others:
+        return None
+    return ModelError(f"device mismatch: the inputs are on {inputs} but the model holds tensors on "
+                      f"{', '.join(others)}",
+                      f"move the model to {inputs} (model.to('{inputs}')), or pass device='auto' to let brittle "
+                      "move it; register extra tensors with self.register_buffer so that .to() moves them too")
+
+
+def _refuse_device_mismatch(model: nn.Module, dev: torch.device, exc: Exception) -> None:
+    """After a failed forward: name the two devices when that is the cause (not the input shape)."""
+    error = device_mismatch_error(model, dev)
+    if error is not None:
+        raise error from None
+    text = str(exc)
+    lowered = text.lower()
+    if "device" in lowered and ("same device" in lowered or "expected device" in lowered or "cuda" in lowered):
+        raise ModelError(f"device mismatch: the inputs are on {dev} but the model uses tensors on another device "
+                         f"({text.splitlines()[0][:160]})",
+                         "register the model's tensors as parameters or buffers so that model.to(device) moves "
+                         "them, or create them on the input's device in forward") from None
 
 
 def _refuse_missing_channel(model: nn.Module, sample: torch.Tensor) -> None:
