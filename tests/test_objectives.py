@@ -14,8 +14,14 @@ from torch import nn
 from brittle.data.loading import load_digits
 from brittle.errors import BrittleError
 from brittle.models.zoo.architectures import mlp
-from brittle.training.objectives import (OBJECTIVES, BatchContext, Objective, StandardObjective, TradesObjective,
-                                         make_objective)
+from brittle.training.objectives import (
+    OBJECTIVES,
+    BatchContext,
+    Objective,
+    StandardObjective,
+    TradesObjective,
+    make_objective,
+)
 from brittle.training.run import train_run
 from brittle.training.trainer import Trainer, train
 
@@ -84,7 +90,7 @@ def test_objective_is_deterministic_for_a_seed(method: str, attack: str, norm: s
 @pytest.mark.parametrize("method", sorted(OBJECTIVES))
 def test_objective_trains_deterministically_through_train(method: str) -> None:
     d = load_digits().head(120)
-    kw = dict(method=method, eps=0.1, steps=2, epochs=2, batch_size=40, progress=False, seed=7)
+    kw = {"method": method, "eps": 0.1, "steps": 2, "epochs": 2, "batch_size": 40, "progress": False, "seed": 7}
     a = mlp(64, (16,), 10)
     b = copy.deepcopy(a)
     ha, hb = train(a, d, **kw), train(b, d, **kw)

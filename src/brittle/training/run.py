@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..analysis.robustness import expected_robustness, robust_accuracy_curve
 from ..data.loading import Data
 from ..errors import InputError, StoreError
-from ..models.loading import model_fingerprint, resolve_device
-from ..analysis.robustness import expected_robustness, robust_accuracy_curve
-from ..margins.compute import versions
 from ..execution.store import RunStore
+from ..margins.compute import versions
+from ..models.loading import model_fingerprint, resolve_device
 from .trainer import History, Trainer
 
 CHECKPOINT = "checkpoint"

@@ -13,8 +13,16 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["Schedule", "Constant", "LinearWarmup", "TwoHinge", "Automatic", "FromCallable", "make_schedule",
-           "SCHEDULES"]
+__all__ = [
+    "SCHEDULES",
+    "Automatic",
+    "Constant",
+    "FromCallable",
+    "LinearWarmup",
+    "Schedule",
+    "TwoHinge",
+    "make_schedule",
+]
 
 
 def _check_eps(eps: float) -> float:

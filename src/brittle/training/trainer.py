@@ -30,8 +30,17 @@ from ..models.loading import resolve_device
 from .objectives import OBJECTIVES, BatchContext, Objective, make_objective
 from .schedules import Schedule, make_schedule
 
-__all__ = ["Trainer", "train", "History", "EpochRecord", "evaluate", "METHODS", "PROTOCOLS", "LR_SCHEDULES",
-           "OPTIMIZERS"]
+__all__ = [
+    "LR_SCHEDULES",
+    "METHODS",
+    "OPTIMIZERS",
+    "PROTOCOLS",
+    "EpochRecord",
+    "History",
+    "Trainer",
+    "evaluate",
+    "train",
+]
 
 METHODS = tuple(OBJECTIVES)
 PROTOCOLS = ("full", "linear", "partial")

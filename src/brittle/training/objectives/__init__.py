@@ -13,8 +13,16 @@ from .madry import MadryObjective
 from .standard import StandardObjective
 from .trades import TradesObjective
 
-__all__ = ["OBJECTIVES", "BatchContext", "Objective", "StandardObjective", "MadryObjective", "TradesObjective",
-           "make_objective", "eval_mode"]
+__all__ = [
+    "OBJECTIVES",
+    "BatchContext",
+    "MadryObjective",
+    "Objective",
+    "StandardObjective",
+    "TradesObjective",
+    "eval_mode",
+    "make_objective",
+]
 
 #: Training objectives by method name (``brittle train --method``).
 OBJECTIVES: dict[str, type[Objective]] = {

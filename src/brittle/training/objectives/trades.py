@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
-from .base import BatchContext, Objective, finite_at_least, eval_mode
+from .base import BatchContext, Objective, eval_mode, finite_at_least
 
 
 def kl_to(p_clean: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
