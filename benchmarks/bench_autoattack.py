@@ -3,8 +3,9 @@
 For every (model, norm) row group, on the same MNIST test images:
 
 * ``brittle``: one minimal-norm run (``brittle.input_margins``, default options unless ``--strength`` /
-  ``--options``) gives every ε at once: a sample counts as robust at ε when it is classified correctly and its
-  verified upper-bound margin exceeds ε;
+  ``--options``, with ``budgets`` = the row group's three ε) gives every ε at once: a sample counts as robust
+  at ε when it is classified correctly and its verified upper-bound margin exceeds ε; ``brittle_plain`` is
+  the same without ``budgets`` (margins that know of no ε);
 * ``autoattack``: AutoAttack ``version="standard"`` (APGD-CE, APGD-T, FAB-T, Square; PyPI ``pyautoattack``),
   one run per ε, seed 0;
 * ``union``: robust only if neither attack flips the sample (how much each attack adds to the other).
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=500, help="brittle's and AutoAttack's batch size")
     p.add_argument("--strength", default=None, help="brittle's strength setting (default: the default)")
     p.add_argument("--options", default="{}", help="JSON of extra brittle attack options")
+    p.add_argument("--no-budgets", action="store_true",
+                   help="run brittle without budgets=<the row's ε> (by default brittle gets them, and a second "
+                        "run without them is reported as brittle_plain)")
     p.add_argument("--aa-cache", default=None, help="JSON file of AutoAttack results to reuse and extend")
     p.add_argument("--skip-aa", action="store_true", help="brittle only (AutoAttack from the cache if there)")
     p.add_argument("--time-limit", type=float, default=None, help="stop starting new groups after this many s")
@@ -126,11 +130,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         name, norm = spec.split(":")
         model = zoo.load(name).to(device).eval()
-        _sync(device)
-        start, cpu = time.perf_counter(), time.process_time()
-        res = input_margins(model, data, norm, device=device, batch_size=args.batch_size, **options)
-        _sync(device)
-        b_seconds, b_cpu = time.perf_counter() - start, time.process_time() - cpu
+        def brittle_run(extra: dict[str, Any]) -> tuple[Any, float, float]:
+            _sync(device)
+            start, cpu = time.perf_counter(), time.process_time()
+            out = input_margins(model, data, norm, device=device, batch_size=args.batch_size, **options, **extra)
+            _sync(device)
+            return out, time.perf_counter() - start, time.process_time() - cpu
+
+        plain, p_seconds, p_cpu = brittle_run({})
+        if args.no_budgets:
+            res, b_seconds, b_cpu = plain, p_seconds, p_cpu
+        else:
+            res, b_seconds, b_cpu = brittle_run({"budgets": list(EPS[norm])})
         correct = res.pred == data.y.numpy()
         entry: dict[str, Any] = {
             "model": name, "norm": norm, "samples": args.n, "clean_accuracy": float(correct.mean()),
@@ -138,7 +149,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "backward_per_sample": res.backward_passes / args.n,
                         "found": float(np.isfinite(res.upper).mean()),
                         "median_upper": float(np.median(res.upper))},
-            "eps": []}
+            "brittle_plain": {"seconds": round(p_seconds, 3), "cpu_seconds": round(p_cpu, 3),
+                              "forward_per_sample": plain.forward_passes / args.n,
+                              "backward_per_sample": plain.backward_passes / args.n},
+            "budgets": not args.no_budgets, "eps": []}
         aa_total, aa_cpu = 0.0, 0.0
         for eps in EPS[norm]:
             key = f"{name}|{norm}|{eps}|{args.n}|{device.type}"
@@ -150,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     with open(args.aa_cache, "w") as fh:
                         json.dump(cache, fh)
             b_robust = correct & (res.upper > eps)
-            row: dict[str, Any] = {"eps": eps, "brittle_robust_accuracy": float(b_robust.mean())}
+            row: dict[str, Any] = {"eps": eps, "brittle_robust_accuracy": float(b_robust.mean()),
+                                   "brittle_plain_robust_accuracy": float((correct & (plain.upper > eps)).mean())}
             if aa is not None:
                 a_robust = np.array([c == "1" for c in aa["robust"]])
                 aa_total += aa["seconds"]
