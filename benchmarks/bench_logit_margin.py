@@ -28,6 +28,16 @@ from brittle.data.loading import load_mnist
 from brittle.models.loading import resolve_device
 
 
+def resnet50_case(n: int) -> tuple[torch.nn.Module, "brittle.Data"]:
+    """torchvision ResNet-50 with random weights (timing only) and ``n`` random 224-px RGB images in [0, 1]."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    x = torch.rand(n, 3, 224, 224)
+    return model, brittle.as_data(x, num_classes=1000)
+
+
 def plain_forward(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> None:
     with torch.inference_mode():
         for lo in range(0, len(x), batch_size):
@@ -42,7 +52,8 @@ def brittle_scores(model: torch.nn.Module, data, batch_size: int, device: torch.
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="standard,linf_madry")
+    p.add_argument("--models", default="standard,linf_madry",
+                   help="zoo names, and/or resnet50 (torchvision, random weights, random 224-px images)")
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=7)
@@ -50,10 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    data = load_mnist().head(args.n)
+    mnist = load_mnist().head(args.n)
     rows = []
     for name in args.models.split(","):
-        model = zoo.load(name).to(device).eval()
+        if name == "resnet50":
+            model, data = resnet50_case(args.n)
+            model = model.to(device)
+        else:
+            model, data = zoo.load(name).to(device).eval(), mnist
         plain_forward(model, data.x, args.batch_size, device)  # warm-up (allocator, kernels)
         brittle_scores(model, data, args.batch_size, device)
         plain_s, brittle_s = [], []
@@ -65,12 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
             brittle_scores(model, data, args.batch_size, device)
             brittle_s.append(time.perf_counter() - t0)
         plain, ours = statistics.median(plain_s), statistics.median(brittle_s)
-        rows.append({"model": name, "images": args.n, "plain_forward_s": round(plain, 4),
+        rows.append({"model": name, "images": args.n, "batch_size": args.batch_size, "plain_forward_s": round(plain, 4),
                      "logit_margins_s": round(ours, 4), "plain_images_per_s": round(args.n / plain),
                      "logit_margins_images_per_s": round(args.n / ours),
                      "throughput_ratio": round(plain / ours, 3)})
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "logit_margin_throughput", "device": str(device), "torch": torch.__version__,
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
               "load_average": os.getloadavg(), "batch_size": args.batch_size, "repeats": args.repeats,
               "results": rows}

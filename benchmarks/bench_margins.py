@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in methods:
                 if method in ("deepfool-torchattacks", "ddn-foolbox") and norm != "l2":
                     continue
+                # warm-up on a few images (CUDA context, kernel selection), so that no method pays for it
+                input_margins(model, data.head(8), norm, method, batch_size=8, device=args.device, seed=args.seed)
                 start = time.perf_counter()
                 runs[method] = input_margins(model, data, norm, method, batch_size=args.batch_size,
                                              device=args.device, seed=args.seed)
