@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..analysis.robustness import share_robust
+from ..analysis.consistency import share_robust
 from ._load import Run, num
 
 CORRECT, INCORRECT, UNLABELLED, CENSORED = "#2b6cb0", "#dd6b20", "#4a5568", "#6b46c1"
@@ -242,7 +242,6 @@ def robust_curve(run: Run, eps_max: float, points: int = 241) -> dict[str, np.nd
     if correct is None or upper is None or eps_max <= 0:
         return None
     grid = np.linspace(0.0, eps_max, points)
-    n = correct.size
 
     def share_above(margin: np.ndarray) -> np.ndarray:  # mean(correct & margin > ε) for every ε of the grid
         return share_robust(np.nan_to_num(margin, nan=0.0), correct, grid)

@@ -14,7 +14,7 @@ from markupsafe import Markup
 
 from ..errors import InputError, StoreError
 from . import _plots as plots
-from ..analysis.robustness import share_robust
+from ..analysis.consistency import share_robust
 from ._load import Run, load_run, lookup_eps, num
 
 #: The gallery shows at most this many of the most brittle inputs.
