@@ -130,7 +130,8 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
           command: str | None = None, method_options: dict[str, Any] | None = None,
           executor: Executor | str | None = None, stages: Sequence[AuditStage] = (),
           pseudo_margin: str | None = None, monitor_eps: float | None = None, monitor_recall: float = 0.95,
-          pseudo_margin_options: dict[str, Any] | None = None, report: bool = True) -> Audit:
+          pseudo_margin_options: dict[str, Any] | None = None, subset_estimate: int | None = None,
+          report: bool = True) -> Audit:
     """Audit ``model`` on ``data``: margins of every input and what margin consistency says about them.
 
     With ``out``, margins are computed into a resumable run store there (re-running resumes; a different
@@ -139,8 +140,9 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     `brittle.execution.make_executor`).
 
     ``stages`` are the steps after the margins (`brittle.auditing.stages`); ``pseudo_margin=`` /
-    ``pseudo_margin_options=`` and ``monitor_eps=`` / ``monitor_recall=`` are shortcuts for
-    `PseudoMarginStage` and `MonitorStage`. ``pseudo_margin="logits"`` (sorted logit gaps) or a layer name
+    ``pseudo_margin_options=``, ``monitor_eps=`` / ``monitor_recall=`` and ``subset_estimate=N`` are shortcuts
+    for `PseudoMarginStage`, `MonitorStage` and `SubsetEstimateStage` (robust accuracy estimated from attacking
+    only N inputs, checked against the full audit). ``pseudo_margin="logits"`` (sorted logit gaps) or a layer name
     (that layer's output plus the logits) fits a `PseudoMargin` (default: the pairwise ranking loss, which
     over-fits less than the paper's regression on the square root of the margin, ``{"loss": "regression"}``)
     on a random half of the samples (seeded by ``seed``) and reports Kendall τ / AUROC / AUPR / FPR@95 of the
@@ -159,7 +161,7 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     executor = as_executor(executor)
     data = as_data(data)
     stages = sorted([*stages, *stages_from_options(pseudo_margin, monitor_eps, monitor_recall,
-                                                   pseudo_margin_options)], key=lambda s: s.order)
+                                                   pseudo_margin_options, subset_estimate)], key=lambda s: s.order)
     for stage in stages:
         if not isinstance(stage, AuditStage):
             raise InputError(f"stages must be AuditStage objects, got {type(stage).__name__}",

@@ -5,7 +5,8 @@ A stage is a class with a registry ``name``; `audit` runs the stages it is given
 cluster or worker exists), then `AuditStage.run` adds columns to the per-sample table, a section to the
 summary and, optionally, a fitted object saved next to the results (``file``).
 
-Built-in stages: `PseudoMarginStage` (``"pseudo_margin"``) and `MonitorStage` (``"monitor"``). Both work on a
+Built-in stages: `PseudoMarginStage` (``"pseudo_margin"``), `MonitorStage` (``"monitor"``) and
+`SubsetEstimateStage` (``"subset_estimate"``). The first two work on a
 fit / evaluation split of the audited samples (column ``split``): a pseudo-margin is fitted on the fit half
 and measured on the evaluation half; a monitor is calibrated on the fit half, or — when a pseudo-margin is
 its score — on half of the evaluation half (``"calib"``), which the pseudo-margin never saw, and measured on
@@ -267,9 +268,13 @@ class MonitorStage(AuditStage):
 
 
 def stages_from_options(pseudo_margin: str | None = None, monitor_eps: Any = None, monitor_recall: Any = 0.95,
-                        pseudo_margin_options: dict[str, Any] | None = None) -> list[AuditStage]:
-    """The stages behind `audit`'s shortcut arguments (and the CLI's ``--pseudo-margin`` / ``--monitor-eps``)."""
+                        pseudo_margin_options: dict[str, Any] | None = None,
+                        subset_estimate: int | None = None) -> list[AuditStage]:
+    """The stages behind `audit`'s shortcut arguments (and the CLI's ``--pseudo-margin`` / ``--monitor-eps`` /
+    ``--subset-estimate``)."""
     stages: list[AuditStage] = []
+    if subset_estimate is not None:
+        stages.append(SubsetEstimateStage(subset_estimate))
     if pseudo_margin is not None:
         stages.append(PseudoMarginStage(pseudo_margin, pseudo_margin_options))
     elif pseudo_margin_options:
@@ -280,3 +285,44 @@ def stages_from_options(pseudo_margin: str | None = None, monitor_eps: Any = Non
     elif monitor_recall != 0.95:
         MonitorStage(1.0, monitor_recall).check(None, MIN_SPLIT_SAMPLES, "linf")  # a bad recall is still refused
     return stages
+
+
+@register_stage
+class SubsetEstimateStage(AuditStage):
+    """How well robust accuracy is estimated from attacking only ``n`` of the audited inputs (the logit margin
+    standing in for the rest), per ε and method, with the full audit's value as the truth it is checked
+    against: the check to run before trusting cheap estimates on a larger set (`brittle.analysis.subset`)."""
+
+    name = "subset_estimate"
+    order = 30
+
+    def __init__(self, n: int = 100, methods: tuple[str, ...] = ("isotonic", "threshold"), n_boot: int = 200):
+        from ..analysis.subset import METHODS
+
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise InputError(f"the subset size must be an integer >= 2, got {n!r}", "pass e.g. --subset-estimate 100")
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise InputError(f"unknown subset-estimation method(s) {unknown or methods!r}", f"use some of {METHODS}")
+        self.n, self.methods, self.n_boot = int(n), tuple(methods), int(n_boot)
+
+    def check(self, model: nn.Module, n: int, norm: str) -> None:
+        if n <= self.n:
+            raise InputError(f"a subset of {self.n} of the {n} audited inputs estimates nothing the audit does "
+                             "not already measure", "audit more inputs or pass a smaller subset size")
+
+    def run(self, ctx: AuditContext) -> None:
+        from ..analysis.subset import estimate_robust_accuracy
+
+        if "correct" not in ctx.table:
+            ctx.summary["subset_estimates"] = []
+            return
+        logit, correct = ctx.table["logit_margin"].to_numpy(float), ctx.table["correct"].to_numpy(bool)
+        rows = []
+        for e in ctx.eps:
+            for method in self.methods:
+                est = estimate_robust_accuracy(logit, correct, ctx.upper, e, self.n, method=method, seed=ctx.seed,
+                                               n_boot=self.n_boot)
+                rows.append({"eps": e, "n": est.n_attacked, "method": method, "estimate": est.estimate,
+                             "ci_low": est.ci_low, "ci_high": est.ci_high, "true": est.truth})
+        ctx.summary["subset_estimates"] = rows

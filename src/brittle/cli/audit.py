@@ -76,7 +76,11 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
               help="Calibrate a deployment monitor for inputs non-robust at E (same norm and units as --eps) on "
                    "half the samples, measure it on the other half; writes DIR/monitor.json."),
           monitor_recall: float = typer.Option(0.95, "--monitor-recall", metavar="R",
-                                               help="Target recall of non-robust inputs for --monitor-eps, in (0, 1].")
+                                               help="Target recall of non-robust inputs for --monitor-eps, in (0, 1]."),
+          subset_estimate: Optional[int] = typer.Option(
+              None, "--subset-estimate", metavar="N",
+              help="Also estimate robust accuracy from attacking only N inputs (logit margin for the rest) and "
+                   "check it against the full audit: the report's subset section.")
           ) -> None:
     """Audit a model: margins, margin consistency, detection, robust accuracy; writes DIR/summary.json,
     DIR/samples.parquet and DIR/report.html (plus pseudo-margin and monitor files when asked for)."""
@@ -97,7 +101,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
                        progress=not State.quiet, model_name=model, command=command_line(), executor=executor,
                        pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall,
-                       report=report)
+                       subset_estimate=subset_estimate, report=report)
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
     if not State.quiet:
         for line in audit_extras_lines(result.summary):
