@@ -1,0 +1,50 @@
+"""Validation before side effects: for every command that writes a run directory, an invalid setting that
+only the API can judge exits 2 and leaves no directory (no ``run.sqlite``), and the corrected command then
+succeeds in the same directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brittle.cli import main
+from brittle.data.loading import load_digits
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    d = load_digits()
+    folder = tmp_path_factory.mktemp("digits")
+    np.savez(folder / "train.npz", x=d.x[:300].reshape(300, -1).numpy(), y=d.y[:300].numpy())
+    return folder / "train.npz"
+
+
+def _commands(npz):
+    quick_train = ["--arch", "brittle.models.zoo.architectures:mlp", "--data", str(npz), "--val-data", str(npz),
+                   "--epochs", "1", "--batch-size", "100", "--eval-n", "20"]
+    return {
+        "audit": (["audit", "-m", "standard", "-d", "mnist", "--limit", "10", "--eps", "0.1", "--batch-size", "10",
+                   "--no-report"], ["--method", "carlini"]),
+        "margins": (["margins", "-m", "standard", "-d", "mnist", "--limit", "10", "--batch-size", "10"],
+                    ["--lower", "magic"]),
+        "train": (["train", *quick_train], ["--method", "carlini"]),
+        "finetune": (["finetune", "-m", "standard", "-d", "mnist", "--limit", "40", "--val-data", "mnist",
+                      "--epochs", "1", "--batch-size", "20", "--eval-n", "20"], ["--attack", "bogus"]),
+        "ood": (["ood", "-m", "standard", "--ood", "uniform", "--detectors", "msp", "--limit", "200", "--no-report"],
+                ["--detectors", "no-such-detector"]),
+        "adapt": (["adapt", "-m", "standard_bn", "--shift", "gaussian_noise:3", "--limit", "64", "--batch-size", "32",
+                   "--no-report"], ["--method", "magic"]),
+    }
+
+
+@pytest.mark.parametrize("command", ["audit", "margins", "train", "finetune", "ood", "adapt"])
+def test_bad_setting_leaves_no_run_directory_and_the_fix_runs_there(command, digits_npz, tmp_path, capsys):
+    good, bad = _commands(digits_npz)[command]
+    out = tmp_path / "D"
+    code = main(["--quiet", *good, *bad, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "run.sqlite").exists() and not out.exists()
+    assert main(["--quiet", *good, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert out.is_dir()
