@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..errors import InputError
 from ..core.validation import as_bool_array, as_eps_array, as_margin_array, check_unit_interval
@@ -171,6 +170,7 @@ def margin_correlations(input_margin: Any, logit_margin: Any, *, n_boot: int = 1
 
     The point estimates are exactly ``scipy.stats.kendalltau`` (τ-b), ``spearmanr`` and ``pearsonr``.
     """
+    from scipy import stats  # lazy: slow to import
     d_in = as_margin_array(input_margin, "input_margin", min_len=2)
     score = as_margin_array(logit_margin, "logit_margin", n=len(d_in), allow_inf=False, nonnegative=False)
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:

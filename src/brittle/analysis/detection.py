@@ -30,12 +30,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 from ..core.validation import (
     as_bool_array,
@@ -72,6 +66,7 @@ def fpr_at_tpr(positive: np.ndarray, score: np.ndarray, target_tpr: float = 0.95
     ties between points of equal TPR towards the *largest* FPR, so it can report a higher FPR when negatives
     lie between two consecutive positives; brittle reports the lowest.
     """
+    from sklearn.metrics import roc_curve  # lazy: slow to import
     fpr, tpr, thr = roc_curve(positive, -score, drop_intermediate=False)
     i = int(np.argmax(tpr >= target_tpr - 1e-12))
     return float(fpr[i]), float(tpr[i]), float(-thr[i])
@@ -79,6 +74,7 @@ def fpr_at_tpr(positive: np.ndarray, score: np.ndarray, target_tpr: float = 0.95
 
 def detection_error(positive: np.ndarray, score: np.ndarray) -> float:
     """``min_t 0.5·(1 − TPR) + 0.5·FPR`` over thresholds of ``score`` (positives flagged by *high* score)."""
+    from sklearn.metrics import roc_curve  # lazy: slow to import
     fpr, tpr, _ = roc_curve(positive, score, drop_intermediate=False)
     return float(np.min(0.5 * (1 - tpr) + 0.5 * fpr))
 
@@ -139,6 +135,7 @@ class OODMetrics:
 def ood_metrics(id_scores: Any, ood_scores: Any, *, target_tpr: float = 0.95, curves: bool = False) -> OODMetrics:
     """AUROC, AUPR-In, AUPR-Out, FPR at ``target_tpr`` (ID positives), detection error and the threshold, for
     scores where higher = more OOD. ``curves=True`` keeps the ROC curve (OOD positives)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve  # lazy: slow to import
     s_id, s_ood = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
     target_tpr = check_unit_interval(target_tpr, "target_tpr")
     s = np.concatenate([s_id, s_ood])
@@ -223,6 +220,8 @@ class DetectionMetrics:
 
 
 def _one_detection(d_in: np.ndarray, score: np.ndarray, eps: float) -> Detection:
+    from sklearn.metrics import (  # lazy: slow to import
+        average_precision_score, precision_recall_curve, roc_auc_score, roc_curve)
     pos = d_in <= eps
     n, n_pos = len(pos), int(pos.sum())
     empty = np.array([])

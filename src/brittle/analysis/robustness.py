@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.integrate import trapezoid
+
 from torch import nn
 
 from ..core.validation import check_norm
@@ -60,6 +60,7 @@ def expected_robustness(eps_grid: Any, accuracies: Any = None, *, norm: str | No
         raise InputError("accuracies must lie in [0, 1]", "pass fractions, not percentages")
     if grid.size == 1:
         return float(acc[0])
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
     return float(trapezoid(acc, grid) / grid[-1])
 
 
