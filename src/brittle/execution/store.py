@@ -125,10 +125,6 @@ class RunStore:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     # -- batches ------------------------------------------------------------------------------
     def done(self, job: str) -> set[int]:
         """Indices of the committed batches of ``job``."""
