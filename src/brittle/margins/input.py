@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import METHODS as ATTACK_METHODS
+from .attacks import ATTACK_METHODS
+from .bounds.certify import BOUND_METHODS
 from .attacks import AttackResult, Cost, Ensemble, MinimalNormAttack, keep_best, make_attack, verify
 from ..core.validation import check_norm
 from ..data.loading import Domain, as_data
@@ -26,9 +27,9 @@ from ..errors import InputError, ModelError
 from ..models.loading import check_logits, device_mismatch_error, prepare_model, resolve_device
 
 #: every ``method`` of `input_margins`
-METHODS = (*ATTACK_METHODS, "exact")
+INPUT_MARGIN_METHODS = (*ATTACK_METHODS, "exact")
 #: every ``lower`` of `input_margins` (besides None)
-LOWER_METHODS = ("ibp", "crown-ibp", "crown")
+LOWER_METHODS = BOUND_METHODS  # certified lower bounds (brittle.margins.bounds)
 
 
 @dataclass
@@ -87,8 +88,8 @@ class BatchMargins:
 
 
 def check_method(method: Any, lower: Any) -> None:
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(f"unknown input-margin method {method!r}", f"use one of: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in INPUT_MARGIN_METHODS:
+        raise InputError(f"unknown input-margin method {method!r}", f"use one of: {', '.join(INPUT_MARGIN_METHODS)}")
     if lower is not None and lower not in LOWER_METHODS:
         raise InputError(f"unknown lower-bound method {lower!r}", f"use one of {LOWER_METHODS} or None")
 
@@ -203,7 +204,11 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
         lower: ``"ibp"``, ``"crown-ibp"`` or ``"crown"`` to add certified lower bounds (ReLU networks of
             Linear / Conv2d; ``"crown"`` is the tightest and much the slowest on convolutional layers).
         **method_options: options of the attack (e.g. ``steps=200``; ``attacks=[...]`` for ``"ensemble"``;
-            ``time_limit`` for ``"exact"``).
+            ``time_limit`` for ``"exact"``). For ``"brittle"``: ``strength="fast" | "default" | "thorough"``,
+            and ``budgets=[ε, ...]``, the perturbation budgets at which robust accuracy will be read off the
+            margins: samples whose bound lies just above a budget are then attacked at that ε itself
+            (APGD-CE, APGD-T, Square), so that the margins imply a robust accuracy at those ε as low as
+            AutoAttack's, at a fraction of its time (see ``benchmarks/RESULTS.md``).
 
     Returns:
         `InputMargins` with numpy arrays per sample: ``upper`` is ``inf`` where nothing was found, never 0.
