@@ -69,6 +69,36 @@ def test_eps_larger_than_half_the_domain_is_refused():
         check_eps_for_domain([15.0], "l2", (0, 1), 784)
 
 
+def test_audit_refuses_eps_beyond_the_domain_before_any_side_effect(tmp_path, mnist16):
+    model = zoo.load("standard")
+    with pytest.raises(InputError, match=r"ε = 8 is larger than half the domain's width.*8/255 instead of 8"):
+        brittle.audit(model, mnist16, eps=[0.1, 8], out=tmp_path / "run")
+    with pytest.raises(InputError, match="half the diagonal"):
+        brittle.audit(model, mnist16, norm="l2", eps=15, out=tmp_path / "run")
+    with pytest.raises(InputError, match=r"ε = 0.9 is larger than half the domain's width"):
+        brittle.audit(model, mnist16, eps=0.1, monitor_eps=0.9, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_compute_margins_refuses_budgets_beyond_the_domain(tmp_path, mnist16):
+    with pytest.raises(InputError, match=r"ε = 8 is larger than half the domain's width"):
+        brittle.compute_margins(zoo.load("standard"), mnist16, out=tmp_path / "m", method_options={"budgets": [8]})
+    assert not (tmp_path / "m").exists()
+
+
+def test_robust_accuracy_curve_refuses_a_grid_beyond_the_domain(mnist16):
+    with pytest.raises(InputError, match=r"ε = 8 is larger than half the domain's width"):
+        brittle.robust_accuracy_curve(zoo.load("standard"), mnist16, "linf", [0, 0.1, 8])
+
+
+def test_cli_audit_eps_8_on_0_1_data_is_refused_in_one_line(tmp_path):
+    proc = _cli("audit", "-m", "standard", "--eps", "8", "--limit", "16", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ε = 8 is larger than half the domain's width"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # ---- probabilities instead of logits ----------------------------------------------------------------------
 
 class _Softmaxed(nn.Module):

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations, robust_accuracy
 from ..analysis.robustness import expected_robustness, robust_accuracy_from_margins
-from ..core.validation import check_eps
+from ..core.validation import check_eps, check_eps_for_domain
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..execution.executor import Executor, as_executor
@@ -158,8 +158,11 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
                                      method_options=method_options)
     norm = settings.norm
     eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps)
-    executor = as_executor(executor)
     data = as_data(data)
+    eps = check_eps_for_domain(eps, norm, data.domain, int(np.prod(data.input_shape)))  # e.g. 8 meant as 8/255
+    if isinstance(monitor_eps, (int, float)) and not isinstance(monitor_eps, bool) and monitor_eps > 0:
+        check_eps_for_domain([monitor_eps], norm, data.domain, int(np.prod(data.input_shape)))
+    executor = as_executor(executor)
     stages = sorted([*stages, *stages_from_options(pseudo_margin, monitor_eps, monitor_recall,
                                                    pseudo_margin_options, subset_estimate)], key=lambda s: s.order)
     for stage in stages:

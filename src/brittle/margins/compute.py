@@ -21,7 +21,7 @@ from torch import nn
 from ..core.progress import progress_bar
 
 from .._version import __version__
-from ..core.validation import check_norm
+from ..core.validation import check_eps_for_domain, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError, StoreError
 from .logit import margins_from_logits
@@ -182,6 +182,9 @@ def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: 
     data = data if isinstance(data, Data) else as_data(data)
     settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
                                      method_options=method_options)
+    budgets = settings.method_options.get("budgets")  # the ε the margins will be read at, in the data's units
+    if budgets is not None and np.size(budgets):
+        check_eps_for_domain(budgets, settings.norm, data.domain, int(np.prod(data.input_shape)))
     executor = as_executor(executor)
     if out is not None and store is not None:
         raise InputError("both out and store were given", "pass out=DIR (a run directory) or store=, not both")
