@@ -123,11 +123,11 @@ def _margin(logits: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, tor
 STRENGTHS: dict[str, dict[str, float | int]] = {
     # brittle 0.2.0's attack: boundary steps, adaptive-radius descent, segment fallback, polish
     "fast": {"probe_steps": 0, "probe_ratio": 0.95, "probe_rounds": 4, "probe_targets": 0,
-             "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 2000},
+             "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 1000},
     # + fixed-radius APGD-CE probes just below each bound in L2 (-1: 12 steps for L2, none for L∞, where the
     # passes are worth more in the descent), + the budget stage where budgets are given
     "default": {"probe_steps": -1, "probe_ratio": 0.95, "probe_rounds": 1, "probe_targets": 0,
-                "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 2000},
+                "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 1000},
     # longer probes with targeted ones, and AutoAttack-sized budget stages (9 targets, 5000 Square queries)
     "thorough": {"probe_steps": 100, "probe_ratio": 0.97, "probe_rounds": 6, "probe_targets": 2,
                  "budget_window": 0.25, "budget_steps": 100, "budget_targets": 9, "budget_queries": 5000},
