@@ -58,7 +58,7 @@ AttackFn = Callable[[np.ndarray], Any]
 
 #: Target recalls searched by the paper's threshold method (``determine_lda`` in the authors' code).
 PAPER_ALPHAS = (0.80, 0.825, 0.85, 0.875, 0.90, 0.925, 0.95, 0.99)
-METHODS = ("isotonic", "threshold", "stratified")
+ESTIMATION_METHODS = ("isotonic", "threshold", "stratified")
 
 
 @dataclass
@@ -356,8 +356,8 @@ def estimate_robust_accuracy(logit_margin: Any, correct: Any, input_margins: Any
     eps = float(eps)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"n must be an integer >= 1, got {n!r}", "pass the number of points to attack, e.g. n=500")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
+    if method not in ESTIMATION_METHODS:
+        raise InputError(f"unknown method {method!r}", f"use one of {', '.join(ESTIMATION_METHODS)}")
     if selection not in ("random", "adaptive"):
         raise InputError(f"unknown selection {selection!r}", "use 'random' or 'adaptive'")
     if method == "threshold" and selection != "random":
@@ -415,7 +415,7 @@ def estimate_robust_accuracy(logit_margin: Any, correct: Any, input_margins: Any
 
 
 def subset_error_curve(logit_margin: Any, correct: Any, input_margin: Any, eps: float, ns: Sequence[int], *,
-                       repeats: int = 20, methods: Sequence[str] = METHODS, selection: Selection = "random",
+                       repeats: int = 20, methods: Sequence[str] = ESTIMATION_METHODS, selection: Selection = "random",
                        seed: int = 0, ci: float = 0.95, n_boot: int = 100) -> pd.DataFrame:
     """Simulate the subset estimators on full margins: one row per (method, n, repeat).
 

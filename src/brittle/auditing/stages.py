@@ -297,13 +297,13 @@ class SubsetEstimateStage(AuditStage):
     order = 30
 
     def __init__(self, n: int = 100, methods: tuple[str, ...] = ("isotonic", "threshold"), n_boot: int = 200):
-        from ..analysis.subset import METHODS
+        from ..analysis.subset import ESTIMATION_METHODS
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
             raise InputError(f"the subset size must be an integer >= 2, got {n!r}", "pass e.g. --subset-estimate 100")
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in ESTIMATION_METHODS]
         if unknown or not methods:
-            raise InputError(f"unknown subset-estimation method(s) {unknown or methods!r}", f"use some of {METHODS}")
+            raise InputError(f"unknown subset-estimation method(s) {unknown or methods!r}", f"use some of {ESTIMATION_METHODS}")
         self.n, self.methods, self.n_boot = int(n), tuple(methods), int(n_boot)
 
     def check(self, model: nn.Module, n: int, norm: str) -> None:

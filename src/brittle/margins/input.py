@@ -24,7 +24,7 @@ from .attacks import AttackResult, Cost, Ensemble, MinimalNormAttack, keep_best,
 from ..core.validation import check_norm
 from ..data.loading import Domain, as_data
 from ..errors import InputError, ModelError
-from ..models.loading import check_logits, device_mismatch_error, prepare_model, resolve_device
+from ..models.loading import check_logits, device_mismatch_error, keeps_model_mode, prepare_model, resolve_device
 
 #: every ``method`` of `input_margins`
 INPUT_MARGIN_METHODS = (*ATTACK_METHODS, "exact")
@@ -185,6 +185,7 @@ def _exact(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, norm: str, dom
     return best, exact.lower.detach().float().cpu().nan_to_num(nan=0.0)
 
 
+@keeps_model_mode  # eval mode inside, the caller's mode afterwards
 def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str = "brittle", *,
                   batch_size: int = 256, device: str | torch.device | None = "auto", seed: int = 0,
                   lower: str | None = None, **method_options: Any) -> InputMargins:

@@ -22,7 +22,7 @@ ATTACKS: dict[str, type[MinimalNormAttack]] = {
     "fmn-foolbox": FoolboxFMN,
 }
 #: every method name `make_attack` accepts
-METHODS = (*ATTACKS, "ensemble")
+ATTACK_METHODS = (*ATTACKS, "ensemble")
 
 MemberSpec = str | tuple[str, Mapping[str, Any]] | MinimalNormAttack
 
@@ -41,13 +41,13 @@ def default_ensemble(norm: str) -> list[MemberSpec]:
 
 
 def make_attack(method: str, norm: str = "linf", *, seed: int = 0, **options: Any) -> MinimalNormAttack:
-    """The attack named ``method`` (see `METHODS`) for ``norm``, built with ``options``.
+    """The attack named ``method`` (see `ATTACK_METHODS`) for ``norm``, built with ``options``.
 
     ``method="ensemble"`` takes ``attacks=[...]``: names, ``(name, options)`` pairs or attack objects
     (default: `default_ensemble`); remaining options go to members built from a bare name.
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise InputError(f"unknown attack method {method!r}", f"use one of: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in ATTACK_METHODS:
+        raise InputError(f"unknown attack method {method!r}", f"use one of: {', '.join(ATTACK_METHODS)}")
     norm = check_norm(norm)
     if method == "ensemble":
         specs = options.pop("attacks", None)
@@ -80,7 +80,7 @@ def make_attack(method: str, norm: str = "linf", *, seed: int = 0, **options: An
 
 
 __all__ = [
-    "ATTACKS", "METHODS", "NORMS", "AttackResult", "AutoAttackFAB", "Cost", "Ensemble", "FastBoundaryAttack",
+    "ATTACKS", "ATTACK_METHODS", "NORMS", "AttackResult", "AutoAttackFAB", "Cost", "Ensemble", "FastBoundaryAttack",
     "FoolboxDDN", "FoolboxFMN", "MinimalNormAttack", "TorchattacksDeepFool", "TorchattacksFAB", "available",
     "check_norm", "default_ensemble", "keep_best", "make_attack", "perturbation_norm", "verify",
 ]

@@ -12,7 +12,7 @@ from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .network import DTYPE, Network
 
-METHODS = ("crown", "crown-ibp", "ibp")
+BOUND_METHODS = ("crown", "crown-ibp", "ibp")
 
 
 def check_inputs(model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None, norm: str,
@@ -116,8 +116,8 @@ def certified_lower_bounds(model: nn.Module, x: torch.Tensor, pred: torch.Tensor
         float tensor ``(N,)``: ``0`` where nothing can be certified, ``inf`` where the prediction is
         certified over the whole domain.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown bound method {method!r}", f"use one of {METHODS}")
+    if method not in BOUND_METHODS:
+        raise InputError(f"unknown bound method {method!r}", f"use one of {BOUND_METHODS}")
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}", "pass e.g. steps=16")
     if batch_size < 1:
