@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..core.validation import check_eps_grid
 from .consistency import share_robust
 from ..execution.executor import Executor, as_executor, batch_seed
+from ..models.loading import keeps_model_mode
 
 __all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
 
@@ -146,6 +147,7 @@ def batch_robust(model: nn.Module, part: Data, batch: int, settings: CurveSettin
     return {"robust": robust}
 
 
+@keeps_model_mode  # eval mode inside (with the warning), every module's own mode afterwards
 def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_grid: Sequence[float] | np.ndarray, *,
                           attack: str = "apgd-ce", steps: int = 100, batch_size: int = 500, seed: int = 0,
                           device: str | torch.device | None = "auto",

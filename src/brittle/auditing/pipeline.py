@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..execution.executor import Executor, as_executor
 from ..execution.store import RunStore
 from ..margins.compute import check_labels_fit, check_margin_settings, compute_margins, run_config, versions
-from ..models.loading import prepare_model
+from ..models.loading import keeps_model_mode, prepare_model
 from .result import Audit, eps_keyed, load_run, with_eps_keys  # noqa: F401 - load_run: auditing's reader
 from .stages import AuditContext, AuditStage, stages_from_options
 
@@ -123,6 +123,7 @@ def _examples(data: Data, table: pd.DataFrame, x_adv: np.ndarray, k: int) -> dic
             "logit_margin": table["logit_margin"].to_numpy()[idx]}
 
 
+@keeps_model_mode  # eval mode inside, every module's own mode afterwards (also after an error)
 def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, method: str = "brittle",
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
           seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = False,

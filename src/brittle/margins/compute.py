@@ -25,7 +25,7 @@ from ..core.validation import check_eps_for_domain, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError, StoreError
 from .logit import margins_from_logits
-from ..models.loading import model_fingerprint, prepare_model
+from ..models.loading import keeps_model_mode, model_fingerprint, prepare_model
 from ..execution.executor import Executor, as_executor, batch_seed
 from ..execution.store import RunStore
 
@@ -164,6 +164,7 @@ def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSett
             "seconds": np.array([result.seconds])}
 
 
+@keeps_model_mode  # eval mode inside, the caller's mode afterwards
 def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: str = "brittle",
                     lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
                     seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False,

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data.loading import as_data
 from ..errors import ModelError
-from ..models.loading import check_logits, prepare_model, resolve_device
+from ..models.loading import check_logits, keeps_model_mode, prepare_model, resolve_device
 
 
 @dataclass
@@ -69,6 +69,7 @@ def device_batches(x: torch.Tensor, batch_size: int, device: torch.device
         yield lo, batch
 
 
+@keeps_model_mode  # eval mode inside, the caller's mode afterwards
 @torch.inference_mode()
 def logit_margins(model: nn.Module, data: Any, *, batch_size: int = 1024,
                   device: str | torch.device | None = "auto") -> LogitMargins:

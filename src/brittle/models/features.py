@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.loading import as_data
 from ..errors import InputError, ModelError
-from .loading import check_logits, prepare_model, resolve_device
+from .loading import check_logits, keeps_model_mode, prepare_model, resolve_device
 
 @dataclass(init=False)
 class Features:
@@ -138,6 +138,7 @@ def as_layer_list(layer: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(layer))
 
 
+@keeps_model_mode  # eval mode inside, the caller's mode afterwards
 @torch.inference_mode()
 def extract_features(model: nn.Module, data: Any, layer: str | Sequence[str] | None = None, *, batch_size: int = 512,
                      device: str | torch.device | None = "auto") -> Features:

@@ -7,14 +7,19 @@ is refused, never executed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import inspect
 import io
 import os
 import pickle
+import sys
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +87,59 @@ def _pick_logits(out: Any) -> int | str | None:
         return "logits"
     raise ModelError(f"the model returns {type(out).__name__}, not a tensor of logits",
                      "make forward return logits of shape (N, num_classes) or wrap it in LogitsAdapter")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside brittle (and contextlib): warnings name the user's line."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+@contextmanager
+def evaluation_mode(model: Any) -> Iterator[Any]:
+    """Run brittle's work on ``model`` in eval mode and give the model back in the mode it was given.
+
+    Every module's ``training`` flag is recorded on entry and restored on exit (also after an error or
+    Ctrl-C), so a model in train mode — or one with, say, frozen batch-norm layers inside a training model —
+    comes back exactly as it was. A model in train mode gets a warning: brittle's numbers are those of eval
+    mode (dropout off, batch-norm running statistics). Anything that is not a module passes through.
+    """
+    if not isinstance(model, nn.Module):
+        yield model
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    if model.training:
+        warnings.warn("the model was in train mode; brittle evaluates it in eval mode (dropout/batch-norm frozen) "
+                      "and puts it back in train mode afterwards", stacklevel=_user_stacklevel())
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def keeps_model_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator of brittle's API entry points: ``fn``'s ``model`` argument is evaluated in eval mode
+    (`evaluation_mode`) and is given back in the mode it came in, whatever ``fn`` does to it."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            model = signature.bind_partial(*args, **kwargs).arguments.get("model")
+        except TypeError:  # a wrong call: let fn raise its own error
+            model = None
+        with evaluation_mode(model):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sample: torch.Tensor | None = None,

@@ -44,7 +44,7 @@ from ..core.validation import check_norm
 from ..core.validation import as_margin_array, check_unit_interval
 from ..data.loading import as_data
 from ..errors import InputError, ModelError
-from ..models.loading import check_logits, model_fingerprint, prepare_model
+from ..models.loading import check_logits, evaluation_mode, keeps_model_mode, model_fingerprint, prepare_model
 from ..models.features import capture_many, resolve_layer
 from ..scores.base import Scorer, scorer_from_dict
 from ..scores.logit_margin import LogitMarginScorer
@@ -148,9 +148,7 @@ class Monitor:
         self.calibration = dict(calibration or {})
         self.fingerprint = model_fingerprint(model)
         self._layers = {name: resolve_layer(model, name) for name in self.scorer.layers}
-        self._net: nn.Module = model
-        if model.training:
-            model.eval()
+        self._net: nn.Module = model  # evaluated in eval mode (`_forward`); the model keeps its own mode
 
     @staticmethod
     def _check_scorer(score: Any) -> Scorer:
@@ -189,7 +187,12 @@ class Monitor:
 
     # --- forward --------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits, score)`` of a batch in one forward pass (plus the scorer's own passes if it needs the model)."""
+        """``(logits, score)`` of a batch in one forward pass (plus the scorer's own passes if it needs the model),
+        in eval mode; the model is left in the mode it was in."""
+        with evaluation_mode(self.model):
+            return self._forward_eval(x)
+
+    def _forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with capture_many(self._layers) as holder, torch.inference_mode():
             out = self._net(x)
             if not isinstance(out, torch.Tensor):  # structured output: adapt once, as brittle does elsewhere
@@ -231,6 +234,7 @@ class Monitor:
 
     # --- calibration and evaluation -----------------------------------------------------------
     @classmethod
+    @keeps_model_mode
     def calibrate(cls, model: nn.Module, calib_data_x: Any, input_margins: Any, eps: float, *,
                   target_recall: float = 0.95, score: str | Scorer = "logit", norm: str = "linf",
                   batch_size: int = 1024) -> "Monitor":
@@ -264,6 +268,7 @@ class Monitor:
         return monitor
 
     @classmethod
+    @keeps_model_mode
     def calibrate_tpr(cls, model: nn.Module, id_data: Any, score: str | Scorer = "logit", *, target_tpr: float = 0.95,
                       batch_size: int = 1024) -> "Monitor":
         """Threshold from in-distribution data alone: at least ``target_tpr`` of ``id_data`` is accepted (not
