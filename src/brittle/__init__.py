@@ -2,11 +2,14 @@
 
 Input margins (bracketed by attacks and verifiers), logit margins, margin consistency, and what follows
 from it: detection of non-robust inputs, robust accuracy from a few attacks, a deployment monitor, robust
-training and expected robustness.
+training and expected robustness — and the rest of a pre-deployment audit: OOD detectors and their
+combination (``ood``), test-time adaptation (``adaptation``), exact tree explanations (``explain``) and
+language-model audits (``llm``).
 
-The package is laid out as the pipeline: ``data`` and ``models`` → ``margins`` and ``scores`` →
-``analysis`` → ``monitoring`` / ``audit`` → ``report``, with ``execution`` (local and Ray executors, the run
-store) and ``core`` (validation, results, seeding) underneath. Top-level names are imported lazily.
+The package is laid out as the pipeline: ``data`` and ``models`` → ``margins`` and ``scores`` (and ``ood``)
+→ ``analysis`` → ``monitoring`` / ``auditing`` → ``report``, with ``execution`` (local and Ray executors, the
+run store) and ``core`` (validation, threads, progress) underneath; ``cli`` is thin over all of it. Names are
+imported lazily: ``import brittle`` loads neither torch nor any family until used. See docs/architecture.md.
 """
 
 from ._lazy import lazy_exports
@@ -25,8 +28,15 @@ _EXPORTS = {
     "Monitor": ".monitoring", "PseudoMargin": ".scores", "Scorer": ".scores", "LogitMarginScorer": ".scores",
     "train": ".training",
     "set_threads": ".core.threads",
+    # the audit's other families (each also reachable as a subpackage: brittle.ood, brittle.explain, ...)
+    "Benchmark": ".ood", "make_detector": ".ood",
+    "TreeExplainer": ".explain", "consensus_order": ".explain",
+    "make_adapter": ".adaptation", "adapt_stream": ".adaptation",
 }
-__getattr__, _dir = lazy_exports(__name__, _EXPORTS)
+#: families imported on first use (``brittle.ood.Energy`` after ``import brittle``)
+SUBPACKAGES = ("adaptation", "analysis", "auditing", "core", "data", "execution", "explain", "llm", "margins",
+               "models", "monitoring", "ood", "report", "scores", "training")
+__getattr__, _dir = lazy_exports(__name__, _EXPORTS, SUBPACKAGES)
 
 
 def __dir__() -> list[str]:
