@@ -40,7 +40,7 @@ def card(name: str) -> dict[str, Any]:
 
 def load(name: str) -> nn.Module:
     """Zoo model ``name`` with its shipped weights, in eval mode on the CPU."""
-    from ..loading import INPUT_DOMAIN_ATTR, _load_state, load_checkpoint
+    from ..checkpoint import INPUT_DOMAIN_ATTR, _load_state, load_checkpoint
 
     info = card(name)
     arch = info["architecture"]
