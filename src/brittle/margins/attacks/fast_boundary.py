@@ -59,7 +59,9 @@ def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: in
         slope = (a * (b > tc)).sum(1)
         step = ((target - g) / slope.clamp_min(1e-30)).clamp_min(0.0)
         t = t + step
-        if not bool((feasible & (step > 1e-7 * t)).any()):
+        # the early exit reads a flag back from the device; on a GPU the fixed number of cheap iterations is
+        # faster than stalling the launch queue for it (extra iterations never overshoot: see above)
+        if t.device.type == "cpu" and not bool((feasible & (step > 1e-7 * t)).any()):
             break
     t = torch.where(feasible, t, b.amax(1))
     return t, feasible
