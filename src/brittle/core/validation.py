@@ -150,7 +150,7 @@ def parse_number(value: Any, what: str = "ε") -> float:
         return float(walk(ast.parse(text, mode="eval").body))
     except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
         raise InputError(f"{what} {value!r} is not a number",
-                         f"pass a number or a fraction such as 0.1 or 8/255") from None
+                         "pass a number or a fraction such as 0.1 or 8/255") from None
 
 
 def check_eps(eps: Any) -> list[float]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..data.loading import Data
-from .store import RunStore
+from .store import RunStore, concat_batches
 
 #: ``batch_fn(model, part, batch, settings, device) -> {name: array}``, one row per sample of ``part``
 BatchFn = Callable[[nn.Module, Data, int, Any, torch.device], dict[str, np.ndarray]]
@@ -160,7 +160,3 @@ def run_batched(store: RunStore | None, job: str, n: int, batch_size: int,
     return concat_batches(results)
 
 
-def concat_batches(results: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays of several batches concatenated in batch order."""
-    parts = [results[b] for b in sorted(results)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

@@ -1,9 +1,9 @@
 """The Ray side of `brittle.execution.executor.RayExecutor`: shards on Ray actors.
 
 With ``backend="ray"`` the batches of a run are shards handed to ``workers`` Ray actors. Each actor receives
-the model once (through the object store) and computes its shards with `brittle.margins.compute.batch_margins`,
-the same function and per-batch seeds as the local backend, so per-sample results are identical. The
-driver commits every shard to the run store as soon as it finishes (in completion order): a dead worker or
+the model once (through the object store) and computes its shards with the run's batch function (e.g.
+`brittle.margins.compute.batch_margins`), the same function and per-batch seeds as the local executor, so
+per-sample results are identical. The driver commits every shard to the run store as soon as it finishes (in completion order): a dead worker or
 a killed driver loses at most the shards in flight, and re-running resumes (committed shards are skipped,
 whichever backend computed them). A shard whose worker died or raised an unexpected exception is retried
 on a fresh actor up to ``max_retries`` times; a `BrittleError` raised by a worker (bad input or model) is
@@ -30,8 +30,7 @@ from torch import nn
 
 from ..data.loading import Data
 from ..errors import BrittleError, InputError
-from .executor import concat_batches
-from .store import RunStore
+from .store import RunStore, concat_batches
 
 BACKENDS = ("local", "ray")
 #: how often one shard may fail (worker died, unexpected exception) before the run gives up
@@ -126,7 +125,7 @@ def pack_model(model: nn.Module) -> bytes:
 class ShardWorker:
     """A Ray actor's state: the model, loaded once, and the run's settings; computes one shard per call."""
 
-    def __init__(self, model_blob: bytes, settings: Any, device: str, batch_fn: Callable[..., Any] | None = None):
+    def __init__(self, model_blob: bytes, settings: Any, device: str, batch_fn: Callable[..., Any]):
         import pickle
 
         from ..models.loading import prepare_model, resolve_device
@@ -142,12 +141,10 @@ class ShardWorker:
 
     def run(self, part: Data, batch: int) -> tuple[str, Any]:
         """``("ok", arrays)``, or ``("brittle", (error class, problem, fix))`` for a `BrittleError`."""
-        from ..margins.compute import batch_margins
-
         try:
             if self.error is not None:
                 raise self.error
-            return "ok", (self.batch_fn or batch_margins)(self.model, part, batch, self.settings, self.device)
+            return "ok", self.batch_fn(self.model, part, batch, self.settings, self.device)
         except BrittleError as exc:
             return "brittle", (type(exc), exc.problem, exc.fix)
 
@@ -235,12 +232,12 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
             gpus_per_worker: float = 0.0, address: str | None = None, device: str | torch.device | None = "auto",
             max_retries: int = MAX_RETRIES,
             on_batch: Callable[[int, bool], None] | None = None,
-            batch_fn: Callable[..., dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+            batch_fn: Callable[..., dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Compute every batch of ``data`` on Ray actors; like `brittle.execution.executor.run_batched`, committing each
     finished batch into ``store`` as it arrives and skipping batches already there.
 
     ``batch_fn(model, part, batch, settings, device) -> dict of arrays`` is the per-batch work (a module-level
-    function; default `brittle.margins.compute.batch_margins`); ``settings.batch_size`` sets the shard size.
+    function, e.g. `brittle.margins.compute.batch_margins`); ``settings.batch_size`` sets the shard size.
 
     Returns all arrays concatenated in sample order.
     """
@@ -268,7 +265,7 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
 def _drive(ray: Any, blob: bytes, data: Data, settings: Any, device: str, bounds: list[tuple[int, int]],
            todo: deque[int], workers: int, gpus_per_worker: float, max_retries: int, store: RunStore | None,
            job: str, results: dict[int, dict[str, np.ndarray]],
-           on_batch: Callable[[int, bool], None] | None, batch_fn: Callable[..., Any] | None = None) -> None:
+           on_batch: Callable[[int, bool], None] | None, batch_fn: Callable[..., Any]) -> None:
     """The ``ray.wait`` loop: one shard in flight per actor, commits in completion order, bounded retries."""
     actor_class = ray.remote(ShardWorker).options(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)
     model_ref = ray.put(blob)

@@ -196,3 +196,7 @@ class _Transaction:
             self.conn.execute("ROLLBACK")
 
 
+def concat_batches(results: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays of several batches concatenated in batch order."""
+    parts = [results[b] for b in sorted(results)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}

@@ -1,4 +1,4 @@
-"""The report's view of a run directory: `Run` and `load_run` live in `brittle.auditing.result` (one loader
+"""The report's view of a run directory: `Run` and `load_run` live in `brittle.core.runs` (one loader
 for the API and the report); this module adds the number helpers the report needs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 
-from ..auditing.result import Run, load_run, lookup_eps  # noqa: F401 - the report's loader
+from ..core.runs import Run, load_run, lookup_eps  # noqa: F401 - the report's loader
 
 
 def num(value: Any) -> float | None:
