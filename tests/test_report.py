@@ -471,3 +471,164 @@ def test_scatter_axes_are_not_stretched_by_one_outlier_and_show_every_eps(tmp_pa
     low, high = ax.get_ylim()
     assert low > 0.1 * float(finite.min())  # one 1e-9 outlier would have put the floor near 1e-9
     assert all(low < e < high for e in run.eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison pages: curves that exist, bold among comparable runs, values from stored margins, ε lines
+# --------------------------------------------------------------------------------------------
+
+def _edit_summary(directory: Path, edit) -> Path:
+    summary = json.loads((directory / "summary.json").read_text())
+    edit(summary)
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return directory
+
+
+def _trapezoid_er(directory: Path, eps_max: float) -> float:
+    samples = pd.read_parquet(directory / "samples.parquet")
+    correct, upper = samples["correct"].to_numpy(bool), samples["input_margin_upper"].to_numpy(float)
+    grid = np.linspace(0, eps_max, 201)
+    acc = np.array([np.mean(correct & (upper > g)) for g in grid])
+    return float(np.sum((acc[1:] + acc[:-1]) / 2 * np.diff(grid)) / eps_max)
+
+
+def _audited_like(directory: Path, eps: list[float] | None = None, norm: str = "linf") -> Path:
+    """make_run's run with a subset of its ε and the expected robustness an audit writes (trapezoid rule)."""
+    def edit(summary):
+        keep = eps or summary["eps"]
+        summary["eps"], summary["norm"] = keep, norm
+        for section in ("robust_accuracy", "detection"):
+            summary[section] = {k: v for k, v in summary[section].items() if float(k) in keep}
+        summary["expected_robustness"] = {"eps_max": max(keep), "from_margins": _trapezoid_er(directory, max(keep))}
+    return _edit_summary(directory, edit)
+
+
+def _cell(ctx: dict, metric: str, column: int, after: str | None = None) -> dict:
+    rows = ctx["rows"]
+    start = next(i for i, r in enumerate(rows) if r["metric"] == after) if after else 0
+    row = next(r for r in rows[start:] if r["metric"] == metric)
+    return row["cells"][column]
+
+
+def test_comparison_fills_missing_eps_and_eps_max_from_stored_margins(tmp_path: Path) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._render import comparison_context
+
+    a = _audited_like(make_run(tmp_path / "a", model="a", seed=1, extras=False))
+    b = _audited_like(make_run(tmp_path / "b", model="b", seed=2, strength=2.0, extras=False), eps=[0.05, 0.1])
+    ctx = comparison_context([load_run(a), load_run(b)])
+    samples = pd.read_parquet(b / "samples.parquet")
+    correct = samples["correct"].to_numpy(bool)
+    up = np.mean(correct & (samples["input_margin_upper"].to_numpy(float) > 0.2))
+    lo = np.mean(correct & (samples["input_margin_lower"].to_numpy(float) > 0.2))
+    cell = _cell(ctx, "ε = 0.2", 1, after="Robust accuracy")  # b never audited ε = 0.2: from its samples
+    assert cell["derived"] and cell["text"] == f"{100 * up:.1f}% ({100 * lo:.1f}%)"
+    assert not _cell(ctx, "ε = 0.2", 0, after="Robust accuracy")["derived"]  # a's own value, from its summary
+    assert not _cell(ctx, "ε = 0.1", 1, after="Robust accuracy")["derived"]
+    auroc = _cell(ctx, "ε = 0.2", 1, after="AUROC")
+    assert auroc["derived"] and auroc["text"] != "—"
+    positive = samples["input_margin_upper"].to_numpy(float) <= 0.2
+    assert float(auroc["text"]) == pytest.approx(roc_auc_score(positive, -samples["logit_margin"]), abs=5e-4)
+    # expected robustness at one ε_max (a's 0.2): b's computed from its samples, so the row compares like with like
+    er = _cell(ctx, "Expected robustness (ε ≤ 0.2)", 1)
+    assert er["derived"] and float(er["text"]) == pytest.approx(_trapezoid_er(b, 0.2), abs=5e-4)
+    html = render_comparison([a, b], tmp_path / "cmp.html").read_text()
+    assert "<sup" in html and "computed from its stored per-sample" in html
+
+
+def test_comparison_bolds_best_only_among_comparable_runs(tmp_path: Path) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._render import comparison_context
+
+    a = _audited_like(make_run(tmp_path / "a", model="a", seed=1, extras=False))
+    b = _audited_like(make_run(tmp_path / "b", model="b", seed=2, strength=3.0, extras=False))
+    c = _audited_like(make_run(tmp_path / "c", model="c", seed=3, strength=9.0, extras=False), norm="l2")
+    ctx = comparison_context([load_run(a), load_run(b), load_run(c)])
+    assert any("different norms" in w for w in ctx["warnings"])
+    metrics = [r["metric"] for r in ctx["rows"]]
+    assert "L∞ ε = 0.1" in metrics and "L2 ε = 0.1" in metrics  # rows per norm
+    linf = _cell(ctx, "L∞ ε = 0.2", 0, after="Robust accuracy")
+    row = next(r for r in ctx["rows"] if r["metric"] == "L∞ ε = 0.2")
+    assert row["cells"][2]["text"] == "—" and not row["cells"][2]["best"]  # the L2 run is not in the L∞ row
+    assert [c["best"] for c in row["cells"]].count(True) == 1 and row["cells"][1]["best"] and not linf["best"]
+    l2 = next(r for r in ctx["rows"] if r["metric"] == "L2 ε = 0.2")
+    assert not any(c["best"] for c in l2["cells"])  # one L2 run: nothing to compare it with
+    tau = next(r for r in ctx["rows"] if r["metric"] == "Kendall τ [95% CI]")
+    assert sum(c["best"] for c in tau["cells"][:2]) == 1 and not tau["cells"][2]["best"]
+    er = next(r for r in ctx["rows"] if r["metric"].startswith("Expected robustness"))
+    assert not er["cells"][2]["best"] and sum(c["best"] for c in er["cells"]) == 1
+    # different ε_max without stored margins to recompute from: not compared
+    d = _edit_summary(make_run(tmp_path / "d", model="d", seed=4, extras=False),
+                      lambda s: s["expected_robustness"].update(eps_max=0.3))
+    e = make_run(tmp_path / "e", model="e", seed=5, strength=3.0, extras=False)
+    (d / "samples.parquet").unlink()
+    (e / "samples.parquet").unlink()
+    ctx = comparison_context([load_run(d), load_run(e)])
+    er = next(r for r in ctx["rows"] if r["metric"].startswith("Expected robustness"))
+    assert not any(c["best"] for c in er["cells"]) and "(ε ≤ 0.3)" in er["cells"][0]["text"]
+
+
+def _figures(monkeypatch) -> list:
+    from brittle.report import _plots
+
+    figs = []
+    monkeypatch.setattr(_plots, "to_data_uri", lambda fig: figs.append(fig) or "data:image/png;base64,")
+    return figs
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_comparison_legend_lists_only_curves_that_exist(tmp_path: Path, monkeypatch) -> None:
+    from brittle.report import _plots
+    from brittle.report._load import load_run
+
+    def no_certificates(directory: Path) -> Path:
+        samples = pd.read_parquet(directory / "samples.parquet")
+        samples["input_margin_lower"] = 0.0
+        samples.to_parquet(directory / "samples.parquet")
+        return _edit_summary(directory, lambda s: [v.update(lower=None) for v in s["robust_accuracy"].values()])
+
+    a = no_certificates(make_run(tmp_path / "a", model="alpha", seed=1, extras=False))
+    b = no_certificates(make_run(tmp_path / "b", model="beta", seed=2, extras=False))
+    figs = _figures(monkeypatch)
+    _plots.compare_robust([load_run(a), load_run(b)], ["alpha", "beta"])
+    texts = _legend_texts(figs[-1])
+    assert "certified lower bound" not in texts and {"alpha", "beta", "attack upper bound"} <= set(texts)
+    c = make_run(tmp_path / "c", model="gamma", seed=3, extras=False)  # with certified bounds
+    _plots.compare_robust([load_run(a), load_run(c)], ["alpha", "gamma"])
+    assert "certified lower bound" in _legend_texts(figs[-1])
+    empty = _edit_summary(make_run(tmp_path / "empty", model="empty", seed=4, extras=False),
+                          lambda s: [s.pop(k) for k in ("clean_accuracy", "robust_accuracy")])
+    (empty / "samples.parquet").unlink()
+    _plots.compare_robust([load_run(a), load_run(empty)], ["alpha", "empty"])
+    assert "empty" not in _legend_texts(figs[-1])  # a run without any curve is not in the legend
+
+
+def _has_eps_line(fig, e: float) -> bool:
+    for ax in fig.axes:
+        for line in ax.lines:
+            for data in (line.get_xdata(), line.get_ydata()):
+                values = np.asarray(data, dtype=float)
+                if values.size == 2 and np.allclose(values, e):
+                    return True
+    return False
+
+
+def test_every_eps_plot_draws_the_audited_eps(tmp_path: Path, monkeypatch) -> None:
+    from brittle.report import _plots
+    from brittle.report._load import load_run
+
+    run = load_run(make_run(tmp_path / "run", seed=1))
+    other = load_run(make_run(tmp_path / "other", seed=2))
+    figs = _figures(monkeypatch)
+    drawn = {"robust_accuracy_plot": _plots.robust_accuracy_plot(run), "margin_scatter": _plots.margin_scatter(run),
+             "scatter_thumbnail": _plots.scatter_thumbnail(run, "run"),
+             "margin_histograms": _plots.margin_histograms(run),
+             "pseudo_margin_scatter": _plots.pseudo_margin_scatter(run),
+             "compare_robust": _plots.compare_robust([run, other], ["run", "other"])}
+    assert all(drawn.values()) and len(figs) == len(drawn)
+    for (name, _), fig in zip(drawn.items(), figs):
+        for e in run.eps:
+            assert _has_eps_line(fig, e), f"{name} has no line at the audited ε = {e}"

@@ -139,10 +139,12 @@ def _draw_scatter(ax: Any, run: Run, *, thumbnail: bool = False) -> bool:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(y_floor * 0.8, y_edge * 1.35)
+    for e, color in zip(run.eps, eps_colors(len(run.eps))):  # every audited ε, thumbnails included
+        if y_floor < e < y_edge:
+            ax.axhline(e, color=color, lw=0.9 if not thumbnail else 0.7, ls=":", zorder=0)
     if not thumbnail:
-        for e, color in zip(run.eps, eps_colors(len(run.eps))):
+        for e in run.eps:
             if y_floor < e < y_edge:
-                ax.axhline(e, color=color, lw=0.9, ls=":", zorder=0)
                 ax.annotate(f"ε={e:g}", xy=(1.0, e), xycoords=("axes fraction", "data"), xytext=(3, 0),
                             textcoords="offset points", va="center", fontsize=8, color="#4a5568")
         ax.set_xlabel("logit margin (top-1 − runner-up logit)")
@@ -314,7 +316,8 @@ def robust_accuracy_plot(run: Run) -> str | None:
     _draw_robust(ax, run, UPPER, LOWER)
     er = run.summary.get("expected_robustness") or {}
     value = num(er.get("from_margins")) if isinstance(er, dict) else None
-    ax.set_title("Robust accuracy against perturbation size")
+    _eps_lines(ax, run.eps)
+    ax.set_title("Robust accuracy against perturbation size", pad=14)
     if value is not None:
         ax.plot([], [], " ", label=f"expected robustness (ε ≤ {eps_max_of(run):g}): {value:.3f}")
     ax.set_xlabel(f"ε ({norm_symbol(run.norm)} perturbation budget)")
@@ -387,6 +390,10 @@ def pseudo_margin_scatter(run: Run) -> str | None:
     ax.set_yscale("log")
     if np.all(pm[ok] > 0):
         ax.set_xscale("log")
+    for e, color in zip(run.eps, eps_colors(len(run.eps))):  # every audited ε (the axis extends to show it)
+        ax.axhline(e, color=color, lw=0.9, ls=":", zorder=0, label=f"ε = {e:g}")
+    if run.eps:
+        ax.legend(loc="lower right", fontsize=7.5, frameon=True, framealpha=0.9)
     ax.set(xlabel="pseudo-margin", ylabel="input margin", title="Input margin against pseudo-margin")
     return to_data_uri(fig)
 
@@ -457,29 +464,44 @@ RUN_COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#6b46c1", "#b83280", "#c53030", 
               "#4a5568", "#d69e2e"]
 
 
+def _eps_lines(ax: Any, eps: Sequence[float], *, label: bool = True) -> None:
+    """A dotted vertical line at every audited ε (labelled at the top of the axes)."""
+    for e, color in zip(eps, eps_colors(len(eps))):
+        ax.axvline(e, color=color, lw=0.9, ls=":", zorder=0)
+        if label:
+            ax.annotate(f"ε={e:g}", xy=(e, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7.5, color="#4a5568")
+
+
 @_styled
 def compare_robust(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
-    """Robust-accuracy-vs-ε curves of several runs overlaid (band where certified bounds exist)."""
+    """Robust-accuracy-vs-ε curves of several runs overlaid (band where certified bounds exist); the legend
+    names only the runs and the kinds of line actually drawn, and every audited ε has its line."""
     fig = new_figure(7.6, 4.2)
     ax = fig.add_subplot()
-    drawn = False
+    drawn_runs, dashed = [], False
     for i, (run, label) in enumerate(zip(runs, labels)):
         color = RUN_COLORS[i % len(RUN_COLORS)]
-        before = len(ax.lines)
+        before = list(ax.lines)
         _draw_robust(ax, run, color, color, label=plain(label, 28), band_alpha=0.06)
-        drawn |= len(ax.lines) > before
-    if not drawn:
+        new_lines = [line for line in ax.lines if line not in before and len(line.get_xdata())]  # drawn
+        if new_lines:
+            drawn_runs.append(i)
+            dashed |= any(line.get_linestyle() == "--" for line in new_lines)
+    if not drawn_runs:
         return None
+    _eps_lines(ax, sorted({e for r in runs for e in r.eps}))
     norms = {norm_symbol(r.norm) for r in runs}
     ax.set_xlabel(f"ε ({' / '.join(sorted(norms))} perturbation budget)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_xlim(0, None)
-    ax.set_title("Robust accuracy against perturbation size")
-    handles = [Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2, label=plain(l, 28))
-               for i, l in enumerate(labels)]
-    handles += [Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"),
-                Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound")]
+    ax.set_title("Robust accuracy against perturbation size", pad=14)
+    handles = [Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2, label=plain(labels[i], 28))
+               for i in drawn_runs]
+    handles.append(Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"))
+    if dashed:
+        handles.append(Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound"))
     ax.legend(handles=handles, loc="upper right")
     return to_data_uri(fig)
 

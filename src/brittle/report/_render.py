@@ -423,33 +423,134 @@ def _labels(runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def _best(values: list[float | None]) -> list[bool]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if len(finite) < 2 or max(finite) == min(finite):
-        return [False] * len(values)
-    top = max(finite)
-    return [v is not None and v == top for v in values]
+def _best(values: list[float | None], groups: list[Any] | None = None) -> list[bool]:
+    """Which cells are the highest of their row, compared only within a group of comparable runs (same
+    ``groups`` key; ``None`` = comparable with no other run). Nothing is bold in a group of one or of ties."""
+    groups = [0] * len(values) if groups is None else groups
+    flags = [False] * len(values)
+    for key in {g for g in groups if g is not None}:
+        members = [i for i, g in enumerate(groups) if g == key and values[i] is not None and math.isfinite(values[i])]
+        if len(members) < 2:
+            continue
+        top, bottom = max(values[i] for i in members), min(values[i] for i in members)
+        if top != bottom:
+            for i in members:
+                flags[i] = values[i] == top
+    return flags
 
 
 def _metric_row(name: str, values: list[float | None], fmt: Any, note: str = "",
-                extra: list[str] | None = None, best: bool = True) -> dict[str, Any]:
-    flags = _best(values) if best else [False] * len(values)
+                extra: list[str] | None = None, best: bool = True, groups: list[Any] | None = None,
+                derived: list[bool] | None = None) -> dict[str, Any]:
+    flags = _best(values, groups) if best else [False] * len(values)
+    derived = derived or [False] * len(values)
     cells = []
     for i, (v, flag) in enumerate(zip(values, flags)):
         text = fmt(v)
         if extra is not None and extra[i] and text != DASH:
             text = f"{text} {extra[i]}"
-        cells.append({"text": text, "best": flag})
+        cells.append({"text": text, "best": flag, "derived": bool(derived[i]) and text != DASH})
     return {"metric": name, "note": note, "cells": cells, "numeric": True}
 
 
+# Values a run's summary lacks (an ε another run audited, another ε_max), computed from its stored per-sample
+# margins with the audit's own formulas. Each is used only when the same computation reproduces the values
+# the run's summary does hold, so a derived cell means what its neighbours mean.
+
+def _margins(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+    upper = _samples_column(run, "input_margin_upper")
+    correct = plots.correct_mask(run)
+    if upper is None or correct is None:
+        return None
+    return np.nan_to_num(upper, nan=0.0), correct
+
+
+def _ra_from_samples(run: Run, eps: float) -> tuple[float | None, float | None]:
+    """(attack upper, certified lower) robust accuracy at ``eps`` from the samples; None where unavailable."""
+    got = _margins(run)
+    if got is None:
+        return None, None
+    upper, correct = got
+    up = float(share_robust(upper, correct, [eps])[0])
+    lower = _samples_column(run, "input_margin_lower")
+    lo = None
+    if lower is not None and np.nanmax(np.nan_to_num(lower, nan=0.0), initial=0.0) > 0:
+        lo = float(share_robust(np.nan_to_num(lower, nan=0.0), correct, [eps])[0])
+    return up, lo
+
+
+def _ra_derivable(run: Run) -> bool:
+    stored = [(e, num((run.at("robust_accuracy", e) or {}).get("upper"))) for e in run.eps]
+    stored = [(e, v) for e, v in stored if v is not None]
+    return _margins(run) is not None and all(abs(_ra_from_samples(run, e)[0] - v) <= 1e-9 for e, v in stored)
+
+
+def _auroc_from_samples(run: Run, eps: float) -> float | None:
+    from ..analysis.detection import detection_metrics
+
+    upper = _samples_column(run, "input_margin_upper")
+    logit = _samples_column(run, "logit_margin")
+    if upper is None or logit is None or np.isnan(logit).any():
+        return None
+    try:
+        det = detection_metrics(np.nan_to_num(upper, nan=0.0), logit, [eps])
+    except (InputError, ValueError):
+        return None
+    return num(det[0].auroc)
+
+
+def _auroc_derivable(run: Run) -> bool:
+    stored = [(e, num((run.at("detection", e) or {}).get("auroc"))) for e in run.eps]
+    stored = [(e, v) for e, v in stored if v is not None]
+    if not stored:
+        return False
+    for e, v in stored:
+        got = _auroc_from_samples(run, e)
+        if got is None or abs(got - v) > 1e-9:
+            return False
+    return True
+
+
+def _er_from_samples(run: Run, eps_max: float) -> float | None:
+    got = _margins(run)
+    if got is None or not eps_max > 0:
+        return None
+    grid = np.linspace(0.0, eps_max, 201)
+    acc = share_robust(got[0], got[1], grid)
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+    return float(trapezoid(acc, grid) / eps_max)
+
+
+def _er(run: Run) -> tuple[float | None, float | None]:
+    er = run.summary.get("expected_robustness")
+    if not isinstance(er, dict):
+        return None, None
+    return num(er.get("from_margins")), num(er.get("eps_max"))
+
+
+def _er_derivable(run: Run) -> bool:
+    value, eps_max = _er(run)
+    if value is None or eps_max is None:
+        return False
+    got = _er_from_samples(run, eps_max)
+    return got is not None and abs(got - value) <= 1e-6
+
+
 def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
-    """Everything ``compare.html.j2`` needs for several runs."""
+    """Everything ``compare.html.j2`` needs for several runs.
+
+    Bold marks the best value only among runs that are comparable (same data and norm; same ε_max for
+    expected robustness). Values a summary lacks are computed from the run's stored margins and marked.
+    """
     labels = _labels(runs)
     s = [r.summary for r in runs]
+    data_key = [str(x.get("data")) for x in s]
+    norm_key = [(d, r.norm) for d, r in zip(data_key, runs)]
+    norms = sorted({r.norm for r in runs})
 
     def info(name: str, values: list[str]) -> dict[str, Any]:
-        return {"metric": name, "note": "", "cells": [{"text": v, "best": False} for v in values], "numeric": False}
+        return {"metric": name, "note": "", "cells": [{"text": v, "best": False, "derived": False} for v in values],
+                "numeric": False}
 
     def group(name: str, note: str) -> dict[str, Any]:
         return {"metric": name, "note": note, "cells": [], "numeric": False, "group": True}
@@ -457,41 +558,84 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
     def sub(obj: Any, key: str) -> float | None:
         return num(obj.get(key)) if isinstance(obj, dict) else None
 
-    er_max = [eps_text(sub(x.get("expected_robustness"), "eps_max")) for x in s]
-    er_name, er_extra = "Expected robustness", [f"(ε ≤ {m})" for m in er_max]
-    if len(set(er_max)) == 1:
-        er_name, er_extra = f"Expected robustness (ε ≤ {er_max[0]})", None
+    # expected robustness: per norm at one ε_max (the largest of that norm's runs), from the samples where a
+    # run's own ε_max differs, so that the row compares like with like
+    er_values, er_eps, er_derived = [], [], []
+    common = {nm: max([m for r in runs if r.norm == nm for m in [_er(r)[1]] if m is not None], default=None)
+              for nm in norms}
+    for r in runs:
+        value, eps_max = _er(r)
+        target = common[r.norm]
+        if eps_max is not None and target is not None and eps_max != target and _er_derivable(r):
+            value, eps_max, derived = _er_from_samples(r, target), target, True
+        else:
+            derived = False
+        er_values.append(value), er_eps.append(eps_max), er_derived.append(derived)
+    er_text = [eps_text(m) for m in er_eps]
+    er_name, er_extra = "Expected robustness", [f"(ε ≤ {m})" for m in er_text]
+    if len(set(er_text)) == 1 and len(norms) == 1:
+        er_name, er_extra = f"Expected robustness (ε ≤ {er_text[0]})", None
     rows = [info("Data", [str(x.get("data", DASH)) for x in s]),
             info("Norm", [norm_text(r.norm) for r in runs]),
             info("Attack", [str(x.get("method", DASH)) for x in s]),
             info("Inputs", [str(x.get("n", DASH)) for x in s]),
-            _metric_row("Clean accuracy", [num(x.get("clean_accuracy")) for x in s], pct),
+            _metric_row("Clean accuracy", [num(x.get("clean_accuracy")) for x in s], pct, groups=data_key),
             _metric_row("Kendall τ [95% CI]", [sub(x.get("kendall_tau"), "value") for x in s], f3,
                         extra=[f"[{ci_text(x.get('kendall_tau'))}]" if ci_text(x.get("kendall_tau")) != DASH else ""
-                               for x in s]),
-            _metric_row("Spearman ρ", [sub(x.get("spearman"), "value") for x in s], f3),
-            _metric_row(er_name, [sub(x.get("expected_robustness"), "from_margins") for x in s], f3, extra=er_extra)]
-    all_eps = sorted({e for r in runs for e in r.eps})
-    if all_eps:
+                               for x in s], groups=norm_key),
+            _metric_row("Spearman ρ", [sub(x.get("spearman"), "value") for x in s], f3, groups=norm_key),
+            _metric_row(er_name, er_values, f3, extra=er_extra,
+                        groups=[(*k, m) if m is not None else None for k, m in zip(norm_key, er_eps)],
+                        derived=er_derived)]
+
+    ra_ok = [_ra_derivable(r) for r in runs]
+    auroc_ok = [_auroc_derivable(r) for r in runs]
+    eps_rows = [(nm, e) for nm in norms for e in sorted({e for r in runs if r.norm == nm for e in r.eps})]
+
+    def eps_label(nm: str, e: float) -> str:
+        return f"ε = {eps_text(e)}" if len(norms) == 1 else f"{norm_text(nm)} ε = {eps_text(e)}"
+
+    if eps_rows:
         rows.append(group("Robust accuracy", "attack upper bound, certified lower bound in brackets"))
-    for e in all_eps:
-        ups = [num((r.at("robust_accuracy", e) or {}).get("upper")) for r in runs]
-        los = [num((r.at("robust_accuracy", e) or {}).get("lower")) for r in runs]
-        rows.append(_metric_row(f"ε = {eps_text(e)}", ups, pct,
-                                extra=[f"({pct(lo)})" if lo is not None else "" for lo in los]))
-    if all_eps:
+    for nm, e in eps_rows:
+        ups, los, derived = [], [], []
+        for i, r in enumerate(runs):
+            stored = r.at("robust_accuracy", e) if r.norm == nm else None
+            up, lo, d = None, None, False
+            if isinstance(stored, dict) and num(stored.get("upper")) is not None:
+                up, lo = num(stored.get("upper")), num(stored.get("lower"))
+            elif r.norm == nm and ra_ok[i]:
+                (up, lo), d = _ra_from_samples(r, e), True
+            ups.append(up), los.append(lo), derived.append(d)
+        rows.append(_metric_row(eps_label(nm, e), ups, pct,
+                                extra=[f"({pct(lo)})" if lo is not None else "" for lo in los],
+                                groups=[k if r.norm == nm else None for k, r in zip(norm_key, runs)],
+                                derived=derived))
+    if eps_rows:
         rows.append(group("AUROC", "the logit margin detecting non-robust inputs"))
-    for e in all_eps:
-        rows.append(_metric_row(f"ε = {eps_text(e)}", [num((r.at("detection", e) or {}).get("auroc")) for r in runs], f3))
+    for nm, e in eps_rows:
+        values, derived = [], []
+        for i, r in enumerate(runs):
+            stored = num((r.at("detection", e) or {}).get("auroc")) if r.norm == nm else None
+            d = False
+            if stored is None and r.norm == nm and auroc_ok[i] and r.at("detection", e) is None:
+                stored, d = _auroc_from_samples(r, e), True
+            values.append(stored), derived.append(d)
+        rows.append(_metric_row(eps_label(nm, e), values, f3,
+                                groups=[k if r.norm == nm else None for k, r in zip(norm_key, runs)],
+                                derived=derived))
     warnings = []
-    if len({r.norm for r in runs}) > 1:
-        warnings.append("The runs use different norms: their ε values and robust accuracies are not comparable.")
-    if len({str(x.get("data")) for x in s}) > 1:
-        warnings.append("The runs audit different data: differences mix model and data effects.")
+    if len(norms) > 1:
+        warnings.append("The runs use different norms: their ε values and robust accuracies are not comparable "
+                        "(rows are per norm, and bold compares runs of the same norm only).")
+    if len(set(data_key)) > 1:
+        warnings.append("The runs audit different data: differences mix model and data effects "
+                        "(bold compares runs on the same data only).")
     return {
         "title": "brittle comparison: " + ", ".join(labels), "labels": labels,
         "colors": [plots.RUN_COLORS[i % len(plots.RUN_COLORS)] for i in range(len(runs))],
         "rows": rows, "warnings": warnings,
+        "any_derived": any(c["derived"] for row in rows for c in row["cells"]),
         "figures": {"robust": plots.compare_robust(runs, labels), "tau": plots.compare_tau(runs, labels)},
         "thumbs": [{"label": label, "uri": plots.scatter_thumbnail(run, label), "dir": str(run.path)}
                    for run, label in zip(runs, labels)],
