@@ -37,6 +37,7 @@ from ..data.corruptions import Stream
 from ..data.loading import Data
 from ..errors import InputError
 from .base import Adapter
+from ..core.serialize import json_default
 
 JOB = "adapt"
 SOURCE_JOB = "source"
@@ -401,15 +402,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    _write_bytes(path, (json.dumps(obj, indent=2, default=json_default) + "\n").encode())
 
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 def _write_parquet(path: Path, df: pd.DataFrame) -> None:

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..core.serialize import json_default
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -24,17 +26,10 @@ class State:
 def emit(payload: dict[str, Any], table: Table | None = None) -> None:
     """Print a result: JSON with ``--json``, else the rich table unless ``--quiet``."""
     if State.as_json:
-        print(json.dumps(payload, indent=2, default=_json_default))
+        print(json.dumps(payload, indent=2, default=json_default))
     elif table is not None and not State.quiet:
         console.print(table)
 
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 def parse_floats(text: str, what: str = "eps") -> list[float]:

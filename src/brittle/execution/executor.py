@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..data.loading import Data
-from .store import RunStore, concat_batches
+from .store import RunStore, concat_batches, keep_batch
 
 #: ``batch_fn(model, part, batch, settings, device) -> {name: array}``, one row per sample of ``part``
 BatchFn = Callable[[nn.Module, Data, int, Any, torch.device], dict[str, np.ndarray]]
@@ -148,11 +148,7 @@ def run_batched(store: RunStore | None, job: str, n: int, batch_size: int,
             if on_batch:
                 on_batch(stop - start, False)
             continue
-        arrays = compute(start, stop)
-        if store is not None:
-            store.put_batch(job, batch, start, stop, arrays)
-        else:
-            results[batch] = arrays
+        keep_batch(store, results, job, batch, start, stop, compute(start, stop))
         if on_batch:
             on_batch(stop - start, True)
     if store is not None:

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.loading import Data
 from ..errors import BrittleError, InputError
-from .store import RunStore, concat_batches
+from .store import RunStore, concat_batches, keep_batch
 
 BACKENDS = ("local", "ray")
 #: how often one shard may fail (worker died, unexpected exception) before the run gives up
@@ -308,10 +308,7 @@ def _drive(ray: Any, blob: bytes, data: Data, settings: Any, device: str, bounds
                 cls, problem, fix = value
                 raise cls(problem, fix)
             start, stop = bounds[batch]
-            if store is not None:
-                store.put_batch(job, batch, start, stop, value)
-            else:
-                results[batch] = value
+            keep_batch(store, results, job, batch, start, stop, value)
             if on_batch:
                 on_batch(stop - start, True)
             submit(slot)

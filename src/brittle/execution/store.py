@@ -200,3 +200,12 @@ def concat_batches(results: dict[int, dict[str, np.ndarray]]) -> dict[str, np.nd
     """Arrays of several batches concatenated in batch order."""
     parts = [results[b] for b in sorted(results)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def keep_batch(store: RunStore | None, results: dict[int, dict[str, np.ndarray]], job: str, batch: int, start: int,
+               stop: int, arrays: dict[str, np.ndarray]) -> None:
+    """A finished batch: committed to ``store`` when there is one, else kept in ``results`` (see `concat_batches`)."""
+    if store is not None:
+        store.put_batch(job, batch, start, stop, arrays)
+    else:
+        results[batch] = arrays

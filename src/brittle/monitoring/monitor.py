@@ -43,6 +43,7 @@ from torch import nn
 from ..core.validation import check_norm
 from ..core.validation import as_margin_array, check_unit_interval
 from ..data.loading import as_data
+from ..core.serialize import read_json_file
 from ..errors import InputError, ModelError
 from ..models.loading import check_logits, evaluation_mode, keeps_model_mode, model_fingerprint, prepare_model
 from ..models.features import capture_many, resolve_layer
@@ -314,12 +315,7 @@ class Monitor:
     @classmethod
     def load(cls, path: str | os.PathLike, model: nn.Module) -> "Monitor":
         """Read a monitor written by `save` for ``model``; refuses a model whose fingerprint differs."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise InputError(f"monitor file {path} does not exist", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"monitor file {path} is not readable JSON ({exc})", "re-save it with Monitor.save") from None
+        d = read_json_file(path, "monitor", "re-save it with Monitor.save")
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(f"{path} is not a brittle monitor file", "load a file written by Monitor.save")
         if d.get("version") != FORMAT_VERSION:

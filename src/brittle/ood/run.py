@@ -30,6 +30,7 @@ from torch import nn
 from ..execution.store import RunStore
 from ..scores.base import Scorer, scorer_from_dict
 from .benchmark import Benchmark, Session, detector_label
+from ..core.serialize import json_default
 
 CONVENTION = ("higher score = more OOD; AUROC with either class positive; AUPR-In: ID positives; AUPR-Out: OOD "
               "positives; FPR@TPR: ID positives — the threshold accepts the target share of ID test inputs and "
@@ -151,13 +152,6 @@ def _write(out: Path, bench: Benchmark, ctx: RunContext, summary: dict[str, Any]
         frames.append(pd.DataFrame(cols))
     pd.concat(frames, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_default))
+    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
     tmp.replace(out / "summary.json")
 
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -41,6 +41,7 @@ from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations
 from ..core.validation import as_eps_array, as_margin_array
+from ..core.serialize import read_json_file
 from ..errors import InputError
 from ..models.features import Features
 from .base import Scorer, register
@@ -371,13 +372,7 @@ class PseudoMargin(Scorer):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PseudoMargin":
         """Read a pseudo-margin written by `save`."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise InputError(f"pseudo-margin file {path} does not exist", "check the path") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"pseudo-margin file {path} is not readable JSON ({exc})", "re-save it") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json_file(path, "pseudo-margin", "re-save it"))
 
     def __repr__(self) -> str:
         state = "fitted" if self.net is not None else "unfitted"
