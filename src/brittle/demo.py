@@ -38,8 +38,7 @@ def run_demo(out: str | os.PathLike = "brittle-demo", n: int = 200, *, runs: Any
     for name, norm in todo:
         run_dir = out / f"{name}-{norm}"
         result = audit(zoo.load(name), data, norm=norm, seed=seed, out=run_dir, overwrite=True, progress=progress,
-                       model_name=name, command=command, n_boot=500)
-        result.report()
+                       model_name=name, command=command, n_boot=500)  # writes run_dir/report.html (once)
         audits[f"{name}-{norm}"] = result
     comparisons = {}
     for norm in sorted({nm for _, nm in todo}):
