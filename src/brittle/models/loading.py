@@ -7,6 +7,7 @@ is refused, never executed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -16,7 +17,6 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
