@@ -161,7 +161,8 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps)
     data = as_data(data)
     eps = check_eps_for_domain(eps, norm, data.domain, int(np.prod(data.input_shape)))  # e.g. 8 meant as 8/255
-    if isinstance(monitor_eps, (int, float)) and not isinstance(monitor_eps, bool) and monitor_eps > 0:
+    if (isinstance(monitor_eps, (int, float)) and not isinstance(monitor_eps, bool) and math.isfinite(monitor_eps)
+            and monitor_eps > 0):  # invalid values get the stage's own message below
         check_eps_for_domain([monitor_eps], norm, data.domain, int(np.prod(data.input_shape)))
     executor = as_executor(executor)
     stages = sorted([*stages, *stages_from_options(pseudo_margin, monitor_eps, monitor_recall,
