@@ -16,17 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-
 from torch import nn
 
-from ..core.validation import check_norm
-from ..margins.attacks.pgd import run_attack
+from ..core.validation import check_eps_grid, check_norm, check_positive_int
 from ..data.loading import Data, as_data
 from ..errors import InputError
-from ..core.validation import check_eps_grid
-from .consistency import share_robust
 from ..execution.executor import Executor, as_executor, batch_seed
+from ..margins.attacks.pgd import run_attack
 from ..models.loading import keeps_model_mode
+from .consistency import share_robust
 
 __all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
 
@@ -175,8 +173,7 @@ def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_gri
         from ..core.validation import check_eps_for_domain
 
         check_eps_for_domain(grid[grid > 0], norm, data.domain, int(np.prod(data.input_shape)))
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass e.g. steps=100")
+    check_positive_int(steps, "steps", "pass e.g. steps=100")
     settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
     dev = executor.driver_device(device)
     was_training = model.training

@@ -49,7 +49,12 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import isotonic_regression
 
-from ..core.validation import as_bool_array, as_margin_array, check_unit_interval
+from ..core.validation import (
+    as_bool_array,
+    as_margin_array,
+    check_positive,
+    check_unit_interval,
+)
 from ..errors import InputError
 
 Method = Literal["isotonic", "threshold", "stratified"]
@@ -351,9 +356,7 @@ def estimate_robust_accuracy(logit_margin: Any, correct: Any, input_margins: Any
     lm = as_margin_array(logit_margin, "logit_margin", allow_inf=False, nonnegative=False)
     N = len(lm)
     corr = np.ones(N, bool) if correct is None else as_bool_array(correct, "correct", N)
-    if not isinstance(eps, (int, float, np.floating, np.integer)) or not (math.isfinite(eps) and eps > 0):
-        raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
-    eps = float(eps)
+    eps = check_positive(eps)
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"n must be an integer >= 1, got {n!r}", "pass the number of points to attack, e.g. n=500")
     if method not in ESTIMATION_METHODS:

@@ -205,3 +205,35 @@ def check_eps_for_domain(eps: Any, norm: str, domain: Sequence[float], input_dim
                          f"[{lo:g}, {hi:g}]): every input can then be moved to the centre of the domain, so "
                          f"robustness is 0 by construction", fix)
     return values
+
+
+def check_positive(value: Any, name: str = "eps", fix: str = "pass e.g. eps=8/255") -> float:
+    """``value`` as a finite float > 0 (a budget, a rate), or `InputError` naming ``name``."""
+    v = math.nan if isinstance(value, (bool, np.bool_, str, bytes)) else value
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or v <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}", fix)
+    return v
+
+
+def check_nonnegative(value: Any, name: str = "eps", fix: str = "pass a non-negative perturbation budget") -> float:
+    """``value`` as a finite float >= 0 (a budget that may be 0), or `InputError` naming ``name``."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise InputError(f"{name} must be a number, got {value!r}", fix)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}", fix) from None
+    if not math.isfinite(v) or v < 0:
+        raise InputError(f"{name} must be finite and >= 0, got {value!r}", fix)
+    return v
+
+
+def check_positive_int(value: Any, name: str = "steps", fix: str = "pass a positive integer") -> int:
+    """``value`` as an int >= 1, or `InputError` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}", fix)
+    return int(value)

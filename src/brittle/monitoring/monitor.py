@@ -40,13 +40,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.validation import check_norm
-from ..core.validation import as_margin_array, check_unit_interval
-from ..data.loading import as_data
 from ..core.serialize import read_json_file
+from ..core.validation import (
+    as_margin_array,
+    check_norm,
+    check_positive,
+    check_unit_interval,
+)
+from ..data.loading import as_data
 from ..errors import InputError, ModelError
-from ..models.loading import check_logits, evaluation_mode, keeps_model_mode, model_fingerprint, prepare_model
 from ..models.features import capture_many, resolve_layer
+from ..models.loading import (
+    check_logits,
+    evaluation_mode,
+    keeps_model_mode,
+    model_fingerprint,
+    prepare_model,
+)
 from ..scores.base import Scorer, scorer_from_dict
 from ..scores.logit_margin import LogitMarginScorer
 from ..scores.pseudo_margin import PseudoMargin
@@ -139,8 +149,8 @@ class Monitor:
             raise InputError(f"threshold must be a number, got {threshold!r}", "pass a float threshold") from None
         if math.isnan(threshold):
             raise InputError("threshold is NaN", "calibrate the monitor with Monitor.calibrate")
-        if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
+        if eps is not None:
+            eps = check_positive(eps)
         self.model = model
         self.threshold = threshold
         self.eps = None if eps is None else float(eps)
@@ -245,8 +255,7 @@ class Monitor:
         threshold is the ``ceil(target_recall · P)``-th smallest score among the ``P`` non-robust inputs.
         Use data the pseudo-margin was not fitted on.
         """
-        if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
-            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass e.g. eps=8/255")
+        eps = check_positive(eps)
         target_recall = check_unit_interval(target_recall, "target_recall")
         monitor = cls(model, score, threshold=0.0, eps=float(eps), norm=norm, target_recall=target_recall)
         if not monitor.scorer.flag_below:
@@ -293,8 +302,7 @@ class Monitor:
         """Measured recall and false-alarm rate on inputs ``x`` with known ``input_margins`` (at ``eps``,
         default the calibrated ε)."""
         eps = self.eps if eps is None else eps
-        if eps is None or not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
-            raise InputError(f"eps must be a finite number > 0, got {eps!r}", "pass eps= or calibrate the monitor")
+        eps = check_positive(eps, fix="pass eps= or calibrate the monitor")
         data = as_data(x)
         d_in = as_margin_array(input_margins, "input_margins", n=len(data))
         s = self.scores(data, batch_size=batch_size)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.validation import check_nonnegative
 from ..errors import InputError
 
 __all__ = [
@@ -26,13 +27,7 @@ __all__ = [
 
 
 def _check_eps(eps: float) -> float:
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise InputError(f"eps must be a number, got {eps!r}", "pass a non-negative float") from None
-    if not math.isfinite(e) or e < 0:
-        raise InputError(f"eps must be finite and >= 0, got {eps}", "pass a non-negative perturbation budget")
-    return e
+    return check_nonnegative(eps)
 
 
 class Schedule:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.validation import check_norm
+from ..core.validation import check_nonnegative, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..margins.attacks.pgd import run_attack
@@ -159,8 +159,7 @@ class Trainer:
         self.objective: Objective = make_objective(method, attack=attack, norm=norm, steps=steps,
                                                    step_ratio=step_ratio, label_smoothing=label_smoothing,
                                                    trades_beta=trades_beta)
-        if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-            raise InputError(f"eps must be finite and >= 0, got {eps!r}", "pass a non-negative perturbation budget")
+        eps = check_nonnegative(eps)
         if self.objective.adversarial and eps == 0:
             raise InputError(f"method {method!r} needs eps > 0", "pass eps > 0 or method='standard'")
         _positive_int(epochs, "epochs", "pass a positive number of epochs")

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.validation import check_norm, check_positive_int
 from ...data.loading import Domain
 from ...errors import InputError
-from ...core.validation import check_norm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
@@ -132,8 +132,8 @@ def _ascent_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
 def _check(x: torch.Tensor, y: torch.Tensor, steps: int | None = None) -> None:
     if y.ndim != 1 or len(y) != len(x):
         raise InputError(f"labels have shape {tuple(y.shape)} for {len(x)} inputs", "pass one label per input")
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass a positive number of attack steps")
+    if steps is not None:
+        check_positive_int(steps, "steps", "pass a positive number of attack steps")
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf",

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.validation import check_norm
+from ...core.validation import check_norm, check_positive_int
 from ...errors import InputError
 from ...margins.attacks.pgd import FIXED_BUDGET_ATTACKS, LossFn, run_attack
 
@@ -78,8 +78,7 @@ class Objective:
         if attack not in FIXED_BUDGET_ATTACKS:
             raise InputError(f"unknown training attack {attack!r}", f"use one of {sorted(FIXED_BUDGET_ATTACKS)}")
         norm = check_norm(norm)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise InputError(f"steps must be an integer >= 1, got {steps!r}", "pass a positive number of attack steps")
+        check_positive_int(steps, "steps", "pass a positive number of attack steps")
         if step_ratio is not None and not finite_at_least(step_ratio, 0.0, strict=True):
             raise InputError(f"step_ratio must be a finite number > 0 or None, got {step_ratio!r}",
                              "pass e.g. step_ratio=1.25 (a multiple of eps), or None for the attack's default")
