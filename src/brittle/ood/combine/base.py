@@ -58,7 +58,7 @@ def check_score_matrix(scores: Any, what: str = "scores", *, d: int | None = Non
         s = s[:, None]
     if s.ndim != 2 or s.shape[1] == 0:
         raise InputError(f"{what} have shape {s.shape}: expected (N, d), one column per detector",
-                         f"stack the detectors' scores as columns: np.column_stack([...])")
+                         "stack the detectors' scores as columns: np.column_stack([...])")
     if len(s) < min_rows:
         raise InputError(f"{what} have {len(s)} row(s), at least {min_rows} needed", "pass more in-distribution inputs")
     if d is not None and s.shape[1] != d:
