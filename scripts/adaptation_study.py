@@ -500,7 +500,8 @@ Machine: {machine}. Made with
 {command}
 ```
 
-(about an hour with two worker processes; `docs/adaptation-study.jsonl` holds every run's numbers — per-pass
+(54 minutes with two worker processes on the shared machine; `--render-only` rewrites this page from the
+results; `docs/adaptation-study.jsonl` holds every run's numbers — per-pass
 online accuracy, accuracy per corruption, clean accuracy after each pass, update rate per layer).
 """
 
@@ -584,8 +585,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="run only one experiment (suite, long, continual, noniid, smallbatch)")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
-    command = "OMP_NUM_THREADS=1 python scripts/adaptation_study.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]) if a != "--render-only")
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--render-only"]
+    if args.render_only and not given:  # the page names the command that computed the results
+        given = ["--workers", "2"]
+    command = "OMP_NUM_THREADS=1 python scripts/adaptation_study.py " + " ".join(shlex.quote(a) for a in given)
     if not args.render_only:
         run_all(args.n, args.workers, args.only)
     corruption_figure()
