@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.registry import import_builtins, lookup, lookup_description
 from ..errors import InputError
 from ..models.features import Features, extract_features
 
@@ -162,25 +163,18 @@ def check_features(features: Any) -> Features:
 def make_scorer(name: str, **params: Any) -> Scorer:
     """A scorer by registry name, e.g. ``make_scorer("logit_margin")``."""
     _load_builtin()
-    if name not in SCORERS:
-        raise InputError(f"unknown scorer {name!r}", f"use one of {sorted(SCORERS)}")
-    return SCORERS[name](**params)
+    return lookup(SCORERS, name, "scorer")(**params)
 
 
 def scorer_from_dict(d: dict[str, Any]) -> Scorer:
     """Rebuild a scorer written by ``to_dict`` (validated; never unpickles)."""
     _load_builtin()
-    if not isinstance(d, dict) or d.get("scorer") not in SCORERS:
-        raise InputError(f"not a known scorer description: {str(d)[:80]!r}", "pass Scorer.to_dict() output")
-    return SCORERS[d["scorer"]].from_dict(d)
+    return lookup_description(SCORERS, d, "scorer", "scorer", "pass Scorer.to_dict() output").from_dict(d)
 
 
 def _load_builtin() -> None:
     """Import the modules that register built-in scorers (lazily, to keep ``import brittle`` light)."""
-    import importlib
-
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module, __package__)
+    import_builtins(BUILTIN_MODULES, __package__)
 
 
 #: modules whose import registers scorers; OOD detectors add theirs here.

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import InputError
+from ...core.registry import import_builtins, lookup, lookup_description
 
 #: name → strategy class (filled by `register_combiner`)
 COMBINERS: dict[str, type["Combiner"]] = {}
@@ -160,26 +161,20 @@ class Combiner:
 
 
 def _load_builtin() -> None:
-    import importlib
-
-    for module in BUILTIN_COMBINERS:
-        importlib.import_module(module, __package__)
+    import_builtins(BUILTIN_COMBINERS, __package__)
 
 
 def make_combiner(name: str, **params: Any) -> Combiner:
     """A strategy by name: ``"vote"``, ``"ecdf"``, ``"copula"`` or ``"ot"``."""
     _load_builtin()
-    if not isinstance(name, str) or name not in COMBINERS:
-        raise InputError(f"unknown combination strategy {name!r}", f"use one of {sorted(COMBINERS)}")
-    return COMBINERS[name](**params)
+    return lookup(COMBINERS, name, "combination strategy")(**params)
 
 
 def combiner_from_dict(d: dict[str, Any]) -> Combiner:
     """Rebuild a strategy written by `Combiner.to_dict` (plain JSON; never unpickles)."""
     _load_builtin()
-    if not isinstance(d, dict) or d.get("combiner") not in COMBINERS:
-        raise InputError(f"not a known combination strategy description: {str(d)[:80]!r}", "pass Combiner.to_dict() output")
-    c = COMBINERS[d["combiner"]](**(d.get("params") or {}))
+    cls = lookup_description(COMBINERS, d, "combiner", "combination strategy", "pass Combiner.to_dict() output")
+    c = cls(**(d.get("params") or {}))
     c.set_state(d.get("state") or {})
     return c
 
