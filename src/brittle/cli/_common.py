@@ -48,6 +48,9 @@ def parse_floats(text: str, what: str = "eps") -> list[float]:
     return values
 
 
+WEIGHTS = typer.Option(None, help="State-dict checkpoint for module:factory models.")
+DATA_ROOT = typer.Option(None, help="Folder holding dataset files.")
+OVERWRITE = typer.Option(False, help="Replace a different run in --out.")
 BACKEND = typer.Option("local", help="Where margins are computed: local (this process) or ray.")
 WORKERS = typer.Option(1, help="--backend ray: number of Ray workers (actors).")
 GPUS = typer.Option(0.0, "--gpus-per-worker", help="--backend ray: GPUs per worker (fractions share a GPU).")

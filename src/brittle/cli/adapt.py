@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import State, command_line, console, emit, parse_floats
+from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, parse_floats
 
 ORDERS = ("sequence", "sorted", "imbalanced")
 
@@ -57,14 +57,14 @@ def adapt(model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. s
           limit: Optional[int] = typer.Option(None, help="Use only the first N images for the stream."),
           holdout: int = typer.Option(1000, help="The last N images are held out, clean, to measure forgetting "
                                                  "(0: no forgetting measurement)."),
-          weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
-          data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+          weights: Optional[Path] = WEIGHTS,
+          data_root: Optional[Path] = DATA_ROOT,
           domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
           chunk: int = typer.Option(1024, help="Samples per checkpoint of the adapted state."),
           device: str = typer.Option("cpu", help="cpu, cuda or auto."),
           seed: int = typer.Option(0, help="Seed of the corruptions and stream order."),
           save_model: bool = typer.Option(False, "--save-model", help="Write DIR/model.pt (the adapted state dict)."),
-          overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+          overwrite: bool = OVERWRITE,
           report: bool = typer.Option(True, help="Write DIR/report.html.")) -> None:
     """Adapt a model online on a shifted test stream (TENT, PL, SHOT-IM, BatchNorm statistics; optional
     layer-wise gate); writes DIR/summary.json, DIR/steps.parquet, DIR/samples.parquet and DIR/report.html."""

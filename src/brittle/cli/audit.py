@@ -8,18 +8,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import (
-    ADDRESS,
-    BACKEND,
-    GPUS,
-    WORKERS,
-    State,
-    command_line,
-    console,
-    emit,
-    load_inputs,
-    parse_floats,
-)
+from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, WEIGHTS, WORKERS, State, command_line, console,
+                      emit, load_inputs, parse_floats)
 
 
 def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
@@ -53,8 +43,8 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           eps: Optional[str] = typer.Option(None, help="Comma-separated budgets (default: MNIST's standard three)."),
           method: str = typer.Option("brittle", help="Input-margin method (see `brittle margins --help`)."),
           lower: Optional[str] = typer.Option(None, help="Certified lower bounds (ReLU nets): crown (tightest, slow on conv nets), crown-ibp or ibp."),
-          weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
-          data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+          weights: Optional[Path] = WEIGHTS,
+          data_root: Optional[Path] = DATA_ROOT,
           domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
           limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
           shift: Optional[str] = typer.Option(None, "--shift", metavar="NAME:SEVERITY",
@@ -63,7 +53,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
           device: str = typer.Option("auto", help="auto, cpu or cuda."),
           seed: int = typer.Option(0, help="Random seed."),
-          overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+          overwrite: bool = OVERWRITE,
           report: bool = typer.Option(True, help="Write DIR/report.html."),
           backend: str = BACKEND, workers: int = WORKERS, gpus_per_worker: float = GPUS,
           address: Optional[str] = ADDRESS,

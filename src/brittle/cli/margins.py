@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ._common import ADDRESS, BACKEND, GPUS, WORKERS, State, console, emit, load_inputs
+from ._common import ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, State, WEIGHTS, WORKERS, console, emit, load_inputs
 
 
 def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
@@ -18,13 +18,13 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             norm: str = typer.Option("linf", help="linf or l2."),
             method: str = typer.Option("brittle", help="brittle, ensemble, exact, fab-autoattack, fab-torchattacks, ..."),
             lower: Optional[str] = typer.Option(None, help="Certified lower bounds (ReLU nets): crown (tightest, slow on conv nets), crown-ibp or ibp."),
-            weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
-            data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+            weights: Optional[Path] = WEIGHTS,
+            data_root: Optional[Path] = DATA_ROOT,
             limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
             batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
             device: str = typer.Option("auto", help="auto, cpu or cuda."),
             seed: int = typer.Option(0, help="Random seed."),
-            overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+            overwrite: bool = OVERWRITE,
             backend: str = BACKEND, workers: int = WORKERS, gpus_per_worker: float = GPUS,
             address: Optional[str] = ADDRESS) -> None:
     """Input margins (a lower-upper bracket per sample) and logit margins; writes DIR/margins.parquet."""

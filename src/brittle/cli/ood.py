@@ -21,7 +21,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ._common import State, command_line, console, emit
+from ._common import OVERWRITE, State, WEIGHTS, command_line, console, emit
 
 
 def _combine_module() -> Any:
@@ -76,7 +76,7 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         detectors: str = typer.Option("all", "--detectors", help="Comma-separated detector names or 'all'."),
         combine: str | None = typer.Option(None, "--combine", help="Combination strategies of the detectors "
                                               "(when available), comma-separated."),
-        weights: Path | None = typer.Option(None, help="State-dict checkpoint for module:factory models."),
+        weights: Path | None = WEIGHTS,
         data_root: Path | None = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
                                                  "Fashion-MNIST); also BRITTLE_DATA_ROOT."),
         limit: int | None = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
@@ -84,7 +84,7 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         batch_size: int = typer.Option(512, help="Inputs per forward pass."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
         seed: int = typer.Option(0, help="Seed of the generated OOD sets."),
-        overwrite: bool = typer.Option(False, help="Replace a different run in --out."),
+        overwrite: bool = OVERWRITE,
         report: bool = typer.Option(True, help="Write DIR/report.html.")) -> None:
     """Benchmark OOD detectors: fit on ID data, score ID test and OOD sets; summary.json, scores.parquet, report."""
     from ..core.validation import check_unit_interval

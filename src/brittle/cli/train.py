@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import State, command_line, console, emit, torch_seed
+from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, torch_seed
 
 
 def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root: Optional[Path], limit: Optional[int],
@@ -65,7 +65,7 @@ def train_cmd(out: Path = typer.Option(..., "--out", "-o", help="Run directory (
               arch: str = typer.Option("brittle.models.zoo.architectures:mnist_cnn", help="module:factory building the model."),
               data: str = typer.Option("mnist:train", "--data", "-d", help="Training data."),
               val_data: Optional[str] = typer.Option("mnist:test", help="Validation / evaluation data."),
-              data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+              data_root: Optional[Path] = DATA_ROOT,
               limit: Optional[int] = typer.Option(None, help="Use only the first N training samples."),
               method: str = _METHOD, attack: str = _ATTACK, norm: str = _NORM, eps: float = _EPS,
               steps: int = _STEPS, trades_beta: float = _BETA, epochs: int = _EPOCHS, lr: float = _LR,
@@ -73,7 +73,7 @@ def train_cmd(out: Path = typer.Option(..., "--out", "-o", help="Run directory (
               t2: Optional[float] = _T2, warmup: Optional[float] = _WARMUP, label_smoothing: float = _SMOOTH,
               eval_n: int = typer.Option(1000, help="Validation samples for the final robust evaluation."),
               seed: int = typer.Option(0, help="Random seed."), device: str = typer.Option("cpu", help="cpu, cuda, auto."),
-              overwrite: bool = typer.Option(False, help="Replace a different run in --out.")) -> None:
+              overwrite: bool = OVERWRITE) -> None:
     """Train a model from scratch (standard, Madry or TRADES) with an ε schedule; resumable."""
     from ..models.loading import import_factory
 
@@ -86,10 +86,10 @@ def train_cmd(out: Path = typer.Option(..., "--out", "-o", help="Run directory (
 
 def finetune(model: str = typer.Option(..., "--model", "-m", help="Pretrained model: zoo name or module:factory."),
              out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumable)."),
-             weights: Optional[Path] = typer.Option(None, help="State-dict checkpoint for module:factory models."),
+             weights: Optional[Path] = WEIGHTS,
              data: str = typer.Option(..., "--data", "-d", help="Target-task training data."),
              val_data: Optional[str] = typer.Option(None, help="Target-task validation / evaluation data."),
-             data_root: Optional[Path] = typer.Option(None, help="Folder holding dataset files."),
+             data_root: Optional[Path] = DATA_ROOT,
              limit: Optional[int] = typer.Option(None, help="Use only the first N training samples."),
              reset_head: bool = typer.Option(False, help="Re-initialise the last linear layer first."),
              protocol: str = _PROTOCOL, last_k: int = _LASTK,
@@ -99,7 +99,7 @@ def finetune(model: str = typer.Option(..., "--model", "-m", help="Pretrained mo
              t2: Optional[float] = _T2, warmup: Optional[float] = _WARMUP, label_smoothing: float = _SMOOTH,
              eval_n: int = typer.Option(1000, help="Validation samples for the final robust evaluation."),
              seed: int = typer.Option(0, help="Random seed."), device: str = typer.Option("cpu", help="cpu, cuda, auto."),
-             overwrite: bool = typer.Option(False, help="Replace a different run in --out.")) -> None:
+             overwrite: bool = OVERWRITE) -> None:
     """Fine-tune a pretrained model on a target task (full, linear probe or partial), e.g. robustly with an ε
     schedule; resumable."""
     from torch import nn
