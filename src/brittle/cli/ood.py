@@ -16,7 +16,7 @@ callable(RunContext) -> dict`` (run after the detectors, see `brittle.ood.run.Ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -74,12 +74,12 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         ood_sets: str = typer.Option("all", "--ood", help="Comma-separated OOD sets: fashion-mnist, uniform, "
                                      "gaussian, rotated, inverted, permuted, digits, 'all', or data specs (.npz)."),
         detectors: str = typer.Option("all", "--detectors", help="Comma-separated detector names or 'all'."),
-        combine: str | None = typer.Option(None, "--combine", help="Combination strategies of the detectors "
+        combine: Optional[str] = typer.Option(None, "--combine", help="Combination strategies of the detectors "
                                               "(when available), comma-separated."),
-        weights: Path | None = WEIGHTS,
-        data_root: Path | None = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
+        weights: Optional[Path] = WEIGHTS,
+        data_root: Optional[Path] = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
                                                  "Fashion-MNIST); also BRITTLE_DATA_ROOT."),
-        limit: int | None = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
+        limit: Optional[int] = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
         target_tpr: float = typer.Option(0.95, "--target-tpr", help="TPR (share of ID accepted) for FPR and thresholds."),
         batch_size: int = typer.Option(512, help="Inputs per forward pass."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
