@@ -15,12 +15,12 @@ import argparse
 import copy
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+from brittle.core.provenance import cpu_name
 
 
 def plain_tent(model: nn.Module, x: torch.Tensor, batch: int, lr: float = 1e-3) -> torch.Tensor:
@@ -53,16 +53,6 @@ def brittle_run(model: nn.Module, x: torch.Tensor, batch: int, method: str, **kw
 
     a = make_adapter(method, **kw).fit(model)
     return torch.cat([a.step(x[i:i + batch]).logits for i in range(0, len(x), batch)])
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -449,7 +449,7 @@ def _machine() -> str:
     import torch
 
     try:
-        from brittle.execution.runner import cpu_name  # type: ignore[import-not-found]
+        from brittle.core.provenance import cpu_name
         cpu = cpu_name()
     except Exception:
         cpu = platform.processor() or platform.machine()

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import brittle
-from brittle.margins.compute import cpu_name
+from brittle.core.provenance import cpu_name
 from brittle.models import zoo
 from brittle.data.loading import load_data
 from brittle.analysis.robustness import expected_robustness, robust_accuracy_curve

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 import brittle
-from brittle.margins.compute import cpu_name
+from brittle.core.provenance import cpu_name
 import brittle.models.zoo as zoo
 from brittle.auditing.pipeline import audit
 from brittle.data.loading import load_mnist

@@ -21,6 +21,7 @@ from torch import nn
 from ..core.progress import progress_bar
 
 from .._version import __version__
+from ..core.provenance import cpu_name  # noqa: F401 - re-exported for scripts
 from ..core.validation import check_eps_for_domain, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError, StoreError
@@ -66,18 +67,6 @@ class MarginTable:
                              "choose a writable --out directory with free space") from None
         self.path = directory / "margins.parquet"
         return self.path
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one), for result files and reports."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str]:
