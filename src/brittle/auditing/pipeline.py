@@ -32,7 +32,7 @@ from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations, robust_accuracy
 from ..analysis.robustness import expected_robustness, robust_accuracy_from_margins
-from ..core.validation import check_eps, check_eps_for_domain
+from ..core.validation import check_eps, check_eps_for_domain, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..execution.executor import Executor, as_executor
@@ -138,7 +138,10 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     With ``out``, margins are computed into a resumable run store there (re-running resumes; a different
     run is refused unless ``overwrite``) and the results — and, with ``report`` (default), ``report.html`` —
     are written there too. ``executor`` chooses where margins are computed (default: this process; see
-    `brittle.execution.make_executor`).
+    `brittle.execution.make_executor`). With the default method the attack also attacks, at each audited ε,
+    the samples whose bound lies just above it (``budgets=eps``; see `brittle.input_margins`), so robust
+    accuracy read off the margins matches AutoAttack's (benchmarks/RESULTS.md); ``method_options={"budgets":
+    []}`` skips that stage.
 
     ``stages`` are the steps after the margins (`brittle.auditing.stages`); ``pseudo_margin=`` /
     ``pseudo_margin_options=``, ``monitor_eps=`` / ``monitor_recall=`` and ``subset_estimate=N`` are shortcuts
@@ -155,12 +158,17 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     Every setting, the model and the data are checked before anything is written or started.
     """
     # --- validation: everything before any side effect (run directory, store, cluster, worker) ---
-    settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
-                                     method_options=method_options)
-    norm = settings.norm
+    norm = check_norm(norm)
     eps = check_eps(DEFAULT_EPS[norm] if eps is None else eps)
     data = as_data(data)
     eps = check_eps_for_domain(eps, norm, data.domain, int(np.prod(data.input_shape)))  # e.g. 8 meant as 8/255
+    method_options = dict(method_options or {})
+    if method == "brittle" and "budgets" not in method_options:
+        # the audit reads robust accuracy off the margins at these ε: the attack spends its extra stage
+        # (APGD-CE, APGD-T, Square at that ε) on the samples whose bound sits just above one of them
+        method_options["budgets"] = list(eps)
+    settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
+                                     method_options=method_options)
     if (isinstance(monitor_eps, (int, float)) and not isinstance(monitor_eps, bool) and math.isfinite(monitor_eps)
             and monitor_eps > 0):  # invalid values get the stage's own message below
         check_eps_for_domain([monitor_eps], norm, data.domain, int(np.prod(data.input_shape)))
