@@ -168,7 +168,10 @@ def test_ctrl_c_during_an_audit_exits_130_and_resumes(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "brittle.cli", "audit", "-m", "standard", "--limit", "400", "--batch-size", "20",
             "--eps", "0.1", "--no-report", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # as in a terminal: a shell running this suite in the background (``cmd &``) ignores SIGINT, and an ignored
+    # signal stays ignored in children, so Python would never raise KeyboardInterrupt
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db, deadline = out / "run.sqlite", time.monotonic() + 240
     while len(_batches(db)) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
