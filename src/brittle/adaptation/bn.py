@@ -35,8 +35,12 @@ class Source(Adapter):
 
     def fit(self, model: torch.nn.Module) -> "Source":
         self.bn_stats = "source"
+        from ..errors import ModelError
         from .norm import batchnorm_layers
 
+        if not isinstance(model, torch.nn.Module):
+            raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}",
+                             "pass a model (e.g. brittle.load_model('standard_bn'))")
         if not batchnorm_layers(model):  # a model without BatchNorm is fine for the reference line
             return self._fit_plain(model)
         super().fit(model)
