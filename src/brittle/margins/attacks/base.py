@@ -114,6 +114,16 @@ def keep_best(best: AttackResult, new: AttackResult) -> AttackResult:
                         torch.where(better, new.adv_class, best.adv_class), cost)
 
 
+def counted_prediction(model: nn.Module, x: torch.Tensor,
+                       pred: torch.Tensor | None) -> tuple[CountingModel, torch.Tensor]:
+    """The model wrapped to count its passes, and the predictions to attack (computed when not given)."""
+    counting = CountingModel(model)
+    if pred is None:
+        with torch.no_grad():
+            pred = counting(x).argmax(1)
+    return counting, pred
+
+
 class MinimalNormAttack(ABC):
     """Base of minimal-norm attacks (one file per attack subclasses this).
 
@@ -137,10 +147,7 @@ class MinimalNormAttack(ABC):
 
     def __call__(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None = None,
                  domain: Domain = (0.0, 1.0)) -> AttackResult:
-        counting = CountingModel(model)
-        if pred is None:
-            with torch.no_grad():
-                pred = counting(x).argmax(1)
+        counting, pred = counted_prediction(model, x, pred)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)
         try:

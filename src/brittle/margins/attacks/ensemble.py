@@ -9,7 +9,7 @@ from torch import nn
 
 from ...data.loading import Domain
 from ...errors import InputError
-from .base import AttackResult, CountingModel, MinimalNormAttack, keep_best
+from .base import AttackResult, MinimalNormAttack, counted_prediction, keep_best
 
 
 class Ensemble(MinimalNormAttack):
@@ -42,10 +42,7 @@ class Ensemble(MinimalNormAttack):
 
     def __call__(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None = None,
                  domain: Domain = (0.0, 1.0)) -> AttackResult:
-        counting = CountingModel(model)
-        if pred is None:
-            with torch.no_grad():
-                pred = counting(x).argmax(1)
+        counting, pred = counted_prediction(model, x, pred)
         best: AttackResult | None = None
         for attack in self.attacks:
             result = attack(model, x, pred, domain)
