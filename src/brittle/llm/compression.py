@@ -31,6 +31,15 @@ from ..errors import InputError, ModelError
 # --------------------------------------------------------------------------------------------------- layer level
 
 
+
+def _obs_update(W1: "torch.Tensor", U1: "torch.Tensor", Err1: "torch.Tensor", i: int, q: "torch.Tensor") -> None:
+    """Optimal-brain-surgeon step shared by SparseGPT and GPTQ: set column ``i`` of the block to ``q`` and spread
+    its error over the block's later columns through the upper Cholesky factor ``U1`` of the inverse Hessian."""
+    err = (W1[:, i] - q) / U1[i, i]
+    W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+    W1[:, i] = q
+    Err1[:, i] = err
+
 def _check_w_h(W: torch.Tensor, H: torch.Tensor | None) -> None:
     if W.dim() != 2 or not W.is_floating_point():
         raise InputError(f"weight must be a 2-D float tensor, got shape {tuple(W.shape)}", "pass a Linear's weight")
@@ -116,11 +125,7 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float, *, blocks
             mask1.view(-1)[torch.topk(score.view(-1), k, largest=False).indices] = True
         for i in range(i2 - i1):
             w = W1[:, i]
-            q = w.masked_fill(mask1[:, i], 0.0)
-            err = (w - q) / U1[i, i]
-            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
-            W1[:, i] = q
-            Err1[:, i] = err
+            _obs_update(W1, U1, Err1, i, w.masked_fill(mask1[:, i], 0.0))
         W[:, i1:i2] = W1
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return W.to(dtype)
@@ -182,11 +187,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
                 grp = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
                 scale, zero = _quant_params(grp, bits)
             w = W1[:, i]
-            q = _quantize(w, scale, zero, bits)
-            err = (w - q) / U1[i, i]
-            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
-            W1[:, i] = q
-            Err1[:, i] = err
+            _obs_update(W1, U1, Err1, i, _quantize(w, scale, zero, bits))
         W[:, i1:i2] = W1
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     return W.to(dtype)

@@ -91,16 +91,20 @@ def _quiet() -> Any:
         yield
 
 
-class AutoAttackFAB(MinimalNormAttack):
-    """FAB of AutoAttack (untargeted, ``steps`` iterations, ``restarts`` restarts; one gradient per class per step)."""
-
-    name = "fab-autoattack"
+class _FAB(MinimalNormAttack):
+    """Settings shared by the FAB adapters (FAB's own names and defaults; ``steps`` 100 as in the FAB paper)."""
 
     def __init__(self, norm: str = "linf", *, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
                  eta: float = 1.05, beta: float = 0.9, seed: int = 0):
         super().__init__(norm, seed=seed)
         require(self.name)
         self.steps, self.restarts, self.alpha_max, self.eta, self.beta = steps, restarts, alpha_max, eta, beta
+
+
+class AutoAttackFAB(_FAB):
+    """FAB of AutoAttack (untargeted, ``steps`` iterations, ``restarts`` restarts; one gradient per class per step)."""
+
+    name = "fab-autoattack"
 
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         from pyautoattack.fab_pt import FABAttack_PT
@@ -114,16 +118,10 @@ class AutoAttackFAB(MinimalNormAttack):
         return unit.from_unit(adv)
 
 
-class TorchattacksFAB(MinimalNormAttack):
+class TorchattacksFAB(_FAB):
     """FAB of torchattacks (untargeted; ``steps`` defaults to 100 as in the FAB paper, not torchattacks' 10)."""
 
     name = "fab-torchattacks"
-
-    def __init__(self, norm: str = "linf", *, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, seed: int = 0):
-        super().__init__(norm, seed=seed)
-        require(self.name)
-        self.steps, self.restarts, self.alpha_max, self.eta, self.beta = steps, restarts, alpha_max, eta, beta
 
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         import torchattacks
