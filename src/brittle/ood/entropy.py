@@ -23,9 +23,6 @@ class Entropy(OODDetector):
     name = "entropy"
     paper = "Hendrycks & Gimpel, ICLR 2017"
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         logp = torch.log_softmax(logits.double(), dim=1)
         return -(logp.exp() * logp).sum(dim=1)

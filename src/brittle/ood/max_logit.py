@@ -23,8 +23,5 @@ class MaxLogit(OODDetector):
     name = "max_logit"
     paper = "Hendrycks et al., ICML 2022"
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return -logits.double().max(dim=1).values

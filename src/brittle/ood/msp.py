@@ -24,8 +24,5 @@ class MSP(OODDetector):
     name = "msp"
     paper = "Hendrycks & Gimpel, ICLR 2017"
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return -torch.softmax(logits.double(), dim=1).max(dim=1).values
