@@ -176,12 +176,8 @@ def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_gri
     check_positive_int(steps, "steps", "pass e.g. steps=100")
     settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
     dev = executor.driver_device(device)
-    was_training = model.training
-    model.eval().to(dev)
-    try:
-        robust = executor.run(model, data, settings, batch_robust, store=None, job="robust_accuracy_curve",
-                              device=dev if executor.name == "local" else device)["robust"]
-    finally:
-        model.train(was_training)
+    model.to(dev)  # eval mode and the caller's modes afterwards: @keeps_model_mode
+    robust = executor.run(model, data, settings, batch_robust, store=None, job="robust_accuracy_curve",
+                          device=dev if executor.name == "local" else device)["robust"]
     name = f"{attack}-{steps}"
     return pd.DataFrame({"eps": grid, "robust_accuracy": robust.mean(0), "attack": name})

@@ -184,28 +184,23 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
         raise InputError("a stage was given twice", "pass each stage once")
     dev = executor.driver_device(device)
     user_model = model  # layer names, hooks and the monitor's fingerprint refer to the model as given
-    was_training = getattr(model, "training", False)
     model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
     check_labels_fit(model, data, dev)
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
                         seed=seed, method_options=settings.method_options)
     # --- work ---
     t0 = time.perf_counter()
+    store = RunStore(out, config, overwrite=overwrite) if out is not None else None
     try:
-        store = RunStore(out, config, overwrite=overwrite) if out is not None else None
-        try:
-            margins = compute_margins(model, data, norm=norm, method=method, lower=lower, batch_size=batch_size,
-                                      device=dev if executor.name == "local" else device, seed=seed, store=store,
-                                      progress=progress, method_options=method_options, executor=executor)
-        finally:
-            if store is not None:
-                store.close()
-        ctx = AuditContext(user_model, data, margins.table.copy(), norm, eps, seed, n_boot, dev, out)
-        for stage in stages:
-            stage.run(ctx)
+        margins = compute_margins(model, data, norm=norm, method=method, lower=lower, batch_size=batch_size,
+                                  device=dev if executor.name == "local" else device, seed=seed, store=store,
+                                  progress=progress, method_options=method_options, executor=executor)
     finally:
-        if isinstance(user_model, nn.Module) and was_training:
-            user_model.train(True)  # leave the caller's model as it was given
+        if store is not None:
+            store.close()
+    ctx = AuditContext(user_model, data, margins.table.copy(), norm, eps, seed, n_boot, dev, out)
+    for stage in stages:
+        stage.run(ctx)
     table, extras = ctx.table, ctx.summary
     summary, curves = analyse(table, norm=norm, eps=eps, n_boot=n_boot, seed=seed, samples=samples)
     summary = {"model": model_name or type(model).__name__, "data": data.name, "method": method,
