@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["pyautoattack"] = None
     from brittle import __version__
     report["brittle"] = __version__
+    if device.type == "cuda":  # warm-up (kernels, cuDNN handles), outside every timed run
+        first, first_norm = groups.split(",")[0].split(":")
+        input_margins(zoo.load(first).to(device).eval(), data.head(16), first_norm, device=device)
     t_start = time.perf_counter()
     for spec in filter(None, groups.split(",")):
         if args.time_limit is not None and time.perf_counter() - t_start > args.time_limit:

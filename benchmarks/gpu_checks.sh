@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
-# GPU checks of issue #13, as one run (about 8 minutes at most; every step has its own time limit).
+# GPU checks of issue #13, in two calls that fit a 15-minute device budget (each step has its own time limit).
 #
-#   bash benchmarks/gpu_checks.sh            # writes under $OUT (default /tmp/gpu_checks)
+#   bash benchmarks/gpu_checks.sh measure   # ~8 min: logit throughput, margins vs FAB, attack profile, AutoAttack
+#   bash benchmarks/gpu_checks.sh verify    # ~4 min: the whole test suite on CUDA, then brittle's side again
+#                                           #   (AutoAttack from the cache the first call wrote);
+#   STEPS=pytest,margins bash benchmarks/gpu_checks.sh verify   # a subset of pytest,margins,autoattack
 #
-# (a) logit-margin throughput against a bare forward loop (ResNet-50 random weights, 224 px, batch 256;
-#     zoo CNNs, batch 2048), input margins against FAB in both norms (1,000 images), and the AutoAttack
-#     comparison on 1,000 images (as many row groups as fit in its time limit);
-# (b) the whole test suite on CUDA (the tests' device="auto" resolves to the GPU), output in pytest-cuda.txt.
-# Without brittle installed, src/ goes on PYTHONPATH; wheels under .whl/ (e.g. pyautoattack) are installed
-# into /tmp/site first (the device has no network).
+# Results go under $OUT (default /tmp/gpu_checks), at most 8 files per call.
+# measure: (a) logit-margin throughput against a bare forward loop (ResNet-50 random weights, 224 px, batch 256;
+#   zoo CNNs, batch 2048); (b) input margins against FAB in both norms (1,000 images); (c) a per-stage and
+#   per-operator profile of brittle's attack (benchmarks/profile_attack.py); (d) the AutoAttack comparison on
+#   1,000 images, AutoAttack's per-sample results cached in autoattack_gpu_aa.json.
+# verify: (e) the whole test suite on CUDA (the tests' device="auto" resolves to the GPU), output in
+#   pytest-cuda.txt; (f) the margins-vs-FAB and AutoAttack rows again, brittle's side only, where the cache
+#   benchmarks/results/autoattack_gpu_aa.json is present (copy it there from the first call's files).
+# The device has no network: wheels under .whl/ (and unpacked packages under .whl/site) are installed into
+# /tmp/site first, and brittle itself is installed in editable mode without dependencies.
 set -u
+PHASE=${1:-measure}
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
-LOG="$OUT/log.txt"
-{
-  date -u; nvidia-smi -L; nproc
-  $PY -c "import torch, platform; print('torch', torch.__version__, torch.cuda.get_device_name(0), platform.python_version())"
-} > "$OUT/machine.txt" 2>&1
+export PYTHONPATH="$PWD/src:/tmp/site:$PWD/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
+$PY -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
+LOG="$OUT/log-$PHASE.txt"
 step() {  # step SECONDS NAME COMMAND...
   local limit=$1 name=$2; shift 2
   local t0=$SECONDS
@@ -31,14 +35,33 @@ step() {  # step SECONDS NAME COMMAND...
   timeout "$limit" "$@" >> "$LOG" 2>&1
   echo "== $name: exit $? after $((SECONDS - t0))s" | tee -a "$LOG"
 }
-step 60 logit-resnet50 $PY benchmarks/bench_logit_margin.py --models resnet50 --n 4096 --batch-size 256 \
-  --repeats 5 --device cuda --out "$OUT/logit_resnet50.json"
-step 40 logit-cnn $PY benchmarks/bench_logit_margin.py --models standard,linf_madry --n 10000 --batch-size 2048 \
-  --repeats 7 --device cuda --out "$OUT/logit_cnn.json"
-step 90 margins-vs-fab $PY benchmarks/bench_margins.py --models standard,linf_madry --n 1000 --norms linf,l2 \
-  --methods brittle,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json"
-step 230 autoattack $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda --time-limit 150 \
-  --out "$OUT/autoattack_gpu.json"
-step 140 pytest-cuda $PY -m pytest -q --timeout 300 -n 16 -p no:cacheprovider -o addopts="" tests \
-  > "$OUT/pytest-cuda.txt" 2>&1
-tail -5 "$OUT/pytest-cuda.txt" | tee -a "$LOG"
+{
+  date -u; nvidia-smi -L; nproc
+  $PY -c "import torch, platform; print('torch', torch.__version__, torch.cuda.get_device_name(0), platform.python_version())"
+} >> "$LOG" 2>&1
+if [ "$PHASE" = measure ]; then
+  step 60 logit-resnet50 $PY benchmarks/bench_logit_margin.py --models resnet50 --n 4096 --batch-size 256 \
+    --repeats 5 --device cuda --out "$OUT/logit_resnet50.json"
+  step 40 logit-cnn $PY benchmarks/bench_logit_margin.py --models standard,linf_madry --n 10000 --batch-size 2048 \
+    --repeats 7 --device cuda --out "$OUT/logit_cnn.json"
+  step 90 margins-vs-fab $PY benchmarks/bench_margins.py --models standard,linf_madry --n 1000 --norms linf,l2 \
+    --methods brittle,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json"
+  step 40 profile $PY benchmarks/profile_attack.py --model linf_madry --norms l2,linf --n 1000 --device cuda \
+    --out "$OUT/profile.json"
+  step 320 autoattack $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda --time-limit 250 \
+    --aa-cache "$OUT/autoattack_gpu_aa.json" --out "$OUT/autoattack_gpu.json"
+else
+  STEPS=${STEPS:-pytest,margins,autoattack}  # which verify steps to run (a comma-separated subset)
+  case ",$STEPS," in *,pytest,*)
+  step 150 pytest-cuda bash -c "$PY -m pytest -q --timeout 300 -n 16 -p no:cacheprovider \
+    -o addopts='-ra --import-mode=importlib' tests > '$OUT/pytest-cuda.txt' 2>&1"
+  tail -5 "$OUT/pytest-cuda.txt" | tee -a "$LOG";; esac
+  case ",$STEPS," in *,margins,*)
+  step 90 margins-vs-fab $PY benchmarks/bench_margins.py --models standard,linf_madry --n 1000 --norms linf,l2 \
+    --methods brittle,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json";; esac
+  if [ -f benchmarks/results/autoattack_gpu_aa.json ] && [[ ",$STEPS," == *,autoattack,* ]]; then
+    cp benchmarks/results/autoattack_gpu_aa.json "$OUT/autoattack_gpu_aa.json"
+    step 60 autoattack-brittle $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda \
+      --skip-aa --aa-cache "$OUT/autoattack_gpu_aa.json" --out "$OUT/autoattack_gpu.json"
+  fi
+fi

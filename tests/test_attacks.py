@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 
 import numpy as np
@@ -86,8 +88,18 @@ def box_points(n: int, seed: int = 1) -> torch.Tensor:
     return torch.where(edge, (x > 0.5).float(), x)
 
 
+@pytest.fixture(params=["newton", "sort"])
+def threshold_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the box projection finds its threshold: Newton (the CPU's) and the closed form by sorting
+    (the GPU's), each run here on the CPU."""
+    from brittle.margins.attacks import fast_boundary
+    monkeypatch.setattr(fast_boundary, "_threshold",
+                        functools.partial(fast_boundary._threshold, method=request.param))
+    return request.param
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_linear_margin_inside_box_matches_exact_solution(norm: str) -> None:
+def test_linear_margin_inside_box_matches_exact_solution(norm: str, threshold_method: str) -> None:
     model = linear_model(scale=0.6)
     x = box_points(24)
     pred = model(x).argmax(1)
@@ -102,7 +114,7 @@ def test_linear_margin_inside_box_matches_exact_solution(norm: str) -> None:
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_linear_margin_without_active_box_matches_closed_form(norm: str) -> None:
+def test_linear_margin_without_active_box_matches_closed_form(norm: str, threshold_method: str) -> None:
     model = linear_model(seed=3, scale=3.0)
     x = 0.5 + 0.05 * (torch.rand(20, DIM, generator=torch.Generator().manual_seed(2)) - 0.5)
     pred = model(x).argmax(1)
@@ -304,3 +316,24 @@ def test_brittle_is_as_tight_as_fab_on_a_small_network() -> None:
         assert ours.found.sum() >= fab.found.sum()
         assert ratio <= 1.01, f"{norm}: median ratio to FAB {ratio:.4f}"
         assert ours.cost.backward < fab.cost.backward / 5
+
+
+@pytest.mark.parametrize("method", ["newton", "sort"])
+def test_box_threshold_finds_the_root_of_the_capped_sum(method: str) -> None:
+    """``t`` with ``sum_i a_i min(t, b_i) = target`` against bisection in float64, with zero weights, zero caps,
+    a zero target and rows the caps make infeasible (``t = max b``, flagged)."""
+    from brittle.margins.attacks.fast_boundary import _threshold
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(40, 60, generator=g, dtype=torch.float64) * (torch.rand(40, 60, generator=g) > 0.3)
+    b = torch.rand(40, 60, generator=g, dtype=torch.float64) * (torch.rand(40, 60, generator=g) > 0.2)
+    total = (a * b).sum(1)
+    target = total * torch.linspace(0.0, 1.3, 40, dtype=torch.float64)
+    t, feasible = _threshold(a, b, target, iters=60, method=method)
+    assert feasible.tolist() == (target <= total).tolist() and (~feasible).sum() >= 5
+    lo, hi = torch.zeros(40, dtype=torch.float64), b.amax(1).clone()
+    for _ in range(200):  # the smallest t reaching the target, by bisection
+        mid = (lo + hi) / 2
+        reached = (a * torch.minimum(mid.unsqueeze(1), b)).sum(1) >= target
+        hi, lo = torch.where(reached, mid, hi), torch.where(reached, lo, mid)
+    expected = torch.where(feasible, hi, b.amax(1))
+    torch.testing.assert_close(t, expected, rtol=1e-9, atol=1e-12)

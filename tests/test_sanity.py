@@ -120,6 +120,31 @@ def test_probabilities_are_refused_with_the_fix(mnist16):
     brittle.logit_margins(nn.Sequential(zoo.load("standard"), nn.LogSoftmax(1)).eval(), mnist16)
 
 
+class _NaNAfter(nn.Module):
+    """Finite logits for the first ``k`` inputs it ever sees, NaN for later ones (a later batch goes bad)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.net, self.k, self.seen = zoo.load("standard"), k, 0
+
+    def forward(self, x):
+        out = self.net(x)
+        rows = torch.arange(self.seen, self.seen + len(x)) >= self.k
+        self.seen += len(x)
+        return torch.where(rows.unsqueeze(1), torch.full_like(out, float("nan")), out)
+
+
+def test_logit_checks_cover_every_batch_not_only_the_first(mnist16):
+    # logit_margins reads the value checks back once, at the end: a NaN in the third batch still fails the call
+    with pytest.raises(ModelError, match="NaN or infinite logits"):
+        brittle.logit_margins(_NaNAfter(k=9).eval(), mnist16, batch_size=4)
+    out = brittle.logit_margins(_NaNAfter(k=16).eval(), mnist16, batch_size=4)  # all finite: same as the model
+    torch.testing.assert_close(torch.from_numpy(out.margin),
+                               torch.from_numpy(brittle.logit_margins(zoo.load("standard"), mnist16).margin))
+    with pytest.raises(ModelError, match="returns probabilities"):  # checked on the first batch, read at the end
+        brittle.logit_margins(_Softmaxed().eval(), mnist16, batch_size=4)
+
+
 # ---- (N, H, W) grayscale ------------------------------------------------------------------------------------
 
 def test_grayscale_without_channel_is_refused_by_name_in_python(mnist16):

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..data.loading import as_data
-from ..errors import ModelError
-from ..models.loading import check_logits, keeps_model_mode, prepare_model, resolve_device
+from ..models.loading import (check_input_scale, check_logits_shape, checked_forward, keeps_model_mode,
+                              logit_value_flags, prepare_model, raise_logit_values, resolve_device)
 
 
 @dataclass
@@ -76,34 +76,30 @@ def logit_margins(model: nn.Module, data: Any, *, batch_size: int = 1024,
     """Logit margin, predicted and runner-up class of every input of ``data`` (labels are not needed).
 
     One forward pass per batch and no host synchronisation inside the loop: results stay on the device until
-    the end, the first batch gets every logit check (shape, class count, finite values, not probabilities),
-    later batches their shape (host metadata) and a finite-values flag kept on the device and read once.
+    the end. The first batch's forward doubles as the model check (`checked_forward`: shape, class count,
+    structured outputs); the value checks of every batch (finite, not probabilities) are flags kept on the
+    device and read once, with the results.
     """
     data = as_data(data)
     dev = resolve_device(device, like=data.x)
-    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
+    model = prepare_model(model, device=dev)
+    check_input_scale(model, data.x[:2])
     n = len(data)
     margin = torch.empty(n, device=dev)
-    pred = torch.empty(n, dtype=torch.long, device=dev)
-    runner = torch.empty(n, dtype=torch.long, device=dev)
-    finite = torch.ones((), dtype=torch.bool, device=dev)
+    labels = torch.empty((2, n), dtype=torch.long, device=dev)  # predicted, runner-up
+    flags = None
     for lo, xb in device_batches(data.x, batch_size, dev):
-        logits = model(xb)
-        if lo == 0:
-            check_logits(logits, len(xb), data.num_classes)
+        if flags is None:
+            model, logits = checked_forward(model, xb, data.num_classes, check_values=False)
+            flags = logit_value_flags(logits)
         else:
-            _check_shape(logits, len(xb), data.num_classes)
-            finite &= torch.isfinite(logits).all()
+            logits = model(xb)
+            check_logits_shape(logits, len(xb), data.num_classes)
+            flags[0] &= torch.isfinite(logits).all()
         m, p, r = margins_from_logits(logits.float())
         hi = lo + len(xb)
-        margin[lo:hi], pred[lo:hi], runner[lo:hi] = m, p, r
-    if not bool(finite):  # the one synchronisation
-        raise ModelError("the model returned NaN or infinite logits", "check the model weights and input scaling")
-    return LogitMargins(margin.cpu().numpy(), pred.cpu().numpy(), runner.cpu().numpy())
-
-
-def _check_shape(logits: torch.Tensor, n: int, num_classes: int | None) -> None:
-    """`check_logits` without the value checks (no device synchronisation)."""
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != n or (
-            num_classes is not None and logits.shape[1] != num_classes):
-        check_logits(logits, n, num_classes)  # raises with the precise message
+        margin[lo:hi], labels[0, lo:hi], labels[1, lo:hi] = m, p, r
+    if flags is not None:
+        raise_logit_values(flags)  # the one synchronisation before the results come back
+    labels_np = labels.cpu().numpy()
+    return LogitMargins(margin.cpu().numpy(), labels_np[0], labels_np[1])

@@ -145,8 +145,9 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
                   num_classes: int | None = None) -> nn.Module:
     """Make ``model`` ready for brittle: eval mode (warning if it was training), on ``device``, logits out.
 
-    With ``sample`` (a few inputs), one forward pass checks the output: structured outputs are adapted
-    (with a warning), and wrong shapes, non-finite logits or a class-count mismatch raise `ModelError`.
+    With ``sample`` (a few inputs), one forward pass checks the output (`checked_forward`): structured outputs
+    are adapted (with a warning), and wrong shapes, non-finite logits or a class-count mismatch raise
+    `ModelError`.
     """
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}",
@@ -156,27 +157,51 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
                       stacklevel=2)
     model.eval()
     dev = resolve_device(device)
-    model.to(dev)
+    if model_devices(model) - {_indexed(dev)}:  # `.to` walks every module: skip it when nothing would move
+        model.to(dev)
     if sample is None:
         return model
     check_input_scale(model, sample)
     with torch.no_grad():
-        try:
-            out = model(sample[:2].to(dev))
-        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
-            _refuse_device_mismatch(model, dev, exc)
-            _refuse_missing_channel(model, sample[:2].to(dev))
-            raise ModelError(f"the model failed on inputs of shape {tuple(sample[:2].shape)}: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                             "check the input shape/channels the model expects against the data") from None
+        model, _ = checked_forward(model, sample[:2].to(dev), num_classes)
+    return model
+
+
+def checked_forward(model: nn.Module, x: torch.Tensor, num_classes: int | None = None, *,
+                    check_values: bool = True) -> tuple[nn.Module, torch.Tensor]:
+    """``(model, logits)`` of a first forward pass on ``x``, with every check `prepare_model` promises.
+
+    A failing forward is reported in one line (a device mismatch names both devices); a tuple/dict output is
+    adapted with `LogitsAdapter` (with a warning, and the adapted model is returned); the logits' shape and
+    class count are checked, and with ``check_values`` their values too (finite, not probabilities: a read-back
+    from the device). Without it, `logit_value_flags` lets the caller check them later, without stalling.
+    """
+    try:
+        out = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+        _refuse_device_mismatch(model, x.device, exc)
+        _refuse_missing_channel(model, x)
+        raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                         "check the input shape/channels the model expects against the data") from None
     select = _pick_logits(out)
     if select is not None:
         warnings.warn(f"the model returns {type(out).__name__}; brittle uses element {select!r} as logits",
-                      stacklevel=2)
+                      stacklevel=3)
         model = LogitsAdapter(model, select)
-        out = model(sample[:2].to(dev))
-    check_logits(out, len(sample[:2]), num_classes)
-    return model
+        out = model(x)
+    if check_values:
+        check_logits(out, len(x), num_classes)
+    else:
+        check_logits_shape(out, len(x), num_classes)
+    return model, out
+
+
+def _indexed(dev: torch.device) -> torch.device:
+    """``cuda`` as the ``cuda:N`` that tensors moved there report (so device sets compare equal)."""
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 def model_devices(model: nn.Module) -> set[torch.device]:
@@ -243,19 +268,30 @@ def check_input_scale(model: nn.Module, sample: torch.Tensor) -> None:
                          f"[{xmin:.4g}, {xmax:.4g}]: its margins and accuracies there would mean nothing", fix)
 
 
+def probabilities_flag(logits: torch.Tensor, atol: float = 1e-4) -> torch.Tensor:
+    """On the logits' device, without a read-back: rows all in [0, 1] summing to 1 (the output of a softmax,
+    not logits), with at least one value strictly inside (exact one-hot rows are an argmax, not a softmax).
+    ``logits`` must be finite and 2-D with >= 2 columns (see `looks_like_probabilities`)."""
+    z = logits.detach().double()
+    strictly_inside = ((z > 1e-6) & (z < 1 - 1e-6)).any()
+    in_range = (z >= -atol).all() & (z <= 1 + atol).all()
+    sums_to_one = ((z.sum(1) - 1).abs() <= atol * z.shape[1] + 1e-5).all()  # torch.allclose's test, rtol 1e-5
+    return strictly_inside & in_range & sums_to_one
+
+
 def looks_like_probabilities(logits: torch.Tensor, atol: float = 1e-4) -> bool:
     """Rows all in [0, 1] summing to 1: the output of a softmax, not logits."""
     if logits.ndim != 2 or logits.shape[1] < 2 or not bool(torch.isfinite(logits).all()):
         return False
-    z = logits.detach().double()
-    strictly_inside = bool(((z > 1e-6) & (z < 1 - 1e-6)).any())  # exact one-hot rows: an argmax, not a softmax
-    return bool(strictly_inside and (z >= -atol).all() and (z <= 1 + atol).all()
-                and torch.allclose(z.sum(1), torch.ones(len(z), dtype=z.dtype), atol=atol * z.shape[1]))
+    return bool(probabilities_flag(logits, atol))
 
 
-def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -> None:
-    """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values, and is not
-    a softmax output (rows in [0, 1] summing to 1)."""
+def check_logits_shape(logits: Any, n: int, num_classes: int | None = None) -> None:
+    """The shape half of `check_logits`: a tensor of shape (n, C >= 2) with C == num_classes (host metadata
+    only, no read-back from the device)."""
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(f"the model returned {type(logits).__name__}, not a tensor of logits",
+                         "make forward return a (batch, num_classes) tensor")
     if logits.ndim != 2 or logits.shape[0] != n:
         raise ModelError(f"the model returned shape {tuple(logits.shape)} for {n} inputs; expected ({n}, num_classes)",
                          "make forward return one row of class logits per input (flatten/squeeze extra dims)")
@@ -265,12 +301,38 @@ def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ModelError(f"the model returned {logits.shape[1]} logits but the data has {num_classes} classes",
                          "use the model trained for this data (or pass the right num_classes)")
+
+
+#: the errors behind `logit_value_flags`, in its order
+NONFINITE_LOGITS = ("the model returned NaN or infinite logits", "check the model weights and input scaling")
+PROBABILITY_OUTPUT = ("the model returns probabilities (every row in [0, 1], summing to 1), not logits: "
+                      "margins of probabilities saturate near 1 and rank inputs wrongly",
+                      "pass logits: remove the softmax at the end of forward (log-probabilities work too)")
+
+
+def logit_value_flags(logits: torch.Tensor) -> torch.Tensor:
+    """``[all finite, looks like probabilities]`` as a device tensor, to be read once with `raise_logit_values`."""
+    finite = torch.isfinite(logits).all()
+    return torch.stack([finite, finite & probabilities_flag(logits)])
+
+
+def raise_logit_values(flags: torch.Tensor) -> None:
+    """Raise the `ModelError` that `logit_value_flags` (or several of them, and-ed / or-ed) recorded."""
+    finite, probabilities = flags.tolist()
+    if not finite:
+        raise ModelError(*NONFINITE_LOGITS)
+    if probabilities:
+        raise ModelError(*PROBABILITY_OUTPUT)
+
+
+def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -> None:
+    """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values, and is not
+    a softmax output (rows in [0, 1] summing to 1)."""
+    check_logits_shape(logits, n, num_classes)
     if not bool(torch.isfinite(logits).all()):
-        raise ModelError("the model returned NaN or infinite logits", "check the model weights and input scaling")
+        raise ModelError(*NONFINITE_LOGITS)
     if looks_like_probabilities(logits):
-        raise ModelError("the model returns probabilities (every row in [0, 1], summing to 1), not logits: "
-                         "margins of probabilities saturate near 1 and rank inputs wrongly",
-                         "pass logits: remove the softmax at the end of forward (log-probabilities work too)")
+        raise ModelError(*PROBABILITY_OUTPUT)
 
 
 def model_fingerprint(model: nn.Module) -> str:

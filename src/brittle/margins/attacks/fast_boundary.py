@@ -40,15 +40,27 @@ from .base import MinimalNormAttack, is_flipped, perturbation_norm
 from .pgd import apgd_ce, apgd_t, dlr_targeted_loss, square_linf
 
 
-def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12,
+               method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, ``t >= 0`` with ``g(t) = sum_i a_i * min(t, b_i)`` reaching ``target`` (``a, b >= 0``).
 
-    ``g`` is concave and piecewise linear, so Newton's method from ``t = 0`` approaches the root from below
-    and never overshoots: after ``iters`` steps ``g(t) <= target``, usually with equality (no sort needed).
-    It usually gets there in 4-6 steps: the loop stops once no feasible row moves by more than 1e-7 of its
-    ``t``. Returns ``(t, feasible)``; where even ``t = max b`` falls short, ``t = max b`` and ``feasible`` is
-    False.
+    Returns ``(t, feasible)``; where even ``t = max b`` falls short, ``t = max b`` and ``feasible`` is False.
+    ``method="auto"`` picks ``"newton"`` on the CPU and ``"sort"`` elsewhere (see `_threshold_newton` and
+    `_threshold_sort`: the same root, computed the way each device does it fastest).
+    """
+    if method == "auto":
+        method = "newton" if a.device.type == "cpu" else "sort"
+    if method == "sort":
+        return _threshold_sort(a, b, target)
+    return _threshold_newton(a, b, target, iters)
+
+
+def _threshold_newton(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_threshold` by Newton's method: ``g`` is concave and piecewise linear, so Newton from ``t = 0``
+    approaches the root from below and never overshoots; after ``iters`` steps ``g(t) <= target``, usually with
+    equality (no sort needed). It usually gets there in 4-6 steps: the loop stops once no feasible row moves by
+    more than 1e-7 of its ``t`` (a read-back from the device per step, cheap on a CPU).
     """
     total = (a * b).sum(1)
     feasible = total >= target
@@ -59,11 +71,33 @@ def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: in
         slope = (a * (b > tc)).sum(1)
         step = ((target - g) / slope.clamp_min(1e-30)).clamp_min(0.0)
         t = t + step
-        # the early exit reads a flag back from the device; on a GPU the fixed number of cheap iterations is
-        # faster than stalling the launch queue for it (extra iterations never overshoot: see above)
-        if t.device.type == "cpu" and not bool((feasible & (step > 1e-7 * t)).any()):
+        if not bool((feasible & (step > 1e-7 * t)).any()):
             break
     t = torch.where(feasible, t, b.amax(1))
+    return t, feasible
+
+
+def _threshold_sort(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_threshold` in closed form, with a fixed number of kernels and no read-back (for GPUs).
+
+    With ``b`` sorted ascending, ``g`` at the k-th knot is ``C_k + b_k (A - A_k)`` (``A_k``, ``C_k``: running
+    sums of ``a`` and ``a b``; ``A``: the total of ``a``), nondecreasing in ``k``. The root lies after the last
+    knot where ``g < target``, on a segment where ``g(t) = C + t (A - A_k)`` is linear.
+    """
+    bs, order = b.sort(1)
+    as_ = a.gather(1, order)
+    cum_a = as_.cumsum(1)
+    cum_ab = (as_ * bs).cumsum(1)
+    total_a, total = cum_a[:, -1:], cum_ab[:, -1]
+    feasible = total >= target
+    g_knots = cum_ab + bs * (total_a - cum_a)
+    k = (g_knots < target.unsqueeze(1)).sum(1, keepdim=True)  # knots strictly below the target
+    zero = torch.zeros_like(k, dtype=a.dtype)
+    c_before = torch.cat([zero, cum_ab], 1).gather(1, k)
+    a_before = torch.cat([zero, cum_a], 1).gather(1, k)
+    slope = (total_a - a_before).clamp_min(1e-30)
+    t = ((target.unsqueeze(1) - c_before) / slope).clamp_min(0.0).squeeze(1)
+    t = torch.where(feasible, t, bs[:, -1])
     return t, feasible
 
 

@@ -1,0 +1,127 @@
+"""Where brittle's minimal-norm attack spends its time on a device: per stage, per operator, launches and syncs.
+
+Usage::
+
+    python benchmarks/profile_attack.py --model linf_madry --norms l2,linf --n 1000 --device cuda \\
+        --out /tmp/profile.json
+
+For each norm: one warm-up run, one run with a timer around each stage of `FastBoundaryAttack` (the device is
+synchronised at each stage's ends, so the stage times add up to the run's wall time), and one run under
+``torch.profiler`` whose operator table (top ``--top`` by self CPU time and, on CUDA, by self device time)
+and counts of kernel launches and host-device synchronisations go to the JSON and to stdout. A development
+tool for the GPU-speed work of issue #13; it changes nothing in the attack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from collections import defaultdict
+
+import torch
+
+import brittle
+from brittle.data.loading import load_mnist
+from brittle.margins.attacks.fast_boundary import FastBoundaryAttack
+from brittle.models.loading import resolve_device
+
+STAGES = ("_init_step", "_run", "_segment_fallback", "_descent", "_refine", "_probe", "_budget_stage", "_polish")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy ")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_stages(device: torch.device) -> tuple[dict[str, float], list]:
+    """Patch the attack's stage methods with synchronised timers; returns the totals and the undo list."""
+    totals: dict[str, float] = defaultdict(float)
+    depth = [0]
+    undo = []
+    for name in STAGES:
+        original = getattr(FastBoundaryAttack, name)
+
+        def timed(self, *args, __original=original, __name=name, **kwargs):
+            if depth[0]:  # a stage inside another (e.g. _init_step in _run) counts for the outer one only
+                return __original(self, *args, **kwargs)
+            depth[0] += 1
+            _sync(device)
+            t0 = time.perf_counter()
+            try:
+                return __original(self, *args, **kwargs)
+            finally:
+                _sync(device)
+                totals[__name] += time.perf_counter() - t0
+                depth[0] -= 1
+
+        setattr(FastBoundaryAttack, name, functools.wraps(original)(timed))
+        undo.append((name, original))
+    return totals, undo
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="linf_madry")
+    p.add_argument("--norms", default="l2,linf")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    model = brittle.load_model(args.model, device=device)
+    data = load_mnist().head(args.n)
+    result: dict = {"benchmark": "attack_profile", "model": args.model, "images": args.n, "device": str(device),
+                    "torch": torch.__version__,
+                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                    "norms": {}}
+    for norm in args.norms.split(","):
+        def run():
+            return brittle.input_margins(model, data, norm=norm, method="brittle", batch_size=args.n, device=device)
+        run()  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        plain = time.perf_counter() - t0
+        totals, undo = timed_stages(device)
+        t0 = time.perf_counter()
+        run()
+        staged = time.perf_counter() - t0
+        for name, original in undo:
+            setattr(FastBoundaryAttack, name, original)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            run()
+            _sync(device)
+        events = prof.key_averages()
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel",
+                                                              "cuLaunchKernelEx"))
+        syncs = {e.key: e.count for e in events if any(e.key.startswith(s.strip()) for s in SYNC_CALLS)}
+        ops = sum(e.count for e in events if e.key.startswith("aten::"))
+        by_cpu = events.table(sort_by="self_cpu_time_total", row_limit=args.top)
+        by_dev = events.table(sort_by="self_device_time_total", row_limit=args.top) if device.type == "cuda" else ""
+        row = {"wall_s": round(plain, 4), "wall_with_stage_timers_s": round(staged, 4),
+               "stages_s": {k: round(v, 4) for k, v in totals.items()},
+               "other_s": round(staged - sum(totals.values()), 4), "kernel_launches": launches,
+               "sync_calls": syncs, "aten_ops": ops, "top_by_self_cpu": by_cpu, "top_by_self_device": by_dev}
+        result["norms"][norm] = row
+        print(f"== {args.model} {norm}: {plain:.3f} s ({staged:.3f} s with stage timers); launches {launches}, "
+              f"aten ops {ops}, syncs {syncs}")
+        print("   stages:", json.dumps(row["stages_s"]), "other", row["other_s"])
+        print(by_cpu)
+        if by_dev:
+            print(by_dev)
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
