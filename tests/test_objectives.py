@@ -106,6 +106,7 @@ BAD = [
     ({"method": "madry", "eps": -0.1}, "eps must be finite and >= 0"),
     ({"method": "madry", "eps": float("nan")}, "eps must be finite"),
     ({"method": "trades", "eps": 0.1, "trades_beta": -1.0}, "trades_beta must be"),
+    ({"method": "trades", "eps": 0.1, "attack": "apgd-t"}, "TRADES needs an inner attack that maximises its KL"),
     ({"method": "madry", "eps": 0.1, "norm": "l3"}, "unknown norm"),
     ({"method": "madry", "eps": 0.1, "attack": "cw"}, "unknown training attack"),
     ({"method": "madry", "eps": 0.1, "steps": 0}, "steps must be"),
@@ -156,6 +157,7 @@ def test_bad_model_data_or_resume_state_is_refused_before_the_model_changes(tmp_
     (StandardObjective, {"norm": "l0"}, "unknown norm"),
     (TradesObjective, {"trades_beta": -0.5}, "trades_beta"),
     (TradesObjective, {"trades_beta": float("inf")}, "trades_beta"),
+    (TradesObjective, {"attack": "apgd-t"}, "apgd-t has its own targeted loss"),
 ])
 def test_objective_constructors_check_their_settings(cls: type[Objective], kwargs: dict, match: str) -> None:
     with pytest.raises(BrittleError, match=match) as info:
@@ -206,3 +208,11 @@ def test_a_new_method_is_a_class_and_a_registry_entry(monkeypatch) -> None:
     h_std = train(b, d, method="standard", optimizer="sgd", momentum=0.0, lr=0.1, batch_size=40, progress=False)
     assert h_new[0].loss == pytest.approx(2 * h_std[0].loss, rel=1e-5)
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_apgd_t_refuses_a_loss_it_would_ignore() -> None:
+    from brittle.margins.attacks.pgd import run_attack
+    x, y = _batch()
+    with pytest.raises(BrittleError, match="apgd-t uses its own targeted DLR loss") as info:
+        run_attack("apgd-t", _model().eval(), x, y, 0.1, loss=lambda logits, y: logits.sum(1))
+    assert info.value.fix

@@ -444,5 +444,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
         alpha = None if step_ratio is None else step_ratio * eps_tensor(eps, x).reshape(-1)
         return fgsm_rs(model, x, y, eps, norm=norm, alpha=alpha, domain=domain, loss=loss, generator=generator)
     if name == "apgd-t":
+        if not (isinstance(loss, str) and loss == "ce"):
+            raise InputError(f"apgd-t uses its own targeted DLR loss and cannot maximise loss={loss!r}",
+                             "use apgd-ce or pgd with a custom loss")
         return apgd_t(model, x, y, eps, norm=norm, steps=steps, domain=domain, generator=generator)
     return apgd_ce(model, x, y, eps, norm=norm, steps=steps, domain=domain, loss=loss, generator=generator)

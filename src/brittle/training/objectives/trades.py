@@ -32,6 +32,9 @@ class TradesObjective(Objective):
         super().__init__(**settings)  # type: ignore[arg-type]
         if not finite_at_least(trades_beta, 0.0):
             raise InputError(f"trades_beta must be >= 0, got {trades_beta}", "use e.g. 6.0")
+        if self.attack == "apgd-t" and trades_beta > 0:
+            raise InputError("TRADES needs an inner attack that maximises its KL term; apgd-t has its own targeted "
+                             "loss", "use attack='pgd' or 'apgd-ce' (--attack pgd) with TRADES")
         self.trades_beta = trades_beta
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: BatchContext) -> torch.Tensor:
