@@ -76,7 +76,8 @@ def command_tree() -> Any:
 
     Every group (also those of command modules added later) reports a missing sub-command as a usage error
     (exit 2, with its help), whatever the installed click does with ``no_args_is_help``; help is click's
-    plain layout (no rich panels or ``<bool>`` type labels on flags).
+    plain layout (no rich panels, no ``<bool>`` labels on flags, and an option's value is named after the
+    option, ``--model MODEL``, not typed ``<str>``).
     """
     root = typer.main.get_command(app)
     for cmd in iter_commands(root):
@@ -89,9 +90,27 @@ def command_tree() -> Any:
             cmd.no_args_is_help = False
             cmd.invoke_without_command = False
         for param in getattr(cmd, "params", []):
-            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            if getattr(param, "metavar", None) is not None or getattr(param, "param_type_name", "") not in (
+                    "option", "argument"):
+                continue
+            if getattr(param, "is_flag", False):
                 param.metavar = ""  # typer >= 0.2x labels flags '<bool>'
+            elif param.name and not _has_choices(param):
+                param.metavar = param.name.upper()  # '--model MODEL' (argparse's style), not typer's '<str>'
     return root
+
+
+def _has_choices(param: Any) -> bool:
+    """Whether help lists the option's choices (click's ``Choice``, an ``Enum`` or ``Literal`` annotation):
+    those keep their ``[a|b]`` label. (typer >= 0.29's own click keeps no ``.type`` on a parameter.)"""
+    import enum
+    import typing
+
+    if hasattr(getattr(param, "type", None), "choices"):
+        return True
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return typing.get_origin(annotation) is typing.Literal or (
+        isinstance(annotation, type) and issubclass(annotation, enum.Enum))
 
 
 def _plain_format_help(cls: type) -> Any:
