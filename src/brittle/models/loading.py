@@ -311,13 +311,14 @@ PROBABILITY_OUTPUT = ("the model returns probabilities (every row in [0, 1], sum
 
 
 def logit_value_flags(logits: torch.Tensor) -> torch.Tensor:
-    """``[all finite, looks like probabilities]`` as a device tensor, to be read once with `raise_logit_values`."""
+    """``[all finite, looks like probabilities]`` as a device tensor, to be read once with `raise_logit_values`;
+    later batches and their finite check into element 0 (``flags[0] &= torch.isfinite(logits).all()``)."""
     finite = torch.isfinite(logits).all()
     return torch.stack([finite, finite & probabilities_flag(logits)])
 
 
 def raise_logit_values(flags: torch.Tensor) -> None:
-    """Raise the `ModelError` that `logit_value_flags` (or several of them, and-ed / or-ed) recorded."""
+    """Raise the `ModelError` that `logit_value_flags` recorded (one read-back from the device)."""
     finite, probabilities = flags.tolist()
     if not finite:
         raise ModelError(*NONFINITE_LOGITS)
