@@ -11,31 +11,88 @@ from brittle import input_margins
 from brittle.errors import InputError
 from brittle.margins.attacks import FastBoundaryAttack
 from brittle.margins.attacks.base import is_flipped
+from brittle.margins.attacks.apgd import apgd_stacked
 from brittle.margins.attacks.pgd import apgd_t, run_attack, square_linf
 
 torch.set_num_threads(1)
 
 
-def test_apgd_t_fools_a_linear_model_exactly_beyond_its_margin() -> None:
-    g = torch.Generator().manual_seed(0)
-    model = nn.Linear(10, 4)
-    x = torch.randn(64, 10, generator=g)
+def _linear_l2_margins(model: nn.Linear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes and exact L2 margins of a linear model (no box): min_j (z_y - z_j) / |w_y - w_j|."""
     with torch.no_grad():
         logits = model(x)
     y = logits.argmax(1)
-    # L2 margin to each other class of a linear model: (z_y - z_j) / |w_y - w_j|
     w = model.weight
     gaps = logits.gather(1, y[:, None]) - logits
     dist = gaps / (w[y][:, None, :] - w[None, :, :]).norm(dim=2).clamp_min(1e-12)
-    dist[torch.arange(64), y] = torch.inf
-    margin = dist.amin(1)
+    dist[torch.arange(len(x)), y] = torch.inf
+    return y, dist.amin(1)
+
+
+def _apgd_t_masked(masked: bool):
+    def attack(model, x, y, eps, **kw):
+        return apgd_t(model, x, y, eps, masked=masked, **kw)
+    return attack
+
+
+def _stacked(ce: bool, masked: bool):
+    def attack(model, x, y, eps, **kw):
+        x_adv, fooled = apgd_stacked(model, x, y, eps, ce=ce, masked=masked, **kw)
+        with torch.no_grad():
+            assert torch.equal(fooled, model(x_adv).argmax(1) != y)  # the flags say what the points do
+        return x_adv
+    return attack
+
+
+@pytest.mark.parametrize("attack", [_apgd_t_masked(False), _apgd_t_masked(True), _stacked(True, False),
+                                    _stacked(True, True), _stacked(False, True)],
+                         ids=["apgd-t", "apgd-t-masked", "stacked", "stacked-masked", "stacked-targets-only"])
+def test_targeted_apgd_fools_a_linear_model_exactly_beyond_its_margin(attack) -> None:
+    g = torch.Generator().manual_seed(0)
+    model = nn.Linear(10, 4)
+    x = torch.randn(64, 10, generator=g)
+    y, margin = _linear_l2_margins(model, x)
     eps = margin * torch.where(torch.arange(64) % 2 == 0, 0.8, 1.25)
-    x_adv = apgd_t(model, x, y, eps, norm="l2", steps=50, domain=(-50.0, 50.0),
+    x_adv = attack(model, x, y, eps, norm="l2", steps=50, domain=(-50.0, 50.0),
                    generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fooled = model(x_adv).argmax(1) != y
     assert torch.equal(fooled, margin < eps)
     assert bool(((x_adv - x).norm(dim=1) <= eps * (1 + 1e-5) + 1e-6).all())
+
+
+def test_stacked_apgd_returns_misclassified_inputs_untouched() -> None:
+    model = nn.Linear(6, 3)
+    x = torch.randn(10, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 3  # labels the model already gets wrong
+    x_adv, fooled = apgd_stacked(model, x, y, 0.01, norm="l2", steps=5, targets=2)
+    assert bool(fooled[:3].all()) and torch.equal(x_adv[:3], x[:3])
+    with pytest.raises(InputError, match="targets"):
+        apgd_stacked(model, x, y, 0.1, targets=0, ce=False)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_square_finds_the_best_vertex_of_a_linear_model(masked: bool) -> None:
+    """Two classes, linear: the L∞ margin is |z_0 - z_1| / |w_0 - w_1|_1, reached at a vertex of the ε-box;
+    Square's windows shrink to single coordinates, so its random search reaches that vertex beyond the margin
+    and can never flip a sample below it."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Linear(6, 2)
+    x = torch.randn(40, 1, 1, 6, generator=g)
+    with torch.no_grad():
+        logits = model(x.reshape(40, 6))
+    y = logits.argmax(1)
+    margin = (logits[:, 0] - logits[:, 1]).abs() / (model.weight[0] - model.weight[1]).abs().sum()
+    eps = margin * torch.where(torch.arange(40) % 2 == 0, 0.9, 1.1)
+    flat = nn.Sequential(nn.Flatten(), model)
+    x_adv = square_linf(flat, x, y, eps, queries=300, domain=(-50.0, 50.0), masked=masked,
+                        generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fooled = flat(x_adv).argmax(1) != y
+    assert torch.equal(fooled, margin < eps)
+    assert bool(((x_adv - x).abs().amax((1, 2, 3)) <= eps * (1 + 1e-5)).all())
 
 
 def test_apgd_t_by_name_and_bad_settings() -> None:
@@ -64,7 +121,8 @@ def test_square_stays_in_ball_and_domain() -> None:
 
 
 @pytest.mark.slow
-def test_margins_flip_every_sample_apgd_t_flips_at_eps_03() -> None:
+@pytest.mark.parametrize("stacked", [False, True], ids=["one-after-another", "stacked"])
+def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(stacked: bool) -> None:
     """Every input that fixed-ε APGD-T (9 targets, 100 steps) breaks at ε = 0.3 has a verified bound <= 0.3.
 
     The zoo's ``linf_madry`` piles its margins up around its training ε = 0.3, the hardest place for a
@@ -79,7 +137,7 @@ def test_margins_flip_every_sample_apgd_t_flips_at_eps_03() -> None:
     model = zoo.load("linf_madry").eval()
     data = load_mnist().head(64)
     eps = 0.3
-    res = input_margins(model, data, "linf", device="cpu", budgets=[eps], strength="thorough")
+    res = input_margins(model, data, "linf", device="cpu", budgets=[eps], strength="thorough", stacked=stacked)
     pred = torch.from_numpy(res.pred)
     x_adv = apgd_t(model, data.x, pred, eps, steps=100, targets=9, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from brittle.margins.attacks.pgd import _apgd_checkpoints, apgd_ce, fgsm_rs, pgd, project, run_attack
+from brittle.margins.attacks.apgd import _apgd_checkpoints
+from brittle.margins.attacks.pgd import apgd_ce, fgsm_rs, pgd, project, run_attack
 from brittle.errors import InputError
 from brittle.models.zoo.architectures import mnist_cnn
 

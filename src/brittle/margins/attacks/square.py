@@ -1,0 +1,95 @@
+"""Square Attack, L∞ (Andriushchenko et al. 2020): gradient-free random search, for models whose gradients mislead."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ...data.loading import Domain
+from ._fixed import CHECK_EVERY, _check, eps_tensor, masked_default
+
+__all__ = ["square_linf"]
+
+
+def _square_p(p_init: float, it: int, queries: int) -> float:
+    """Share of pixels a Square window covers at query ``it`` (AutoAttack's schedule, rescaled to ``queries``)."""
+    it = int(it / max(queries, 1) * 10000)
+    for bound, div in ((8000, 512), (6000, 256), (4000, 128), (2000, 64), (1000, 32), (500, 16), (200, 8),
+                       (50, 4), (10, 2)):
+        if it > bound:
+            return p_init / div
+    return p_init
+
+
+def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
+                queries: int = 1000, p_init: float = 0.8, domain: Domain = (0.0, 1.0),
+                generator: torch.Generator | None = None, masked: bool | None = None) -> torch.Tensor:
+    """Square Attack, L∞: random search on the margin loss ``z_y - max_{j != y} z_j``.
+
+    Starts from vertical stripes of ±ε, then per query redraws, for every sample at its own random position, a
+    square window of ±ε per channel and keeps it where the margin drops. The window's share of the image
+    follows AutoAttack's schedule over ``queries``. Images only (``(N, C, H, W)``; other shapes are treated as
+    ``(N, 1, 1, D)``). One forward per query; only samples not yet misclassified take new points. ``masked``
+    keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
+    are dropped from it. Returns per sample the first misclassified point, else the lowest-margin point.
+    """
+    _check(x, y)
+    shape = x.shape
+    xi = x.detach().reshape(len(x), 1, 1, -1) if x.ndim != 4 else x.detach()
+    n, c, h, w = xi.shape
+    e = eps_tensor(eps, xi)
+    lo, hi = domain
+    dev = x.device
+    masked = masked_default(masked, x)
+
+    def margin(xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(xq.reshape(len(xq), *shape[1:]))
+        rows = torch.arange(len(yq), device=dev)
+        other = logits.clone()
+        other[rows, yq] = -torch.inf
+        return logits[rows, yq] - other.amax(1)
+
+    def window(size_h: int, size_w: int, k: int) -> torch.Tensor:
+        """A random ``size_h × size_w`` window per sample, as a mask of shape (k, 1, h, w)."""
+        top = torch.randint(0, h - size_h + 1, (k, 1), generator=generator, device=dev)
+        left = torch.randint(0, w - size_w + 1, (k, 1), generator=generator, device=dev)
+        ih, iw = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        in_h = (ih >= top) & (ih < top + size_h)
+        in_w = (iw >= left) & (iw < left + size_w)
+        return (in_h[:, :, None] & in_w[:, None, :]).unsqueeze(1)
+
+    sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
+    best = (xi + e * sign).clamp(lo, hi)
+    m_best = margin(best, y)
+    for i in range(queries):
+        if masked:
+            if i % CHECK_EVERY == 0 and not bool((m_best > 0).any()):
+                break
+            idx = None
+        else:
+            idx = (m_best > 0).nonzero().flatten()
+            if len(idx) == 0:
+                break
+        p = _square_p(p_init, i, queries)
+        if h > 1:
+            size_h = min(max(int(round(math.sqrt(p * h * w))), 1), max(h - 1, 1))
+            size_w = min(size_h, w)
+        else:
+            size_h, size_w = 1, min(max(int(round(p * w)), 1), w)
+        xb, cur, eb, yb = (xi, best, e, y) if idx is None else (xi[idx], best[idx], e[idx], y[idx])
+        k = len(xb)
+        draw = torch.randint(0, 2, (k, c, 1, 1), generator=generator, device=dev).to(xi.dtype) * 2 - 1
+        new = torch.where(window(size_h, size_w, k), (xb + eb * draw).clamp(lo, hi), cur)
+        m_new = margin(new, yb)
+        if idx is None:
+            take = (m_new < m_best) & (m_best > 0)
+            best = torch.where(take.view(-1, 1, 1, 1), new, best)
+            m_best = torch.where(take, m_new, m_best)
+        else:
+            take = m_new < m_best[idx]
+            best[idx[take]] = new[take]
+            m_best[idx[take]] = m_new[take]
+    return best.reshape(shape)
