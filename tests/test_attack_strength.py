@@ -121,8 +121,8 @@ def test_square_stays_in_ball_and_domain() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stacked", [False, True], ids=["one-after-another", "stacked"])
-def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(stacked: bool) -> None:
+@pytest.mark.parametrize("masked", [False, True], ids=["one-after-another", "stacked-masked"])
+def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(masked: bool) -> None:
     """Every input that fixed-ε APGD-T (9 targets, 100 steps) breaks at ε = 0.3 has a verified bound <= 0.3.
 
     The zoo's ``linf_madry`` piles its margins up around its training ε = 0.3, the hardest place for a
@@ -137,7 +137,7 @@ def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(stacked: bool) -> None
     model = zoo.load("linf_madry").eval()
     data = load_mnist().head(64)
     eps = 0.3
-    res = input_margins(model, data, "linf", device="cpu", budgets=[eps], strength="thorough", stacked=stacked)
+    res = input_margins(model, data, "linf", device="cpu", budgets=[eps], strength="thorough", masked=masked)
     pred = torch.from_numpy(res.pred)
     x_adv = apgd_t(model, data.x, pred, eps, steps=100, targets=9, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

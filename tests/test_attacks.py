@@ -98,12 +98,15 @@ def threshold_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     return request.param
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["compact", "masked"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_linear_margin_inside_box_matches_exact_solution(norm: str, threshold_method: str) -> None:
+def test_linear_margin_inside_box_matches_exact_solution(norm: str, threshold_method: str, masked: bool) -> None:
+    """Exact on a linear model, whichever way the attack skips finished samples (``masked``: the GPU's way,
+    run here on the CPU) and finds its projections' thresholds."""
     model = linear_model(scale=0.6)
     x = box_points(24)
     pred = model(x).argmax(1)
-    res = FastBoundaryAttack(norm)(model, x, pred)
+    res = FastBoundaryAttack(norm, masked=masked)(model, x, pred)
     w, b = weights(model)
     truth = np.array([(exact_linf if norm == "linf" else exact_l2)(w, b, xi, int(p), 0.0, 1.0)
                       for xi, p in zip(x.double().numpy(), pred.numpy())])
@@ -113,12 +116,14 @@ def test_linear_margin_inside_box_matches_exact_solution(norm: str, threshold_me
     np.testing.assert_allclose(res.upper.double().numpy(), truth, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["compact", "masked"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_linear_margin_without_active_box_matches_closed_form(norm: str, threshold_method: str) -> None:
+def test_linear_margin_without_active_box_matches_closed_form(norm: str, threshold_method: str,
+                                                              masked: bool) -> None:
     model = linear_model(seed=3, scale=3.0)
     x = 0.5 + 0.05 * (torch.rand(20, DIM, generator=torch.Generator().manual_seed(2)) - 0.5)
     pred = model(x).argmax(1)
-    res = FastBoundaryAttack(norm)(model, x, pred)
+    res = FastBoundaryAttack(norm, masked=masked)(model, x, pred)
     w, b = weights(model)
     free = np.array([closed_form(w, b, xi, int(p), norm) for xi, p in zip(x.double().numpy(), pred.numpy())])
     box_ok = (x - res.x_adv).abs().amax() < 0.45  # the minimal perturbations stay far from the box edges
@@ -337,3 +342,20 @@ def test_box_threshold_finds_the_root_of_the_capped_sum(method: str) -> None:
         hi, lo = torch.where(reached, mid, hi), torch.where(reached, lo, mid)
     expected = torch.where(feasible, hi, b.amax(1))
     torch.testing.assert_close(t, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_masked_rows_give_the_bounds_of_compacted_batches(norm: str) -> None:
+    """The GPU's way (finished rows masked, read back every few steps) is the same attack as the CPU's (finished
+    rows dropped at every step): on a ReLU CNN, every sample gets the same verified bound. (The budget stage,
+    stacked when masked, draws its random starts differently: tests/test_attack_strength.py covers both.)"""
+    from brittle.data.loading import load_mnist
+    from brittle.models import zoo
+
+    model = zoo.load("standard").eval()
+    x = load_mnist().head(48).x
+    pred = model(x).argmax(1)
+    compact = FastBoundaryAttack(norm, masked=False)(model, x, pred)
+    masked = FastBoundaryAttack(norm, masked=True)(model, x, pred)
+    assert bool(torch.isfinite(compact.upper).all())
+    torch.testing.assert_close(masked.upper, compact.upper, rtol=1e-4, atol=1e-6)

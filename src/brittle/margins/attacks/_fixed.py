@@ -131,3 +131,39 @@ def masked_default(masked: bool | None, x: torch.Tensor) -> bool:
     spares the waits and the re-planned kernels.
     """
     return x.device.type == "cuda" if masked is None else bool(masked)
+
+
+class LiveRows:
+    """The rows of a batch an iterative attack still works on: ``index`` (rows computed this step) and ``mask``
+    (which of them are live).
+
+    Compact mode (``masked=False``, the CPU's): `refresh` drops finished rows at every step, so they cost no
+    passes. Masked mode (the GPU's): finished rows stay in the batch, masked; `refresh` reads the live count
+    back only every `CHECK_EVERY` steps and compacts only when at most half the rows are live, so a run needs
+    a handful of read-backs and batch shapes instead of one per step.
+    """
+
+    def __init__(self, n: int, device: torch.device, masked: bool):
+        self.index = torch.arange(n, device=device)
+        self.mask = torch.ones(n, dtype=torch.bool, device=device)
+        self.masked = masked
+
+    def refresh(self, step: int) -> tuple[bool, torch.Tensor | None]:
+        """Before a step: ``(any row live, positions kept in the old index or None when unchanged)``."""
+        if self.masked:
+            if step % CHECK_EVERY:
+                return True, None
+            live = int(self.mask.sum())
+            if live == 0:
+                return False, None
+            if 2 * live > len(self.index):
+                return True, None
+        keep = self.mask.nonzero().flatten()
+        if len(keep) == len(self.index):
+            return True, None
+        self.index, self.mask = self.index[keep], self.mask[keep]
+        return len(keep) > 0, keep
+
+    def stop(self, done: torch.Tensor) -> None:
+        """Mark rows of the current index as finished."""
+        self.mask = self.mask & ~done
