@@ -10,6 +10,15 @@ synchronised at each stage's ends, so the stage times add up to the run's wall t
 ``torch.profiler`` whose operator table (top ``--top`` by self CPU time and, on CUDA, by self device time)
 and counts of kernel launches and host-device synchronisations go to the JSON and to stdout. A development
 tool for the GPU-speed work of issue #13; it changes nothing in the attack.
+
+``--count`` works on any device, the CPU included: it runs the attack once per ``--masked`` setting under a
+dispatch counter instead and reports the host-side work a GPU would see: operators that launch kernels (every
+aten call but views), operators that read a device value back to the host (``nonzero``, ``item``/``bool``,
+boolean-mask indexing: each one a stream synchronisation on CUDA), and the distinct batch shapes the model's
+convolutions meet (each one a fresh cuDNN plan). A proxy measured without a GPU, not a timing::
+
+    python benchmarks/profile_attack.py --count --device cpu --model linf_madry --norms l2,linf --n 1000 \
+        --budgets 0.1,0.2,0.3 --out benchmarks/results/attack_host_work.json
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import torch
 
 import brittle
 from brittle.data.loading import load_mnist
+from brittle.margins.attacks import fast_boundary
 from brittle.margins.attacks.fast_boundary import FastBoundaryAttack
 from brittle.models.loading import resolve_device
 
@@ -62,6 +72,72 @@ def timed_stages(device: torch.device) -> tuple[dict[str, float], list]:
     return totals, undo
 
 
+#: operators that copy a device value to the host (on CUDA: the host waits for the stream)
+READ_BACKS = ("aten.nonzero", "aten._local_scalar_dense", "aten.is_nonzero", "aten.masked_select",
+              "aten.unique", "aten._unique2", "aten.item", "aten.equal")
+
+
+def count_host_work(run) -> dict:
+    """Run ``run()`` under a dispatch counter: kernel-launching operators, read-backs, convolution batch shapes."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = {"operators": 0, "read_backs": 0, "conv_calls": 0}
+    by_read_back: dict[str, int] = defaultdict(int)
+    conv_batches: set[int] = set()
+
+    class Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket).replace("aten::", "aten.")
+            if not getattr(func, "is_view", False) and name not in ("aten.detach", "aten.alias"):
+                counts["operators"] += 1
+            if name.startswith(READ_BACKS) or (name == "aten.index.Tensor" and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
+                counts["read_backs"] += 1
+                by_read_back[name] += 1
+            if name in ("aten.convolution", "aten.convolution_backward"):
+                counts["conv_calls"] += 1
+                conv_batches.add(int(args[0].shape[0]))
+            return func(*args, **(kwargs or {}))
+
+    t0 = time.perf_counter()
+    with Counter():
+        run()
+    counts["distinct_conv_batch_sizes"] = len(conv_batches)
+    counts["read_backs_by_op"] = dict(sorted(by_read_back.items(), key=lambda kv: -kv[1]))
+    counts["seconds_under_counter"] = round(time.perf_counter() - t0, 2)
+    return counts
+
+
+def main_count(args: argparse.Namespace, device: torch.device, model: torch.nn.Module, data) -> dict:
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
+    result: dict = {"benchmark": "attack_host_work", "model": args.model, "images": args.n, "device": str(device),
+                    "torch": torch.__version__, "budgets": budgets, "runs": {}}
+    for norm in args.norms.split(","):
+        for masked in (False, True):
+            options = {"masked": masked}
+            if budgets:
+                options["budgets"] = budgets if norm == "linf" else [b * 10 for b in budgets]
+            def run():
+                return brittle.input_margins(model, data, norm=norm, method="brittle", batch_size=args.n,
+                                             device=device, **options)
+            # both as a GPU runs them: with the closed-form thresholds (the CPU's Newton iterations read back
+            # whether they converged); masked=False is the GPU's way before masking (brittle <= 0.3.0)
+            threshold = functools.partial(fast_boundary._threshold, method="sort")
+            original, fast_boundary._threshold = fast_boundary._threshold, threshold
+            try:
+                row = count_host_work(run)
+            finally:
+                fast_boundary._threshold = original
+            result["runs"][f"{norm}|masked={masked}"] = row
+            print(f"== {args.model} {norm} masked={masked}: {row['operators']} operators, {row['read_backs']} "
+                  f"read-backs, {row['conv_calls']} convolution calls over {row['distinct_conv_batch_sizes']} "
+                  f"batch sizes; read-backs by operator {row['read_backs_by_op']}", flush=True)
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="linf_madry")
@@ -70,10 +146,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", default=None)
+    p.add_argument("--count", action="store_true", help="count host-side work per --masked setting (any device)")
+    p.add_argument("--budgets", default="", help="with --count: L∞ budgets, e.g. 0.1,0.2,0.3 (×10 for L2)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     model = brittle.load_model(args.model, device=device)
     data = load_mnist().head(args.n)
+    if args.count:
+        return main_count(args, device, model, data)
     result: dict = {"benchmark": "attack_profile", "model": args.model, "images": args.n, "device": str(device),
                     "torch": torch.__version__,
                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -47,19 +47,24 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     def margin(xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             logits = model(xq.reshape(len(xq), *shape[1:]))
-        rows = torch.arange(len(yq), device=dev)
-        other = logits.clone()
-        other[rows, yq] = -torch.inf
-        return logits[rows, yq] - other.amax(1)
+        col = yq.unsqueeze(1)
+        return logits.gather(1, col).squeeze(1) - logits.scatter(1, col, -torch.inf).amax(1)
+
+    spans: dict[tuple[int, int], torch.Tensor] = {}
+
+    def span(length: int, size: int) -> torch.Tensor:
+        """Row ``i``: which of ``length`` positions a window of ``size`` starting at ``i`` covers."""
+        if (length, size) not in spans:
+            pos = torch.arange(length, device=dev)
+            start = torch.arange(length - size + 1, device=dev).unsqueeze(1)
+            spans[(length, size)] = (pos >= start) & (pos < start + size)
+        return spans[(length, size)]
 
     def window(size_h: int, size_w: int, k: int) -> torch.Tensor:
         """A random ``size_h × size_w`` window per sample, as a mask of shape (k, 1, h, w)."""
-        top = torch.randint(0, h - size_h + 1, (k, 1), generator=generator, device=dev)
-        left = torch.randint(0, w - size_w + 1, (k, 1), generator=generator, device=dev)
-        ih, iw = torch.arange(h, device=dev), torch.arange(w, device=dev)
-        in_h = (ih >= top) & (ih < top + size_h)
-        in_w = (iw >= left) & (iw < left + size_w)
-        return (in_h[:, :, None] & in_w[:, None, :]).unsqueeze(1)
+        top = torch.randint(0, h - size_h + 1, (k,), generator=generator, device=dev)
+        left = torch.randint(0, w - size_w + 1, (k,), generator=generator, device=dev)
+        return (span(h, size_h)[top].unsqueeze(2) & span(w, size_w)[left].unsqueeze(1)).unsqueeze(1)
 
     sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
     best = (xi + e * sign).clamp(lo, hi)
@@ -84,12 +89,13 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         draw = torch.randint(0, 2, (k, c, 1, 1), generator=generator, device=dev).to(xi.dtype) * 2 - 1
         new = torch.where(window(size_h, size_w, k), (xb + eb * draw).clamp(lo, hi), cur)
         m_new = margin(new, yb)
+        m_cur = m_best if idx is None else m_best[idx]
+        take = m_new < m_cur
         if idx is None:
-            take = (m_new < m_best) & (m_best > 0)
+            take &= m_best > 0
             best = torch.where(take.view(-1, 1, 1, 1), new, best)
             m_best = torch.where(take, m_new, m_best)
         else:
-            take = m_new < m_best[idx]
-            best[idx[take]] = new[take]
-            m_best[idx[take]] = m_new[take]
+            best[idx] = torch.where(take.view(-1, 1, 1, 1), new, cur)
+            m_best[idx] = torch.where(take, m_new, m_cur)
     return best.reshape(shape)
