@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "run without them is reported as brittle_plain)")
     p.add_argument("--aa-cache", default=None, help="JSON file of AutoAttack results to reuse and extend")
     p.add_argument("--skip-aa", action="store_true", help="brittle only (AutoAttack from the cache if there)")
+    p.add_argument("--aa-device", default=None, help="with --skip-aa: read AutoAttack's results measured on this "
+                                                     "device type (e.g. cuda) from the cache, to set brittle on "
+                                                     "--device against them (times are then not comparable)")
     p.add_argument("--time-limit", type=float, default=None, help="stop starting new groups after this many s")
     p.add_argument("--out", default=None, help="JSON file for the results")
     return p.parse_args(argv)
@@ -100,6 +103,8 @@ def run_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nor
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.aa_device and not args.skip_aa:
+        raise SystemExit("--aa-device reads AutoAttack's results from the cache: add --skip-aa")
     device = resolve_device(args.device)
     options = json.loads(args.options)
     if args.strength is not None:
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "budgets": not args.no_budgets, "eps": []}
         aa_total, aa_cpu = 0.0, 0.0
         for eps in EPS[norm]:
-            key = f"{name}|{norm}|{eps}|{args.n}|{device.type}"
+            key = f"{name}|{norm}|{eps}|{args.n}|{args.aa_device or device.type}"
             aa = cache.get(key)
             if aa is None and not args.skip_aa:
                 aa = run_autoattack(model, x, y, norm, eps, device, args.batch_size)

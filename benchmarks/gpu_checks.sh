@@ -2,9 +2,9 @@
 # GPU checks of issue #13, in two calls that fit a 15-minute device budget (each step has its own time limit).
 #
 #   bash benchmarks/gpu_checks.sh measure   # ~8 min: logit throughput, margins vs FAB, attack profile, AutoAttack
-#   bash benchmarks/gpu_checks.sh verify    # ~4 min: the whole test suite on CUDA, then brittle's side again
-#                                           #   (AutoAttack from the cache the first call wrote);
-#   STEPS=pytest,margins bash benchmarks/gpu_checks.sh verify   # a subset of pytest,margins,autoattack
+#   bash benchmarks/gpu_checks.sh verify    # ~8 min: the whole test suite on CUDA, then brittle's side again
+#                                           #   (AutoAttack from the cache where it holds a row, run where not);
+#   STEPS=pytest,margins bash benchmarks/gpu_checks.sh verify   # a subset of pytest,margins,profile,autoattack
 #
 # Results go under $OUT (default /tmp/gpu_checks), at most 8 files per call.
 # measure: (a) logit-margin throughput against a bare forward loop (ResNet-50 random weights, 224 px, batch 256;
@@ -12,8 +12,9 @@
 #   per-operator profile of brittle's attack (benchmarks/profile_attack.py); (d) the AutoAttack comparison on
 #   1,000 images, AutoAttack's per-sample results cached in autoattack_gpu_aa.json.
 # verify: (e) the whole test suite on CUDA (the tests' device="auto" resolves to the GPU), output in
-#   pytest-cuda.txt; (f) the margins-vs-FAB and AutoAttack rows again, brittle's side only, where the cache
-#   benchmarks/results/autoattack_gpu_aa.json is present (copy it there from the first call's files).
+#   pytest-cuda.txt; (f) the margins-vs-FAB rows and the profile again; (g) the AutoAttack comparison on all
+#   seven row groups: brittle's side measured again, AutoAttack's read from benchmarks/results/
+#   autoattack_gpu_aa.json where it holds the row and run (and cached) where it does not.
 # The device has no network: wheels under .whl/ (and unpacked packages under .whl/site) are installed into
 # /tmp/site first, and brittle itself is installed in editable mode without dependencies.
 set -u
@@ -51,7 +52,7 @@ if [ "$PHASE" = measure ]; then
   step 320 autoattack $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda --time-limit 250 \
     --aa-cache "$OUT/autoattack_gpu_aa.json" --out "$OUT/autoattack_gpu.json"
 else
-  STEPS=${STEPS:-pytest,margins,autoattack}  # which verify steps to run (a comma-separated subset)
+  STEPS=${STEPS:-pytest,margins,profile,autoattack}  # which verify steps to run (a comma-separated subset)
   case ",$STEPS," in *,pytest,*)
   step 150 pytest-cuda bash -c "$PY -m pytest -q --timeout 300 -n 16 -p no:cacheprovider \
     -o addopts='-ra --import-mode=importlib' tests > '$OUT/pytest-cuda.txt' 2>&1"
@@ -59,9 +60,11 @@ else
   case ",$STEPS," in *,margins,*)
   step 90 margins-vs-fab $PY benchmarks/bench_margins.py --models standard,linf_madry --n 1000 --norms linf,l2 \
     --methods brittle,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json";; esac
-  if [ -f benchmarks/results/autoattack_gpu_aa.json ] && [[ ",$STEPS," == *,autoattack,* ]]; then
-    cp benchmarks/results/autoattack_gpu_aa.json "$OUT/autoattack_gpu_aa.json"
-    step 60 autoattack-brittle $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda \
-      --skip-aa --aa-cache "$OUT/autoattack_gpu_aa.json" --out "$OUT/autoattack_gpu.json"
-  fi
+  case ",$STEPS," in *,profile,*)
+  step 40 profile $PY benchmarks/profile_attack.py --model linf_madry --norms l2,linf --n 1000 --device cuda \
+    --out "$OUT/profile.json";; esac
+  case ",$STEPS," in *,autoattack,*)
+  [ -f benchmarks/results/autoattack_gpu_aa.json ] && cp benchmarks/results/autoattack_gpu_aa.json "$OUT/"
+  step 240 autoattack $PY benchmarks/bench_autoattack.py --n 1000 --batch-size 1000 --device cuda \
+    --time-limit 200 --aa-cache "$OUT/autoattack_gpu_aa.json" --out "$OUT/autoattack_gpu.json";; esac
 fi

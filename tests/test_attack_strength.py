@@ -106,6 +106,8 @@ def test_apgd_t_by_name_and_bad_settings() -> None:
         FastBoundaryAttack("linf", strength="extreme")
     with pytest.raises(InputError):
         FastBoundaryAttack("linf", budgets=[0.1, -1.0])
+    with pytest.raises(InputError, match="square_window"):
+        FastBoundaryAttack("linf", square_window=-0.1)
 
 
 def test_square_stays_in_ball_and_domain() -> None:

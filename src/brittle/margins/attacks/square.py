@@ -69,33 +69,36 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
     best = (xi + e * sign).clamp(lo, hi)
     m_best = margin(best, y)
+    # the rows searched (all of them when masked; else those not yet misclassified, re-gathered on a flip)
+    active = torch.arange(n, device=dev)
+    xb, cur, eb, yb, m_cur = xi, best, e, y, m_best
     for i in range(queries):
+        searching = m_cur > 0
         if masked:
-            if i % CHECK_EVERY == 0 and not bool((m_best > 0).any()):
+            if i % CHECK_EVERY == 0 and not bool(searching.any()):
                 break
-            idx = None
-        else:
-            idx = (m_best > 0).nonzero().flatten()
-            if len(idx) == 0:
+        elif not bool(searching.all()):
+            best[active], m_best[active] = cur, m_cur
+            keep = searching.nonzero().flatten()
+            if len(keep) == 0:
                 break
+            active = active[keep]
+            xb, cur, eb, yb, m_cur = xi[active], best[active], e[active], y[active], m_best[active]
+            searching = None
         p = _square_p(p_init, i, queries)
         if h > 1:
             size_h = min(max(int(round(math.sqrt(p * h * w))), 1), max(h - 1, 1))
             size_w = min(size_h, w)
         else:
             size_h, size_w = 1, min(max(int(round(p * w)), 1), w)
-        xb, cur, eb, yb = (xi, best, e, y) if idx is None else (xi[idx], best[idx], e[idx], y[idx])
         k = len(xb)
         draw = torch.randint(0, 2, (k, c, 1, 1), generator=generator, device=dev).to(xi.dtype) * 2 - 1
         new = torch.where(window(size_h, size_w, k), (xb + eb * draw).clamp(lo, hi), cur)
         m_new = margin(new, yb)
-        m_cur = m_best if idx is None else m_best[idx]
         take = m_new < m_cur
-        if idx is None:
-            take &= m_best > 0
-            best = torch.where(take.view(-1, 1, 1, 1), new, best)
-            m_best = torch.where(take, m_new, m_best)
-        else:
-            best[idx] = torch.where(take.view(-1, 1, 1, 1), new, cur)
-            m_best[idx] = torch.where(take, m_new, m_cur)
+        if masked:
+            take &= searching
+        cur = torch.where(take.view(-1, 1, 1, 1), new, cur)
+        m_cur = torch.where(take, m_new, m_cur)
+    best[active], m_best[active] = cur, m_cur
     return best.reshape(shape)
