@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                      "--device against them (times are then not comparable)")
     p.add_argument("--time-limit", type=float, default=None, help="stop starting new groups after this many s")
     p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--table", default=None, metavar="JSON",
+                   help="print the markdown table of a results file (as in benchmarks/RESULTS.md) and exit")
     return p.parse_args(argv)
 
 
@@ -101,8 +103,37 @@ def run_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nor
             "backward_per_sample": counting.cost.backward / len(x)}
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """RESULTS.md's table of a results file: times are process CPU times on the CPU, wall times on a GPU."""
+    cpu = not str(report["device"]).startswith("cuda")
+    key = "cpu_seconds" if cpu else "seconds"
+    lines = ["| model | norm | ε | brittle (budgets) | brittle plain | AutoAttack | union | gap (pt) | "
+             "brittle s (budgets / plain) | AutoAttack s | time ratio (summed) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in report["results"]:
+        ratio = r.get("cpu_time_ratio" if cpu else "time_ratio")
+        for i, e in enumerate(r["eps"]):
+            first = i == 0
+            gap = e.get("gap_points")
+            lines.append("| " + " | ".join([
+                r["model"] if first else "", r["norm"] if first else "", str(e['eps']),
+                pct(e["brittle_robust_accuracy"]), pct(e["brittle_plain_robust_accuracy"]),
+                pct(e.get("autoattack_robust_accuracy")), pct(e.get("union_robust_accuracy")),
+                "" if gap is None else (f"**{gap:+.1f}**" if gap > 0.2 else f"{gap:+.1f}"),
+                f"{r['brittle'][key]:.2f} / {r['brittle_plain'][key]:.2f}" if first else "",
+                "" if e.get(f"autoattack_{key}") is None else f"{e[f'autoattack_{key}']:.1f}",
+                f"**{ratio:.3f}**" if first and ratio is not None else ""]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.table:
+        with open(args.table) as fh:
+            report = json.load(fh)
+        print(markdown_table(report))
+        return report
     if args.aa_device and not args.skip_aa:
         raise SystemExit("--aa-device reads AutoAttack's results from the cache: add --skip-aa")
     device = resolve_device(args.device)
