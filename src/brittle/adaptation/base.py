@@ -51,9 +51,9 @@ def _check_number(name: str, value: Any, low: float, high: float = float("inf"),
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
     ok = ok and (value > low if open_low else value >= low) and value <= high
     if not ok:
-        side = "(" if open_low else "["
-        raise InputError(f"{name} must be a number in {side}{low:g}, {high:g}], got {value!r}",
-                         f"pass a valid {name}")
+        side, top = "(" if open_low else "[", "inf)" if high == float("inf") else f"{high:g}]"
+        raise InputError(f"{name} must be a finite number in {side}{low:g}, {top}, got {value!r}",
+                         f"pass {name} in that range" + (", e.g. lr=1e-3" if name == "lr" else ""))
 
 
 class Adapter:

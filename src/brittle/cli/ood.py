@@ -21,7 +21,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import OVERWRITE, State, WEIGHTS, command_line, console, emit
+from ._common import OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit
 
 
 def _combine_module() -> Any:
@@ -42,13 +42,37 @@ def _combine_module() -> Any:
     return mod
 
 
-def _ood_set(name: str, test: Any, seed: int, root: str | None, limit: int | None) -> Any:
+def _ood_set(name: str, test: Any, seed: int, root: str | None, limit: int | None, net: Any) -> Any:
     from ..data.loading import load_data
     from ..data.ood_sets import OOD_SETS, load_ood_set
 
     if name in OOD_SETS:
         return load_ood_set(name, test, seed=seed, root=root, n=limit)
-    return load_data(name, root, limit=limit)
+    return add_missing_channel(net, load_data(name, root, limit=limit))
+
+
+def _check_model_on_id(net: Any, bench: Any) -> None:
+    """One forward pass on two ID inputs and the ID labels against the model's outputs — before any file is
+    written (a model that does not take the data, or labels it cannot have, fail here and not mid-run)."""
+    import warnings
+
+    import torch
+
+    from ..errors import InputError
+    from ..models.loading import checked_forward
+
+    dev = next((p.device for p in net.parameters()), torch.device("cpu"))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, logits = checked_forward(net, bench.fit_data.x[:2].to(dev), check_values=False)
+    classes = int(logits.shape[1])
+    tops = [int(d.y.max()) for d in (bench.fit_data, bench.val_data, bench.test_data)
+            if d is not None and d.y is not None and len(d.y)]
+    if tops and max(tops) >= classes:
+        raise InputError(f"the ID labels go up to {max(tops)} but the model has {classes} outputs "
+                         f"(classes 0..{classes - 1})",
+                         "pass ID data labelled with the model's classes (or without labels: detectors then fit "
+                         "on the predicted classes)")
 
 
 def _table(summary: dict[str, Any]) -> Table:
@@ -103,6 +127,8 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         raise InputError(f"--limit must be at least 20, got {limit}", "pass e.g. --limit 1000")
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {batch_size}", "pass e.g. --batch-size 512")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}", "pass e.g. --seed 0")
     names = [p.strip() for p in ood_sets.split(",") if p.strip()]
     if not names:
         raise InputError("--ood is empty", f"pass some of {', '.join(OOD_SETS)} or 'all'")
@@ -117,20 +143,24 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
     root = str(data_root) if data_root is not None else None
     for n in names:
         if n not in OOD_SETS and not Path(n).exists() and not n.startswith(("torchvision:", "fashion-mnist:")):
+            if "/" in n or "\\" in n or Path(n).suffix:
+                raise InputError(f"OOD data file {n} does not exist", "check the path (or name a generated set: "
+                                 f"{', '.join(OOD_SETS)})")
             raise InputError(f"unknown OOD set {n!r}", f"use some of {', '.join(OOD_SETS)}, 'all', or a data file")
     if id_data.lower() in ("mnist", "mnist:test"):
         bench = Benchmark.mnist(names, root=root, seed=seed, limit=limit)
     else:
 
-        data = load_data(id_data, root, limit=None)
+        data = add_missing_channel(net, load_data(id_data, root, limit=None))
         from ..ood.benchmark import split_id
 
         fit, val, test = split_id(data)
         if limit is not None:
             fit, val, test = fit.head(limit), val.head(max(10, limit // 4)), test.head(limit)
-        sets = {n: _ood_set(n, test, seed, root, limit) for n in names}
+        sets = {n: _ood_set(n, test, seed, root, limit, net) for n in names}
         bench = Benchmark(fit, test, sets, val=val, name=id_data,
                           notes=[f"ID: {id_data} split in file order — 40% fit, 10% val, 50% test"])
+    _check_model_on_id(net, bench)
     for det in dets:  # resolve layers / heads now: a model they do not fit is refused before any file is written
         if hasattr(det, "bind"):
             det.bind(net)

@@ -49,9 +49,19 @@ def _select_columns(df, names: list[str] | None, n_features: int, drop: list[str
     elif df.shape[1] != n_features:
         raise InputError(f"the data has {df.shape[1]} columns but the model takes {n_features} features",
                          "drop the other columns (e.g. the target) with --drop NAME")
-    bad = [c for c in df.columns if not np.issubdtype(df[c].dtype, np.number) and not df[c].dtype == bool]
+    if len(df) == 0:
+        raise InputError("the data has no rows", "pass a table with at least one row")
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [c for c in df.columns if not (is_numeric_dtype(df[c].dtype) or is_bool_dtype(df[c].dtype))]
     if bad:
         raise InputError(f"column(s) {bad[:5]} are not numeric", "encode them as numbers (e.g. one-hot) first")
+    inf = np.isinf(df.to_numpy(dtype=np.float64))
+    if inf.any():
+        rows, cols = np.nonzero(inf)
+        raise InputError(f"the data has infinite values in {len(set(rows.tolist()))} row(s), first at row "
+                         f"index {int(rows[0])} (column {str(df.columns[cols[0]])!r})",
+                         "replace them; an empty cell (NaN) marks a missing value")
     return df
 
 
@@ -103,6 +113,8 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
     for name, value, lo in (("background", background, 1), ("limit", limit, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo):
             raise InputError(f"--{name} {value!r} is not a positive whole number", f"pass --{name} N with N >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"--seed {seed!r} is not a whole number >= 0", "pass e.g. --seed 0")
     _check_out(out, overwrite)
     model_label = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     if isinstance(model, (str, Path)):
@@ -113,8 +125,6 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
 
     ens = from_model(model, None if output == "auto" else output)
     df = _select_columns(df, ens.feature_names, ens.n_features, list(drop or []))
-    if len(df) == 0:
-        raise InputError("the data has no rows", "pass a table with at least one row")
     if background > len(df):
         raise InputError(f"--background {background} exceeds the {len(df)} data rows",
                          f"pass --background {len(df)} or fewer")

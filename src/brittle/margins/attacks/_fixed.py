@@ -147,6 +147,7 @@ class LiveRows:
         self.index = torch.arange(n, device=device)
         self.mask = torch.ones(n, dtype=torch.bool, device=device)
         self.masked = masked
+        self.full = True  # index is still every row, in order: callers may skip gathers and scatters
 
     def refresh(self, step: int) -> tuple[bool, torch.Tensor | None]:
         """Before a step: ``(any row live, positions kept in the old index or None when unchanged)``."""
@@ -162,7 +163,20 @@ class LiveRows:
         if len(keep) == len(self.index):
             return True, None
         self.index, self.mask = self.index[keep], self.mask[keep]
+        self.full = False
         return len(keep) > 0, keep
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s rows of the current index (``t`` itself while the index is every row)."""
+        return t if self.full else t[self.index]
+
+    def scatter(self, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``t`` with the current index's rows set to ``rows`` (``rows`` itself while the index is every row,
+        else ``t`` written in place): assign the result back to ``t``."""
+        if self.full:
+            return rows
+        t[self.index] = rows
+        return t
 
     def stop(self, done: torch.Tensor) -> None:
         """Mark rows of the current index as finished."""
