@@ -56,7 +56,7 @@ def _select_columns(df, names: list[str] | None, n_features: int, drop: list[str
     bad = [c for c in df.columns if not (is_numeric_dtype(df[c].dtype) or is_bool_dtype(df[c].dtype))]
     if bad:
         raise InputError(f"column(s) {bad[:5]} are not numeric", "encode them as numbers (e.g. one-hot) first")
-    inf = np.isinf(df.to_numpy(dtype=np.float64))
+    inf = np.isinf(df.to_numpy(dtype=np.float64, na_value=np.nan))
     if inf.any():
         rows, cols = np.nonzero(inf)
         raise InputError(f"the data has infinite values in {len(set(rows.tolist()))} row(s), first at row "
