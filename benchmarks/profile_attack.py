@@ -11,14 +11,19 @@ synchronised at each stage's ends, so the stage times add up to the run's wall t
 and counts of kernel launches and host-device synchronisations go to the JSON and to stdout. A development
 tool for the GPU-speed work of issue #13; it changes nothing in the attack.
 
-``--count`` works on any device, the CPU included: it runs the attack once per ``--masked`` setting under a
+``--count`` works on any device, the CPU included: it runs the attack once per ``masked`` setting (False, True) under a
 dispatch counter instead and reports the host-side work a GPU would see: operators that launch kernels (every
 aten call but views), operators that read a device value back to the host (``nonzero``, ``item``/``bool``,
 boolean-mask indexing: each one a stream synchronisation on CUDA), and the distinct batch shapes the model's
 convolutions meet (each one a fresh cuDNN plan). A proxy measured without a GPU, not a timing::
 
     python benchmarks/profile_attack.py --count --device cpu --model linf_madry --norms l2,linf --n 1000 \
-        --budgets 0.1,0.2,0.3 --out benchmarks/results/attack_host_work.json
+        --out benchmarks/results/attack_host_work.json
+    python benchmarks/profile_attack.py --count --device cpu --model linf_madry --norms l2,linf --n 1000 \
+        --budgets standard --out benchmarks/results/attack_host_work_budgets.json
+    # the same for brittle before masking (commit be4ecb6, what the H200 measured), from a worktree:
+    git worktree add /tmp/brittle-be4ecb6 be4ecb6
+    PYTHONPATH=/tmp/brittle-be4ecb6/src python benchmarks/profile_attack.py --count --masked default ...
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def count_host_work(run) -> dict:
             name = str(func.overloadpacket).replace("aten::", "aten.")
             if not getattr(func, "is_view", False) and name not in ("aten.detach", "aten.alias"):
                 counts["operators"] += 1
-            if name.startswith(READ_BACKS) or (name == "aten.index.Tensor" and any(
+            if name.startswith(READ_BACKS) or (name == "aten.index" and any(
                     isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
                 counts["read_backs"] += 1
                 by_read_back[name] += 1
@@ -109,19 +114,22 @@ def count_host_work(run) -> dict:
 
 
 def main_count(args: argparse.Namespace, device: torch.device, model: torch.nn.Module, data) -> dict:
-    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
+    standard = {"linf": [0.1, 0.2, 0.3], "l2": [1.0, 1.5, 2.0]}  # MNIST's usual budgets
+    budgets = None if not args.budgets else "standard" if args.budgets == "standard" else \
+        [float(b) for b in args.budgets.split(",")]
     result: dict = {"benchmark": "attack_host_work", "model": args.model, "images": args.n, "device": str(device),
-                    "torch": torch.__version__, "budgets": budgets, "runs": {}}
+                    "torch": torch.__version__, "budgets": budgets, "brittle": brittle.__version__,
+                    "brittle_path": brittle.__file__, "runs": {}}
     for norm in args.norms.split(","):
-        for masked in (False, True):
-            options = {"masked": masked}
+        for masked in ((False, True) if args.masked == "both" else (None,)):
+            options = {} if masked is None else {"masked": masked}
             if budgets:
-                options["budgets"] = budgets if norm == "linf" else [b * 10 for b in budgets]
+                options["budgets"] = standard[norm] if budgets == "standard" else budgets
             def run():
                 return brittle.input_margins(model, data, norm=norm, method="brittle", batch_size=args.n,
                                              device=device, **options)
             # both as a GPU runs them: with the closed-form thresholds (the CPU's Newton iterations read back
-            # whether they converged); masked=False is the GPU's way before masking (brittle <= 0.3.0)
+            # whether they converged); masked=False is the CPU's way of skipping rows, counted as on a GPU
             threshold = functools.partial(fast_boundary._threshold, method="sort")
             original, fast_boundary._threshold = fast_boundary._threshold, threshold
             try:
@@ -147,7 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", default=None)
     p.add_argument("--count", action="store_true", help="count host-side work per --masked setting (any device)")
-    p.add_argument("--budgets", default="", help="with --count: L∞ budgets, e.g. 0.1,0.2,0.3 (×10 for L2)")
+    p.add_argument("--masked", choices=("both", "default"), default="both",
+                   help="with --count: run masked=False and masked=True, or leave the option out (for brittle "
+                        "versions before it, e.g. with PYTHONPATH on a worktree of an older commit)")
+    p.add_argument("--budgets", default="", help="with --count: budgets, e.g. 0.1,0.2,0.3, or 'standard' (MNIST's: "
+                                                 "0.1,0.2,0.3 in L∞, 1,1.5,2 in L2)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     model = brittle.load_model(args.model, device=device)
