@@ -45,13 +45,35 @@ def _skip_unavailable(method):
         pytest.skip(f"{method}: its library is not installed")
 
 
+def _just_below(exact):
+    """Budgets 3% below three samples' exact margins: the budget stage attacks those samples at ε < margin."""
+    return [float(m) * 0.97 for m in np.sort(exact[np.isfinite(exact)])[[0, 4, 8]]]
+
+
+#: brittle's attack the way it runs on a GPU (masked rows, stacked budget stage), run here on the CPU
+GPU_WAY = {"masked": True, "budgets": _just_below}
+
+
 @pytest.mark.parametrize("method, norm", CASES)
 def test_attack_contract(method, norm):
+    _check_contract(method, norm, {})
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("options", [GPU_WAY, {"masked": False, "budgets": _just_below}],
+                         ids=["masked-stacked", "compact-budgets"])
+def test_attack_contract_of_brittle_settings(norm, options):
+    _check_contract("brittle", norm, options)
+
+
+def _check_contract(method, norm, options):
     _skip_unavailable(method)
     model = _linear()
     x = torch.rand(12, 5, generator=torch.Generator().manual_seed(1)) * 2 - 1
     exact, pred = _exact(model, x, norm)
-    attack = make_attack(method, norm, seed=3)
+    if callable(options.get("budgets")):
+        options = {**options, "budgets": options["budgets"](exact)}
+    attack = make_attack(method, norm, seed=3, **options)
     res = attack(model, x, domain=DOMAIN)
     # shapes and dtypes
     assert res.upper.shape == (12,) and res.x_adv.shape == x.shape and res.adv_class.shape == (12,)
@@ -71,7 +93,7 @@ def test_attack_contract(method, norm):
     assert np.all(upper >= exact * (1 - 1e-4) - 1e-6)
     # deterministic for a seed, whatever the global RNG does
     torch.manual_seed(123)
-    again = make_attack(method, norm, seed=3)(model, x, domain=DOMAIN)
+    again = make_attack(method, norm, seed=3, **options)(model, x, domain=DOMAIN)
     assert np.array_equal(again.upper.numpy(), res.upper.numpy())
     # the cost is counted
     assert res.cost.forward > 0
