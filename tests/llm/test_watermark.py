@@ -75,7 +75,8 @@ def test_min_tokens_blocks_short_sequences():
 
 
 @pytest.mark.parametrize("kwargs", [dict(gamma=0.0), dict(gamma=1.5), dict(delta=-1.0), dict(hashing_key=0),
-                                    dict(min_tokens=0), dict(z_threshold=float("inf"))])
+                                    dict(min_tokens=0), dict(z_threshold=float("inf")),
+                                    dict(z_threshold=0.0), dict(z_threshold=-2.0), dict(z_threshold="4")])
 def test_bad_settings_are_brittle_errors(kwargs):
     with pytest.raises(BrittleError, match="Fix:"):
         KGWConfig(**kwargs)

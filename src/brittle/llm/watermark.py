@@ -45,8 +45,11 @@ class KGWConfig:
             raise InputError(f"hashing_key={self.hashing_key!r} must be a positive integer", "pass e.g. 15485863")
         if not (isinstance(self.min_tokens, int) and self.min_tokens >= 1):
             raise InputError(f"min_tokens={self.min_tokens!r} must be an integer >= 1", "pass e.g. min_tokens=16")
-        if not math.isfinite(self.z_threshold):
-            raise InputError(f"z_threshold={self.z_threshold!r} must be finite", "pass e.g. z_threshold=4.0")
+        z = self.z_threshold
+        if isinstance(z, bool) or not (isinstance(z, (int, float)) and math.isfinite(z) and z > 0):
+            raise InputError(f"z_threshold={z!r} must be a finite number > 0",
+                             "pass e.g. z_threshold=4.0 (at z_threshold <= 0 at least half of all unwatermarked "
+                             "texts would be flagged)")
 
     @property
     def false_positive_rate(self) -> float:
