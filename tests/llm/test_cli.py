@@ -52,3 +52,45 @@ def test_missing_extra_names_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
     code, _, err = _run(["llm", "watermark", "detect", "--text", "hello"], capsys)
     assert code == 2 and 'pip install "brittle[llm]"' in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_compress_quiet_prints_no_progress_bar(quiet, tmp_path, capsys):
+    """--quiet silences transformers' bars ("Writing model shards"); without it they stay; the state is restored."""
+    from transformers.utils import logging as tlog
+
+    before = tlog.is_progress_bar_enabled()
+    code, _, err = _run([*(["--quiet"] if quiet else []), "llm", "compress", "--model", "tiny", "--method", "rtn",
+                         "--bits", "3", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "m" / "config.json").is_file()
+    if quiet:
+        assert "Writing model shards" not in err and "%|" not in err and "it/s" not in err, err
+    elif before:
+        assert "Writing model shards" in err
+    assert tlog.is_progress_bar_enabled() == before
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_progress_bars_off_restores_the_previous_state(enabled_before):
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as tlog
+
+    from brittle.llm._deps import transformers_progress_bars
+
+    was_t, was_hub_off = tlog.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    try:
+        (tlog.enable_progress_bar if enabled_before else tlog.disable_progress_bar)()
+        hub_off = hub.are_progress_bars_disabled()
+        with transformers_progress_bars(False):
+            assert not tlog.is_progress_bar_enabled() and hub.are_progress_bars_disabled()
+        assert tlog.is_progress_bar_enabled() == enabled_before
+        assert hub.are_progress_bars_disabled() == hub_off
+        with transformers_progress_bars(True):  # enabled=True changes nothing
+            assert tlog.is_progress_bar_enabled() == enabled_before
+        with pytest.raises(RuntimeError), transformers_progress_bars(False):
+            raise RuntimeError("restored on errors too")
+        assert tlog.is_progress_bar_enabled() == enabled_before
+    finally:
+        (tlog.enable_progress_bar if was_t else tlog.disable_progress_bar)()
+        (hub.disable_progress_bars if was_hub_off else hub.enable_progress_bars)()

@@ -32,6 +32,14 @@ def _require() -> None:
     require("transformers")
 
 
+def _bars() -> Any:
+    """Under --quiet (and --json) transformers' progress bars ("Loading weights", "Writing model shards") are off."""
+    from ..llm._deps import transformers_progress_bars
+    from ._common import State
+
+    return transformers_progress_bars(not State.quiet)
+
+
 def _kgw(gamma: float, delta: float, key: int, z: float, min_tokens: int) -> Any:
     from ..llm.watermark import KGWConfig
 
@@ -119,8 +127,9 @@ def wm_detect(text: Optional[str] = typer.Option(None, help="Text to test."),
     from ..llm.models import load_lm
     from ..llm.watermark import KGWDetector
 
-    lm = load_lm(model)
-    d = KGWDetector(cfg, lm.vocab_size).detect_text(body, lm.tokenizer)
+    with _bars():
+        lm = load_lm(model)
+        d = KGWDetector(cfg, lm.vocab_size).detect_text(body, lm.tokenizer)
     _print(_det_dict(d), [f"z = {d.z:.2f}, p = {d.p_value:.2e}, green {d.green}/{d.scored} → "
                           f"{'WATERMARKED' if d.watermarked else 'not watermarked'}"
                           + ("" if d.enough_tokens else f" (fewer than {min_tokens} tokens)")])
@@ -142,8 +151,9 @@ def wm_generate(prompt: List[str] = typer.Argument(..., help="One or more prompt
     from ..llm.models import load_lm
     from ..llm.watermark import KGWDetector, generate
 
-    lm = load_lm(model)
-    ans = generate(lm, prompt, config=None if plain else cfg, max_new_tokens=max_new_tokens, seed=seed)
+    with _bars():
+        lm = load_lm(model)
+        ans = generate(lm, prompt, config=None if plain else cfg, max_new_tokens=max_new_tokens, seed=seed)
     det = KGWDetector(cfg, lm.vocab_size)
     rows = [{"prompt": p, "answer": lm.tokenizer.decode(a), **_det_dict(det.detect(a))} for p, a in zip(prompt, ans)]
     _print({"answers": rows}, [f"[z={r['z']:.2f}] {r['answer']}" for r in rows])
@@ -168,7 +178,8 @@ def fingerprint(queries: Path = typer.Option(..., help="Text file: one domain qu
     from ..llm.models import load_lm
     from ..llm.watermark import fingerprint_check
 
-    res = fingerprint_check(load_lm(model), qs, cfg, max_new_tokens=max_new_tokens, seed=seed)
+    with _bars():
+        res = fingerprint_check(load_lm(model), qs, cfg, max_new_tokens=max_new_tokens, seed=seed)
     d = res.detection
     _print({**_det_dict(d), "per_answer_z": [x.z for x in res.per_answer]},
            [f"{len(qs)} answers, {d.scored} tokens: z = {d.z:.2f}, p = {d.p_value:.2e} → "
@@ -208,11 +219,12 @@ def curate(out: Path = typer.Option(..., help="Output .pt file with the chosen t
     from ..llm.models import load_lm
     from ..llm.selection import pooled_activations
 
-    lm = load_lm(model)
-    pool = build_pool(lm.tokenizer, doms, per_domain=per_domain, seq_len=seq_len, source=data)
-    feats = None
-    if sel.needs_features:
-        feats = pooled_activations(lm.model, pool.ids, layer if layer is not None else lm.num_layers // 2)
+    with _bars():
+        lm = load_lm(model)
+        pool = build_pool(lm.tokenizer, doms, per_domain=per_domain, seq_len=seq_len, source=data)
+        feats = None
+        if sel.needs_features:
+            feats = pooled_activations(lm.model, pool.ids, layer if layer is not None else lm.num_layers // 2)
     s = sel.select(pool, feats)
     torch.save({"ids": pool.ids[s.indices], "domains": [pool.domains[i] for i in s.indices],
                 "selector": s.selector}, out)
@@ -243,11 +255,12 @@ def compress(out: Path = typer.Option(..., help="Output folder for the compresse
     from ..llm.compression import compress_model
     from ..llm.models import load_lm
 
-    lm = load_lm(model)
-    rep = compress_model(lm.model, ids if comp.needs_calibration else None, comp)
-    out.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(out)
-    lm.tokenizer.save_pretrained(out)
+    with _bars():
+        lm = load_lm(model)
+        rep = compress_model(lm.model, ids if comp.needs_calibration else None, comp)
+        out.mkdir(parents=True, exist_ok=True)
+        lm.model.save_pretrained(out)
+        lm.tokenizer.save_pretrained(out)
     _print({"out": str(out), "method": rep.method, "sparsity": rep.sparsity, "seconds": rep.seconds},
            [f"{rep.method}: sparsity {rep.sparsity:.1%}, {rep.seconds:.0f}s → {out}"])
 
