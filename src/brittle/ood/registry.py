@@ -33,25 +33,27 @@ DEFAULT_ORDER = ["msp", "max_logit", "energy", "entropy", "gen", "kl_matching", 
 def detector_names(spec: str | list[str] = "all") -> list[str]:
     """``"all"`` or a comma-separated list → validated detector names (order kept, duplicates dropped)."""
     known = DETECTORS.refresh()
+    # listed in one order whatever the import order that registered them: the defaults', then by name
+    ordered = [n for n in DEFAULT_ORDER if n in known] + sorted(n for n in known if n not in DEFAULT_ORDER)
     if isinstance(spec, str):
         parts = [p.strip() for p in spec.split(",") if p.strip()]
     else:
         parts = list(spec)
     if not parts:
-        raise InputError("no detector given", f"pass --detectors all or some of {', '.join(known)}")
+        raise InputError("no detector given", f"pass --detectors all or some of {', '.join(ordered)}")
     out: list[str] = []
     for p in parts:
         if p == "all":
-            out += [n for n in DEFAULT_ORDER if n in known] + [n for n in known if n not in DEFAULT_ORDER]
+            out += ordered
         elif p in known:
             out.append(p)
         else:
-            raise InputError(f"unknown detector {p!r}", f"use 'all' or some of {', '.join(known)}")
+            raise InputError(f"unknown detector {p!r}", f"use 'all' or some of {', '.join(ordered)}")
     return list(dict.fromkeys(out))
 
 
 def make_detector(name: str, **params: Any) -> Scorer:
     """A detector by registry name, e.g. ``make_detector("energy", temperature=2.0)``."""
     if name not in DETECTORS.refresh():
-        raise InputError(f"unknown detector {name!r}", f"use one of {', '.join(DETECTORS)}")
+        raise InputError(f"unknown detector {name!r}", f"use one of {', '.join(detector_names('all'))}")
     return make_scorer(name, **params)
