@@ -35,19 +35,39 @@ def test_help_lists_every_command(capsys):
 
 
 def test_every_help_names_option_values_instead_of_typing_them(capsys):
-    """``--model MODEL``, not typer's ``--model <str>``; flags show no ``<bool>``; every command's help renders.
-    Holds for typer's own click (>= 0.29) and for click itself: `command_tree` sets the labels."""
+    """``--model MODEL``, not typer's ``--model <str>``; flags show no ``<bool>``; an argument is shown by its name
+    (``RUN_DIR``, ``PROMPT...``), not typer's ``run_dir <path>``; every command's help renders. Holds for typer's
+    own click (>= 0.29) and for click itself (typer 0.12, click 8.0): `command_tree` sets the labels."""
     from brittle.cli.app import command_tree, iter_commands
 
-    paths = [c.brittle_path for c in iter_commands(command_tree())]
-    assert len(paths) > 15
-    for path in paths:
+    commands = list(iter_commands(command_tree()))
+    assert len(commands) > 15
+    n_arguments = 0
+    for cmd in commands:
+        path = cmd.brittle_path
         assert main([*path, "--help"]) == 0, path
-        options = capsys.readouterr().out.partition("Options:")[2]  # (typer labels arguments' types itself)
-        assert options and not re.search(r"<(str|int|float|path|bool|text)>", options), (path, options)
+        out = capsys.readouterr().out
+        usage = out.splitlines()[0]
+        arguments, _, options = out.partition("Arguments:")[2].partition("Options:")
+        options = options or out.partition("Options:")[2]
+        assert options and not re.search(r"<[\w\[\]|, ]+>", out), (path, out)
+        for param in cmd.params:
+            if param.param_type_name != "argument":
+                continue
+            n_arguments += 1
+            label = param.name.upper() + ("..." if param.nargs != 1 else "")
+            assert re.search(rf"^  {re.escape(label)}  ", arguments, re.M), (path, arguments)
+            assert usage.endswith(f" {label}") or f" {label} " in usage, (path, usage)
+    assert n_arguments >= 4
     main(["audit", "--help"])
     out = capsys.readouterr().out
     assert re.search(r"--model MODEL\b", out) and re.search(r"--eps EPS\b", out) and "--overwrite / --no-overwrite  " in out
+    main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "Usage: brittle report [OPTIONS] RUN_DIR\n" in out and "\n  RUN_DIR  A run directory written by" in out
+    main(["llm", "watermark", "generate", "--help"])
+    out = capsys.readouterr().out
+    assert "[OPTIONS] PROMPT...\n" in out and "\n  PROMPT...  One or more prompts." in out
 
 
 def test_readme_first_lines_and_ci_agree():

@@ -76,8 +76,9 @@ def command_tree() -> Any:
 
     Every group (also those of command modules added later) reports a missing sub-command as a usage error
     (exit 2, with its help), whatever the installed click does with ``no_args_is_help``; help is click's
-    plain layout (no rich panels, no ``<bool>`` labels on flags, and an option's value is named after the
-    option, ``--model MODEL``, not typed ``<str>``).
+    plain layout (no rich panels, no ``<bool>`` labels on flags, an option's value is named after the
+    option, ``--model MODEL``, not typed ``<str>``, and an argument shows its name, ``RUN_DIR``, not
+    ``run_dir <path>``).
     """
     root = typer.main.get_command(app)
     for cmd in iter_commands(root):
@@ -90,14 +91,36 @@ def command_tree() -> Any:
             cmd.no_args_is_help = False
             cmd.invoke_without_command = False
         for param in getattr(cmd, "params", []):
-            if getattr(param, "metavar", None) is not None or getattr(param, "param_type_name", "") not in (
-                    "option", "argument"):
+            kind = getattr(param, "param_type_name", "")
+            if kind == "argument" and param.name and not _has_choices(param):
+                _name_argument(param)
+            if getattr(param, "metavar", None) is not None or kind != "option":
                 continue
             if getattr(param, "is_flag", False):
                 param.metavar = ""  # typer >= 0.2x labels flags '<bool>'
             elif param.name and not _has_choices(param):
                 param.metavar = param.name.upper()  # '--model MODEL' (argparse's style), not typer's '<str>'
     return root
+
+
+def _name_argument(param: Any) -> None:
+    """Show an argument by its name in the usage line and its help row, as click does: ``RUN_DIR``, ``[NAME]``
+    when optional, ``PROMPT...`` when it takes several. typer >= 0.2x labels the row with its type instead
+    (``run_dir <path>``, ``PROMPT <list[str]>``) and the usage ``{RUN_DIR}``; a metavar alone does not remove the
+    type there, and with click 8.0 it drops the ``...`` of a variadic argument, so both methods are replaced."""
+    if getattr(param, "metavar", None) is None:
+        param.metavar = param.name.upper()  # also names it in click's errors: "Missing argument 'RUN_DIR'"
+    label = param.metavar if param.required else f"[{param.metavar}]"
+    if param.nargs != 1:
+        label += "..."
+    help_record = param.get_help_record
+
+    def get_help_record(ctx: Any) -> Any:
+        record = help_record(ctx)
+        return None if record is None else (label, record[1])
+
+    param.get_help_record = get_help_record
+    param.get_usage_pieces = lambda ctx: [label]
 
 
 def _has_choices(param: Any) -> bool:
