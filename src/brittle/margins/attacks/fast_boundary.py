@@ -119,10 +119,10 @@ def box_projection(z: torch.Tensor, w: torch.Tensor, r: torch.Tensor, lo: float,
         t, _ = _threshold(mag, room, target)
         d = direction * torch.minimum(t.unsqueeze(1), room)
     else:
-        b = torch.where(mag > 0, room / mag.clamp_min(1e-30), torch.zeros_like(room))
+        b = torch.where(mag > 0, room / mag.clamp_min(1e-30), 0.0)
         t, _ = _threshold(mag * mag, b, target)
         d = direction * mag * torch.minimum(t.unsqueeze(1), b)
-    return torch.where(torch.isfinite(d), d, torch.zeros_like(d))
+    return torch.nan_to_num(d, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def ball_projection(x0: torch.Tensor, x: torch.Tensor, radius: torch.Tensor, lo: float, hi: float,
@@ -150,11 +150,14 @@ def _require_grad(logits: torch.Tensor) -> None:
 
 def _margin(logits: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``z_pred - max_{j != pred} z_j`` and the maximising class ``j``."""
-    rows = torch.arange(len(pred), device=pred.device)
-    others = logits.clone()
-    others[rows, pred] = -torch.inf
-    best, cls = others.max(1)
-    return logits[rows, pred] - best, cls
+    col = pred.unsqueeze(1)
+    best, cls = logits.scatter(1, col, -torch.inf).max(1)
+    return logits.gather(1, col).squeeze(1) - best, cls
+
+
+def _finite_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Per row, whether every logit is finite (``0 * z`` is 0 for a finite ``z``, NaN for inf and NaN)."""
+    return (logits * 0 == 0).all(1)
 
 
 #: presets of `FastBoundaryAttack`'s ``strength``; explicit options override them
@@ -338,7 +341,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             (grad,) = torch.autograd.grad(f.sum(), xr, allow_unused=True)
         grad = torch.zeros_like(xr) if grad is None else grad  # logits that ignore the input
         grad = grad.reshape(len(x), -1)
-        grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         return logits.detach(), f.detach(), grad
 
     def _init_step(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, lo: float, hi: float
@@ -359,7 +362,7 @@ class FastBoundaryAttack(MinimalNormAttack):
                 f = logits[rows, pred] - logits[rows, top[:, c]]
                 (g,) = torch.autograd.grad(f.sum(), xr, retain_graph=c < k - 1, allow_unused=True)
                 g = (torch.zeros_like(xr) if g is None else g).reshape(len(x0), -1)
-                g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+                g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
                 d = box_projection(x0, -g, f.detach(), lo, hi, self.norm)
                 reached = (f.detach() + (g * d).sum(1)) <= 1e-6 * f.detach().abs().clamp_min(1e-12)
                 n = perturbation_norm(d, self.norm)
@@ -397,7 +400,7 @@ class FastBoundaryAttack(MinimalNormAttack):
                     logits = model(xa.reshape(len(xa), *self._shape))
             else:
                 logits, f, g = self._logits_and_grad(model, xa, pa)
-            finite = torch.isfinite(logits).all(1)
+            finite = _finite_rows(logits)
             adv = is_flipped(logits, pa) & finite & live
             dist = perturbation_norm(xa - x0a, self.norm)
             bn, fn = get(best_n), get(first_n)
@@ -413,7 +416,7 @@ class FastBoundaryAttack(MinimalNormAttack):
                 break
             # step back toward the clean point after a success, then project with the linearisation at xa
             xc = torch.where(adv.unsqueeze(1), x0a + self.beta * (xa - x0a), xa)
-            f = torch.where(finite, f, torch.zeros_like(f))
+            f = torch.where(finite, f, 0.0)
             r1 = -(f + (g * (xc - xa)).sum(1))
             r2 = -(f + (g * (x0a - xa)).sum(1))
             # both projections in one call (half the kernels: a GPU step is bound by their launches)
@@ -424,7 +427,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             alpha = (a1 / (a1 + a2)).clamp(0.0, self.alpha_max).unsqueeze(1)
             x_new = ((1 - alpha) * (xc + self.eta * d1) + alpha * (x0a + self.eta * d2)).clamp(lo, hi)
             x1 = put(x1, torch.where(live.unsqueeze(1), x_new, xa))  # finished rows stay where they are
-            rows.stop(torch.isfinite(get(best_n)) & (step - get(last_gain) >= self.patience))
+            rows.stop((get(best_n) < math.inf) & (step - get(last_gain) >= self.patience))
         first_n = torch.where(first_n == best_n, torch.full_like(first_n, torch.inf), first_n)  # same point
         return [(best_x, best_n), (first_x, first_n)]
 
@@ -547,7 +550,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             step = self.descent_step * (0.02 + 0.98 * cos)
             rows = idx[pos]
             logits, _, g = self._logits_and_grad(model, xa, pa[pos])
-            adv = is_flipped(logits, pa[pos]) & torch.isfinite(logits).all(1) & on
+            adv = is_flipped(logits, pa[pos]) & _finite_rows(logits) & on
             dist = perturbation_norm(xa - x0a[pos], self.norm)
             better = adv & (dist < n_best[rows])
             n_best[rows] = torch.where(better, dist, n_best[rows])
