@@ -432,12 +432,13 @@ class FastBoundaryAttack(MinimalNormAttack):
         return [(best_x, best_n), (first_x, first_n)]
 
     @torch.no_grad()
-    def _bisect(self, model: nn.Module, pred: torch.Tensor, point: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    def _bisect(self, model: nn.Module, pred: torch.Tensor,
+                point: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
                 high: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
         """Smallest ``t`` in ``[0, high]`` with ``point(t)`` adversarial, by verified bisection (``high`` is).
 
-        ``point(t, rows)`` builds candidates for the rows ``rows``; returns the last adversarial candidate per
-        row (``fallback`` where none was tried).
+        ``point(t, rows)`` builds candidates for the rows ``rows`` (None: every row, in order); returns the
+        last adversarial candidate per row (``fallback`` where none was tried).
         """
         low = torch.zeros_like(high)
         best = fallback.clone()
@@ -446,15 +447,16 @@ class FastBoundaryAttack(MinimalNormAttack):
             go, _ = live.refresh(i)
             if not go:
                 break
-            rows, on = live.index, live.mask
+            on, get, put = live.mask, live.gather, live.scatter
+            hi_, lo_ = get(high), get(low)
             # the answer is usually just below ``high`` (overshoot): probe 0.9 high first, then halve
-            mid = 0.9 * high[rows] if i == 0 else (low[rows] + high[rows]) / 2
-            cand = point(mid, rows)
-            adv = is_flipped(model(cand.reshape(len(cand), *self._shape)), pred[rows]) & on
-            high[rows] = torch.where(adv, mid, high[rows])
-            low[rows] = torch.where(adv | ~on, low[rows], mid)
-            best[rows] = torch.where(adv.unsqueeze(1), cand, best[rows])
-            live.stop(high[rows] - low[rows] <= 1e-5 * high[rows])
+            mid = 0.9 * hi_ if i == 0 else (lo_ + hi_) / 2
+            cand = point(mid, None if live.full else live.index)
+            adv = is_flipped(model(cand.reshape(len(cand), *self._shape)), get(pred)) & on
+            hi_, lo_ = torch.where(adv, mid, hi_), torch.where(adv | ~on, lo_, mid)
+            high, low = put(high, hi_), put(low, lo_)
+            best = put(best, torch.where(adv.unsqueeze(1), cand, get(best)))
+            live.stop(hi_ - lo_ <= 1e-5 * hi_)
         return best
 
     def _refine(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
@@ -465,13 +467,15 @@ class FastBoundaryAttack(MinimalNormAttack):
             return x_adv
         delta, base = x_adv[idx] - x0[idx], x0[idx]
         if self.norm == "linf":
-            def point(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            def point(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
                 t = t.unsqueeze(1)
-                return (base[rows] + torch.maximum(torch.minimum(delta[rows], t), -t)).clamp(lo, hi)
+                b, d = (base, delta) if rows is None else (base[rows], delta[rows])
+                return (b + torch.maximum(torch.minimum(d, t), -t)).clamp(lo, hi)
             high = delta.abs().amax(1)
         else:
-            def point(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-                return (base[rows] + t.unsqueeze(1) * delta[rows]).clamp(lo, hi)
+            def point(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+                b, d = (base, delta) if rows is None else (base[rows], delta[rows])
+                return (b + t.unsqueeze(1) * d).clamp(lo, hi)
             high = torch.ones(len(idx), device=x0.device)
         out = x_adv.clone()
         out[idx] = self._bisect(model, pred[idx], point, high, x_adv[idx])
@@ -511,7 +515,8 @@ class FastBoundaryAttack(MinimalNormAttack):
             return x_adv, ok
         sub = rows[good]
         out = x_adv.clone()
-        out[idx[sub]] = self._bisect(model, pred[idx][sub], lambda t, rr: point(t, sub[rr]), high[sub],
+        out[idx[sub]] = self._bisect(model, pred[idx][sub], lambda t, rr: point(t, sub if rr is None else sub[rr]),
+                                     high[sub],
                                      point(high[sub], sub))
         ok[idx[sub]] = True
         return out, ok
@@ -715,8 +720,9 @@ class FastBoundaryAttack(MinimalNormAttack):
                 continue
             base, span = x0[rows], end - x0[rows]
 
-            def point(t: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-                return base[live] + t.unsqueeze(1) * span[live]
+            def point(t: torch.Tensor, live: torch.Tensor | None) -> torch.Tensor:
+                b, d = (base, span) if live is None else (base[live], span[live])
+                return b + t.unsqueeze(1) * d
 
             found = self._bisect(model, pred[rows], point, torch.ones(len(rows), device=x0.device), end)
             x_best[rows] = found
