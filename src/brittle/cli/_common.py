@@ -110,3 +110,24 @@ def command_line() -> str:
     return "brittle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+
+
+STRENGTH = typer.Option(None, help="Strength of brittle's attack: fast, default or thorough "
+                                   "(docs/input-margins.md); only with --method brittle.")
+
+
+def attack_options(method: str, strength: str | None, budgets: list[float] | None = None) -> dict[str, Any]:
+    """``method_options`` for --strength / --budgets; both belong to brittle's own attack."""
+    from ..errors import InputError
+
+    options: dict[str, Any] = {}
+    if strength is not None:
+        options["strength"] = strength
+    if budgets is not None:
+        options["budgets"] = budgets
+    if options and method != "brittle":
+        given = " and ".join(f"--{k}" for k in options)
+        verb = "applies" if len(options) == 1 else "apply"
+        raise InputError(f"{given} {verb} to brittle's own attack, not to --method {method}",
+                         "drop it, or use --method brittle")
+    return options

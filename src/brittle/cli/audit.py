@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, WEIGHTS, WORKERS, State, command_line, console,
-                      emit, load_inputs, parse_floats)
+from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, WEIGHTS, WORKERS, State,
+                      attack_options, command_line, console, emit, load_inputs, parse_floats)
 
 
 def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
@@ -42,6 +42,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           norm: str = typer.Option("linf", help="linf or l2."),
           eps: Optional[str] = typer.Option(None, help="Comma-separated budgets (default: MNIST's standard three)."),
           method: str = typer.Option("brittle", help="Input-margin method (see `brittle margins --help`)."),
+          strength: Optional[str] = STRENGTH,
           lower: Optional[str] = typer.Option(None, help="Certified lower bounds (ReLU nets): crown (tightest, slow on conv nets), crown-ibp or ibp."),
           weights: Optional[Path] = WEIGHTS,
           data_root: Optional[Path] = DATA_ROOT,
@@ -77,6 +78,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     from ..auditing.pipeline import audit as run_audit
     from ..execution.executor import make_executor
 
+    options = attack_options(method, strength)
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     if shift:  # checked before anything is loaded or written
         from ..data.corruptions import apply_shift, parse_shifts
@@ -91,7 +93,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
                        progress=not State.quiet, model_name=model, command=command_line(), executor=executor,
                        pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall,
-                       subset_estimate=subset_estimate, report=report)
+                       subset_estimate=subset_estimate, report=report, method_options=options or None)
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
     if not State.quiet:
         for line in audit_extras_lines(result.summary):

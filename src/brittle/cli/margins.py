@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ._common import ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, State, WEIGHTS, WORKERS, console, emit, load_inputs
+from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, State, WEIGHTS, WORKERS,
+                      attack_options, console, emit, load_inputs, parse_floats)
 
 
 def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
@@ -18,6 +19,10 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             norm: str = typer.Option("linf", help="linf or l2."),
             method: str = typer.Option("brittle", help="brittle, ensemble, exact, fab-autoattack, fab-torchattacks, ..."),
             lower: Optional[str] = typer.Option(None, help="Certified lower bounds (ReLU nets): crown (tightest, slow on conv nets), crown-ibp or ibp."),
+            strength: Optional[str] = STRENGTH,
+            budgets: Optional[str] = typer.Option(
+                None, help="Comma-separated ε at which robust accuracy will be read off the margins: samples just "
+                           "above each are attacked at it (brittle's attack; `brittle audit` does this for --eps)."),
             weights: Optional[Path] = WEIGHTS,
             data_root: Optional[Path] = DATA_ROOT,
             limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
@@ -31,12 +36,13 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
     from ..execution.executor import make_executor
     from ..margins.compute import compute_margins
 
+    options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets else None)
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     net, dataset = load_inputs(model, data, weights, data_root, limit, None, device)
     t0 = time.perf_counter()
     result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
                              device=device, seed=seed, out=out, overwrite=overwrite, progress=not State.quiet,
-                             executor=executor)
+                             executor=executor, method_options=options)
     summary = {"n": len(result.table), "norm": norm, "method": method, **result.summary(),
                "seconds": round(time.perf_counter() - t0, 2), "margins": str(result.path)}
     table = Table(title=f"input margins ({norm}) — {out}")
