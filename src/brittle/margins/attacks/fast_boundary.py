@@ -169,10 +169,10 @@ STRENGTHS: dict[str, dict[str, float | int]] = {
     # + fixed-radius APGD-CE probes just below each bound in L2 (-1: 12 steps for L2, none for L∞, where the
     # passes are worth more in the descent), + the budget stage where budgets are given (2500 Square queries:
     # with 1000, linf_madry's robust accuracy at 0.3 reads a point above AutoAttack's on 1000 images; Square
-    # only within 7.5% above ε: on linf_madry at 0.3 every sample it flips has its bound within 4.5%)
+    # only within 5% above ε: on linf_madry at 0.3 every sample it flips has its bound within 4.5%)
     "default": {"probe_steps": -1, "probe_ratio": 0.95, "probe_rounds": 1, "probe_targets": 0,
                 "budget_window": 0.15, "budget_steps": 100, "budget_targets": 3, "budget_queries": 2500,
-                "square_window": 0.075},
+                "square_window": 0.05},
     # longer probes with targeted ones, and AutoAttack-sized budget stages (9 targets, 5000 Square queries)
     "thorough": {"probe_steps": 100, "probe_ratio": 0.97, "probe_rounds": 6, "probe_targets": 2,
                  "budget_window": 0.25, "budget_steps": 100, "budget_targets": 9, "budget_queries": 5000,

@@ -50,30 +50,43 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         col = yq.unsqueeze(1)
         return logits.gather(1, col).squeeze(1) - logits.scatter(1, col, -torch.inf).amax(1)
 
-    spans: dict[tuple[int, int], torch.Tensor] = {}
+    ih, iw = torch.arange(h, device=dev), torch.arange(w, device=dev)
 
-    def span(length: int, size: int) -> torch.Tensor:
-        """Row ``i``: which of ``length`` positions a window of ``size`` starting at ``i`` covers."""
-        if (length, size) not in spans:
-            pos = torch.arange(length, device=dev)
-            start = torch.arange(length - size + 1, device=dev).unsqueeze(1)
-            spans[(length, size)] = (pos >= start) & (pos < start + size)
-        return spans[(length, size)]
+    def window_size(i: int) -> tuple[int, int]:
+        p = _square_p(p_init, i, queries)
+        if h > 1:
+            size_h = min(max(int(round(math.sqrt(p * h * w))), 1), max(h - 1, 1))
+            return size_h, min(size_h, w)
+        return 1, min(max(int(round(p * w)), 1), w)
 
-    def window(size_h: int, size_w: int, k: int) -> torch.Tensor:
-        """A random ``size_h × size_w`` window per sample, as a mask of shape (k, 1, h, w)."""
-        top = torch.randint(0, h - size_h + 1, (k,), generator=generator, device=dev)
-        left = torch.randint(0, w - size_w + 1, (k,), generator=generator, device=dev)
-        return (span(h, size_h)[top].unsqueeze(2) & span(w, size_w)[left].unsqueeze(1)).unsqueeze(1)
+    def draw(first: int, count: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For queries ``first .. first + count - 1``: a random window per sample, as masks (count, k, 1, h, w),
+        and the sign of its ±ε per sample and channel, (count, k, c, 1, 1). Drawn together, so a query costs
+        no kernel of its own to draw."""
+        sizes = torch.tensor([window_size(i) for i in range(first, first + count)], device=dev)
+        size_h, size_w = sizes[:, 0:1], sizes[:, 1:2]
+        top = (torch.rand((count, k), generator=generator, device=dev) * (h - size_h + 1)).long()
+        left = (torch.rand((count, k), generator=generator, device=dev) * (w - size_w + 1)).long()
+        in_h = (ih >= top.unsqueeze(2)) & (ih < (top + size_h).unsqueeze(2))
+        in_w = (iw >= left.unsqueeze(2)) & (iw < (left + size_w).unsqueeze(2))
+        inside = (in_h.unsqueeze(3) & in_w.unsqueeze(2)).unsqueeze(2)
+        positive = torch.rand((count, k, c, 1, 1), generator=generator, device=dev) < 0.5
+        return inside, positive
 
     sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
     best = (xi + e * sign).clamp(lo, hi)
     m_best = margin(best, y)
+    up, down = (xi + e).clamp(lo, hi), (xi - e).clamp(lo, hi)  # a window's two values per pixel
+    # queries drawn at once: up to 50, and at most 2**26 window cells
+    chunk = max(1, min(50, 2 ** 26 // max(n * h * w, 1)))
     # the rows searched (all of them when masked; else those not yet misclassified, re-gathered on a flip)
     active = torch.arange(n, device=dev)
-    xb, cur, eb, yb, m_cur = xi, best, e, y, m_best
+    cur, yb, m_cur, up_a, down_a = best, y, m_best, up, down
+    inside = positive = None
     for i in range(queries):
         searching = m_cur > 0
+        if i % chunk == 0:
+            inside, positive = draw(i, min(chunk, queries - i), len(active))
         if masked:
             if i % CHECK_EVERY == 0 and not bool(searching.any()):
                 break
@@ -83,17 +96,11 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
             if len(keep) == 0:
                 break
             active = active[keep]
-            xb, cur, eb, yb, m_cur = xi[active], best[active], e[active], y[active], m_best[active]
+            cur, yb, m_cur, up_a, down_a = best[active], y[active], m_best[active], up[active], down[active]
+            inside, positive = inside[:, keep], positive[:, keep]
             searching = None
-        p = _square_p(p_init, i, queries)
-        if h > 1:
-            size_h = min(max(int(round(math.sqrt(p * h * w))), 1), max(h - 1, 1))
-            size_w = min(size_h, w)
-        else:
-            size_h, size_w = 1, min(max(int(round(p * w)), 1), w)
-        k = len(xb)
-        draw = torch.randint(0, 2, (k, c, 1, 1), generator=generator, device=dev).to(xi.dtype) * 2 - 1
-        new = torch.where(window(size_h, size_w, k), (xb + eb * draw).clamp(lo, hi), cur)
+        j = i % chunk
+        new = torch.where(inside[j], torch.where(positive[j], up_a, down_a), cur)
         m_new = margin(new, yb)
         take = m_new < m_cur
         if masked:
