@@ -16,7 +16,15 @@
 #   seven row groups: brittle's side measured again, AutoAttack's read from benchmarks/results/
 #   autoattack_gpu_aa.json where it holds the row and run (and cached) where it does not.
 # The device has no network: wheels under .whl/ (and unpacked packages under .whl/site) are installed into
-# /tmp/site first, and brittle itself is installed in editable mode without dependencies.
+# /tmp/site first, and brittle itself is installed in editable mode without dependencies. Build .whl/ here
+# (git-ignored; ~18 MB of the 64 MiB a call may carry) for the device's Python 3.12:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl shap==0.51.0 slicer==0.0.8 shapiq==1.4.1 colour==0.1.5 galois==0.4.11 sparse-transform==0.2.1 \
+#     lightgbm==4.7.0 skops==0.16.0 prettytable==3.18.0 wcwidth pot==0.9.6 gguf==0.19.0 pyautoattack==0.2.0 \
+#     pytest-xdist execnet pytest-timeout
+#   then unzip the pyautoattack wheel into .whl/site without pyautoattack/examples/* and delete that wheel.
+# pytest-xdist runs the suite on 16 workers; without it the suite runs serially (and may not fit its limit).
 set -u
 PHASE=${1:-measure}
 OUT=${OUT:-/tmp/gpu_checks}
@@ -54,7 +62,10 @@ if [ "$PHASE" = measure ]; then
 else
   STEPS=${STEPS:-pytest,margins,profile,autoattack}  # which verify steps to run (a comma-separated subset)
   case ",$STEPS," in *,pytest,*)
-  step 150 pytest-cuda bash -c "$PY -m pytest -q --timeout 300 -n 16 -p no:cacheprovider \
+  WORKERS=$($PY -c "import xdist" >/dev/null 2>&1 && echo "-n 16" || echo "")
+  TIMEOUT=$($PY -c "import pytest_timeout" >/dev/null 2>&1 && echo "--timeout 300" || echo "")
+  [ -n "$WORKERS" ] || echo "pytest-xdist missing: the suite runs serially" | tee -a "$LOG"
+  step 150 pytest-cuda bash -c "$PY -m pytest -q $TIMEOUT $WORKERS -p no:cacheprovider \
     -o addopts='-ra --import-mode=importlib' tests > '$OUT/pytest-cuda.txt' 2>&1"
   tail -5 "$OUT/pytest-cuda.txt" | tee -a "$LOG";; esac
   case ",$STEPS," in *,margins,*)
