@@ -18,6 +18,7 @@ from ...errors import InputError
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
 
+
 def eps_tensor(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``eps`` as a float tensor of shape ``(N, 1, ..., 1)`` broadcastable against ``x``; checks ``eps >= 0``."""
     e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)

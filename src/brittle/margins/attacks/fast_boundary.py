@@ -609,8 +609,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             improved = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
             for xa in cands:
                 xa = xa.reshape(len(idx), -1)
-                with torch.no_grad():
-                    adv = is_flipped(model(xa.reshape(len(idx), *shape)), ps)
+                adv = self._flipped(model, xa, ps)
                 dist = perturbation_norm(xa - x0[idx], self.norm)
                 better = adv & (dist < n_best[idx])
                 n_best[idx[better]] = dist[better]
@@ -623,39 +622,30 @@ class FastBoundaryAttack(MinimalNormAttack):
                       n_best: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed-ε attacks at each budget ε on the samples whose bound lies just above it."""
         n_best, x_best = n_best.clone(), x_best.clone()
-        stacked = masked_default(self.masked, x0)
-        # largest budget first: a sample pushed below one budget may then sit above the next (one after another)
+        masked = masked_default(self.masked, x0)
         windows = []
-        for eps in self.budgets:
-            if stacked:
-                sel = torch.isfinite(n_best) & (n_best > eps) & (n_best <= eps * (1 + self.budget_window))
-                windows.append((eps, sel.nonzero().flatten()))
+        for eps in self.budgets:  # largest first: a sample pushed below one budget may then sit above the next
+            rows = (torch.isfinite(n_best) & (n_best > eps)
+                    & (n_best <= eps * (1 + self.budget_window))).nonzero().flatten()
+            if masked:  # all budgets' windows in one stacked batch, below
+                windows.append((eps, rows))
             else:
-                x_best, n_best = self._budget_attacks(model, x0, pred, x_best, n_best, lo, hi, [(eps, None)])
+                x_best, n_best = self._budget_attacks(model, x0, pred, x_best, n_best, lo, hi, [(eps, rows)], False)
         if windows:
-            x_best, n_best = self._budget_attacks(model, x0, pred, x_best, n_best, lo, hi, windows)
+            x_best, n_best = self._budget_attacks(model, x0, pred, x_best, n_best, lo, hi, windows, True)
         return x_best, n_best
 
     def _budget_attacks(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
-                        n_best: torch.Tensor, lo: float, hi: float,
-                        windows: list[tuple[float, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor]:
+                        n_best: torch.Tensor, lo: float, hi: float, windows: list[tuple[float, torch.Tensor]],
+                        masked: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """APGD-CE, APGD-T and (L∞) Square at ε on the rows of each window ``(ε, rows)``.
 
-        One window with ``rows=None`` (its rows are picked here): the attacks one after another, each on the
-        rows no earlier one flipped. Several windows: one stacked batch (`apgd_stacked`, then Square on the
-        rows it left), with finished rows masked.
+        ``masked``: one stacked batch (`apgd_stacked`, then Square on the rows it left), finished rows masked;
+        else the attacks one after another, each on the rows no earlier one flipped.
         """
         shape = self._shape
-        if len(windows) == 1 and windows[0][1] is None:
-            eps = windows[0][0]
-            sel = torch.isfinite(n_best) & (n_best > eps) & (n_best <= eps * (1 + self.budget_window))
-            idx = sel.nonzero().flatten()
-            e = torch.full((len(idx),), eps, device=x0.device)
-            masked = False
-        else:
-            idx = torch.cat([rows for _, rows in windows])
-            e = torch.cat([torch.full((len(rows),), eps, device=x0.device) for eps, rows in windows])
-            masked = True
+        idx = torch.cat([rows for _, rows in windows])
+        e = torch.cat([torch.full((len(rows),), eps, device=x0.device) for eps, rows in windows])
         if len(idx) == 0:
             return x_best, n_best
         xs, ps = x0[idx].reshape(len(idx), *shape), pred[idx]
@@ -663,14 +653,15 @@ class FastBoundaryAttack(MinimalNormAttack):
         if masked:
             xa, fooled = apgd_stacked(model, xs, ps, e, targets=self.budget_targets, **options)
         else:
-            xa, fooled = apgd_ce(model, xs, ps, e, **options), None
+            xa = apgd_ce(model, xs, ps, e, **options)
             if self.budget_targets:
                 fooled = self._flipped(model, xa, ps)
                 left = (~fooled).nonzero().flatten()
                 if len(left):
                     xa[left] = apgd_t(model, xs[left], ps[left], e[left], targets=self.budget_targets, **options)
         if self.budget_queries and self.norm == "linf":
-            fooled = self._flipped(model, xa, ps) if fooled is None or not masked else fooled
+            if not masked:  # APGD-T's flips are not in `fooled` yet
+                fooled = self._flipped(model, xa, ps)
             near = n_best[idx] <= e * (1 + self.square_window)
             left = (~fooled & near).nonzero().flatten()
             if len(left):
@@ -680,7 +671,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         adv = self._flipped(model, xa, ps)
         dist = perturbation_norm(xa - x0[idx], self.norm)
         start = 0
-        for _, rows in (windows if masked else [(None, idx)]):  # window by window: a sample may sit in two
+        for _, rows in windows:  # window by window: a sample may sit in two
             seg = slice(start, start + len(rows))
             start += len(rows)
             better = adv[seg] & (dist[seg] < n_best[rows])
