@@ -73,8 +73,8 @@ def test_stacked_apgd_returns_misclassified_inputs_untouched() -> None:
         apgd_stacked(model, x, y, 0.1, targets=0, ce=False)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_square_finds_the_best_vertex_of_a_linear_model(masked: bool) -> None:
+@pytest.mark.parametrize("masked,candidates", [(False, 1), (True, 1), (False, 5), (True, 5)])
+def test_square_finds_the_best_vertex_of_a_linear_model(masked: bool, candidates: int) -> None:
     """Two classes, linear: the L∞ margin is |z_0 - z_1| / |w_0 - w_1|_1, reached at a vertex of the ε-box;
     Square's windows shrink to single coordinates, so its random search reaches that vertex beyond the margin
     and can never flip a sample below it."""
@@ -88,7 +88,7 @@ def test_square_finds_the_best_vertex_of_a_linear_model(masked: bool) -> None:
     eps = margin * torch.where(torch.arange(40) % 2 == 0, 0.9, 1.1)
     flat = nn.Sequential(nn.Flatten(), model)
     x_adv = square_linf(flat, x, y, eps, queries=300, domain=(-50.0, 50.0), masked=masked,
-                        generator=torch.Generator().manual_seed(1))
+                        candidates=candidates, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         fooled = flat(x_adv).argmax(1) != y
     assert torch.equal(fooled, margin < eps)
@@ -108,6 +108,10 @@ def test_apgd_t_by_name_and_bad_settings() -> None:
         FastBoundaryAttack("linf", budgets=[0.1, -1.0])
     with pytest.raises(InputError, match="square_window"):
         FastBoundaryAttack("linf", square_window=-0.1)
+    with pytest.raises(InputError, match="square_candidates"):
+        FastBoundaryAttack("linf", square_candidates=0)
+    with pytest.raises(InputError, match="candidates"):
+        square_linf(model, x.reshape(8, 1, 1, 5), y, 0.1, candidates=0)
 
 
 def test_square_stays_in_ball_and_domain() -> None:
@@ -117,9 +121,11 @@ def test_square_stays_in_ball_and_domain() -> None:
     x = torch.rand(6, 1, 28, 28)
     with torch.no_grad():
         y = model(x).argmax(1)
-    x_adv = square_linf(model, x, y, 0.2, queries=50, generator=torch.Generator().manual_seed(0))
-    assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
-    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    for candidates in (1, 4):
+        x_adv = square_linf(model, x, y, 0.2, queries=50, candidates=candidates,
+                            generator=torch.Generator().manual_seed(0))
+        assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
+        assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
 
 
 @pytest.mark.slow
@@ -153,3 +159,30 @@ def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(masked: bool) -> None:
     assert broken.sum() >= 15, "test data too easy: APGD-T should break many of these images at eps=0.3"
     missed = broken & (res.upper > eps)
     assert not missed.any(), f"APGD-T broke {missed.sum()} images at {eps} whose margins are {res.upper[missed]}"
+
+
+@pytest.mark.parametrize("candidates", [1, 5])
+def test_square_spends_its_queries_in_queries_over_candidates_calls(candidates: int) -> None:
+    """``queries`` per sample whatever ``candidates``: ``candidates`` windows per sample in each of
+    ``queries // candidates`` model calls (plus the call on the starting stripes)."""
+    calls, rows = [], []
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            rows.append(len(x))
+            return self.body(x)
+
+    model = Counting().eval()
+    x = torch.rand(4, 1, 3, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    calls.clear(), rows.clear()
+    square_linf(model, x, y, 1e-6, queries=100, candidates=candidates, masked=False,
+                generator=torch.Generator().manual_seed(0))  # ε too small to flip anything: every query runs
+    assert len(calls) == 1 + 100 // candidates
+    assert sum(rows) == 4 + 4 * 100

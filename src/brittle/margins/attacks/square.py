@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ...data.loading import Domain
+from ...core.validation import check_positive_int
 from ._fixed import CHECK_EVERY, _check, eps_tensor, masked_default
 
 __all__ = ["square_linf"]
@@ -24,18 +25,22 @@ def _square_p(p_init: float, it: int, queries: int) -> float:
 
 
 def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
-                queries: int = 1000, p_init: float = 0.8, domain: Domain = (0.0, 1.0),
+                queries: int = 1000, candidates: int = 1, p_init: float = 0.8, domain: Domain = (0.0, 1.0),
                 generator: torch.Generator | None = None, masked: bool | None = None) -> torch.Tensor:
     """Square Attack, L∞: random search on the margin loss ``z_y - max_{j != y} z_j``.
 
     Starts from vertical stripes of ±ε, then per query redraws, for every sample at its own random position, a
     square window of ±ε per channel and keeps it where the margin drops. The window's share of the image
     follows AutoAttack's schedule over ``queries``. Images only (``(N, C, H, W)``; other shapes are treated as
-    ``(N, 1, 1, D)``). One forward per query; only samples not yet misclassified take new points. ``masked``
+    ``(N, 1, 1, D)``). One forward per query; only samples not yet misclassified take new points.
+    ``candidates``: windows drawn per sample and round, all evaluated in one forward pass, the best one kept
+    (``queries // candidates`` rounds, so the same number of queries in fewer, larger model calls: on a CPU or
+    a GPU a small batch costs the call's overhead more than its rows; 1 is AutoAttack's sequential search). ``masked``
     keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
     are dropped from it. Returns per sample the first misclassified point, else the lowest-margin point.
     """
     _check(x, y)
+    check_positive_int(candidates, "candidates", "pass the number of windows to draw per sample and round, e.g. 1")
     shape = x.shape
     xi = x.detach().reshape(len(x), 1, 1, -1) if x.ndim != 4 else x.detach()
     n, c, h, w = xi.shape
@@ -51,6 +56,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         return logits.gather(1, col).squeeze(1) - logits.scatter(1, col, -torch.inf).amax(1)
 
     ih, iw = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    kc = int(candidates)
+    rounds = max(queries // kc, 1) if queries > 0 else 0
 
     def window_size(i: int) -> tuple[int, int]:
         p = _square_p(p_init, i, queries)
@@ -60,33 +67,33 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         return 1, min(max(int(round(p * w)), 1), w)
 
     def draw(first: int, count: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """For queries ``first .. first + count - 1``: a random window per sample, as masks (count, k, 1, h, w),
-        and the sign of its ±ε per sample and channel, (count, k, c, 1, 1). Drawn together, so a query costs
-        no kernel of its own to draw."""
-        sizes = torch.tensor([window_size(i) for i in range(first, first + count)], device=dev)
-        size_h, size_w = sizes[:, 0:1], sizes[:, 1:2]
-        top = (torch.rand((count, k), generator=generator, device=dev) * (h - size_h + 1)).long()
-        left = (torch.rand((count, k), generator=generator, device=dev) * (w - size_w + 1)).long()
-        in_h = (ih >= top.unsqueeze(2)) & (ih < (top + size_h).unsqueeze(2))
-        in_w = (iw >= left.unsqueeze(2)) & (iw < (left + size_w).unsqueeze(2))
-        inside = (in_h.unsqueeze(3) & in_w.unsqueeze(2)).unsqueeze(2)
-        positive = torch.rand((count, k, c, 1, 1), generator=generator, device=dev) < 0.5
+        """For rounds ``first .. first + count - 1``: ``kc`` random windows per sample, as masks
+        (count, kc, k, 1, h, w), and the sign of each window's ±ε per channel, (count, kc, k, c, 1, 1). Drawn
+        together, so a round costs no kernel of its own to draw."""
+        sizes = torch.tensor([window_size(i * kc) for i in range(first, first + count)], device=dev)
+        size_h, size_w = sizes[:, 0:1, None], sizes[:, 1:2, None]
+        top = (torch.rand((count, kc, k), generator=generator, device=dev) * (h - size_h + 1)).long()
+        left = (torch.rand((count, kc, k), generator=generator, device=dev) * (w - size_w + 1)).long()
+        in_h = (ih >= top.unsqueeze(3)) & (ih < (top + size_h).unsqueeze(3))
+        in_w = (iw >= left.unsqueeze(3)) & (iw < (left + size_w).unsqueeze(3))
+        inside = (in_h.unsqueeze(4) & in_w.unsqueeze(3)).unsqueeze(3)
+        positive = torch.rand((count, kc, k, c, 1, 1), generator=generator, device=dev) < 0.5
         return inside, positive
 
     sign = torch.randint(0, 2, (n, c, 1, w), generator=generator, device=dev).to(xi.dtype) * 2 - 1
     best = (xi + e * sign).clamp(lo, hi)
     m_best = margin(best, y)
     up, down = (xi + e).clamp(lo, hi), (xi - e).clamp(lo, hi)  # a window's two values per pixel
-    # queries drawn at once: up to 50, and at most 2**26 window cells
-    chunk = max(1, min(50, 2 ** 26 // max(n * h * w, 1)))
+    # rounds drawn at once: up to 50, and at most 2**26 window cells
+    chunk = max(1, min(50, 2 ** 26 // max(n * kc * h * w, 1)))
     # the rows searched (all of them when masked; else those not yet misclassified, re-gathered on a flip)
     active = torch.arange(n, device=dev)
     cur, yb, m_cur, up_a, down_a = best, y, m_best, up, down
     inside = positive = None
-    for i in range(queries):
+    for i in range(rounds):
         searching = m_cur > 0
         if i % chunk == 0:
-            inside, positive = draw(i, min(chunk, queries - i), len(active))
+            inside, positive = draw(i, min(chunk, rounds - i), len(active))
         if masked:
             if i % CHECK_EVERY == 0 and not bool(searching.any()):
                 break
@@ -97,11 +104,16 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
                 break
             active = active[keep]
             cur, yb, m_cur, up_a, down_a = best[active], y[active], m_best[active], up[active], down[active]
-            inside, positive = inside[:, keep], positive[:, keep]
+            inside, positive = inside[:, :, keep], positive[:, :, keep]
             searching = None
         j = i % chunk
-        new = torch.where(inside[j], torch.where(positive[j], up_a, down_a), cur)
-        m_new = margin(new, yb)
+        new = torch.where(inside[j], torch.where(positive[j], up_a, down_a), cur)  # (kc, rows, c, h, w)
+        if kc == 1:
+            new, m_new = new[0], margin(new[0], yb)
+        else:
+            m_all = margin(new.reshape(-1, c, h, w), yb.repeat(kc)).view(kc, -1)
+            m_new, pick = m_all.min(0)
+            new = new.gather(0, pick.view(1, -1, 1, 1, 1).expand(1, *new.shape[1:]))[0]
         take = m_new < m_cur
         if masked:
             take &= searching
