@@ -136,7 +136,7 @@ def test_margins_flip_every_sample_apgd_t_flips_at_eps_03(masked: bool) -> None:
     The zoo's ``linf_madry`` piles its margins up around its training ε = 0.3, the hardest place for a
     minimal-norm attack to match a fixed-ε one. With ``budgets=[0.3]`` the samples whose bound lies just above
     0.3 are attacked at 0.3 itself (``strength="thorough"``: APGD-T on 9 targets, 5000 Square queries; with
-    the default 3 targets and 1000 queries, image 12 at 0.3056 is missed: APGD-T breaks it on about one random
+    the default 3 targets and 2500 queries, image 12 at 0.3056 is missed: APGD-T breaks it on about one random
     start in seven); each bound stays a verified adversarial example.
     """
     from brittle.data.loading import load_mnist
