@@ -79,6 +79,22 @@ def f(tmp_path_factory):
     (d / "m.onnx").write_text("x")
     (d / "m.skops").write_text("not a skops file")
     (d / "garbage.joblib").write_bytes(b"garbage")
+    noise = rng.integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    try:  # corrupt XGBoost files (a truncated .ubj, which makes XGBoost loop: tests/explain/test_cli_and_inputs.py)
+        import xgboost as xgb
+
+        xgb.XGBRegressor(n_estimators=2, max_depth=2).fit(df, target).save_model(d / "xgb.json")
+        (d / "xgb_cut.json").write_bytes((d / "xgb.json").read_bytes()[:300])
+        (d / "xgb_random.json").write_bytes(noise)
+        (d / "xgb_empty.json").write_bytes(b"")
+        (d / "xgb_notes.ubj").write_text("my notes\n")
+    except ImportError:
+        pass
+    # corrupt LightGBM files (a truncated one crashes LightGBM: tested in a child process in tests/explain)
+    (d / "lgb_random.txt").write_bytes(noise)
+    (d / "lgb_empty.txt").write_bytes(b"")
+    (d / "lgb_notes.lgb").write_text("my notes\n")
+    (d / "lgb_header.txt").write_text("tree\nversion=v4\nnum_class=1\n")
     (d / "used").mkdir()
     (d / "used" / "mine.txt").write_text("mine")
     return d
@@ -117,6 +133,8 @@ def _explain(f, *args, model="m.joblib", data="data.csv", out="out_explain", tru
 
 TRANSFORMERS = "transformers"
 SKOPS = "skops.io"
+XGBOOST = "xgboost"
+LIGHTGBM = "lightgbm"
 
 # (id, argv(f), exit code, message fragment, module the row needs or None)
 CASES = [
@@ -288,6 +306,24 @@ CASES = [
      "m.skops is not a readable skops file", SKOPS),
     ("explain-corrupt-joblib", lambda f: _explain(f, model="garbage.joblib"), 2,
      "cannot unpickle garbage.joblib: ", None),
+    ("explain-xgboost-truncated", lambda f: _explain(f, model="xgb_cut.json"), 2,
+     ("xgb_cut.json is not an XGBoost model, or is corrupt or truncated (XGBoostError). Fix: save the model with "
+      "XGBoost's save_model('model.json')"), XGBOOST),
+    ("explain-xgboost-random", lambda f: _explain(f, model="xgb_random.json"), 2,
+     "xgb_random.json is not an XGBoost model, or is corrupt or truncated", XGBOOST),
+    ("explain-xgboost-empty", lambda f: _explain(f, model="xgb_empty.json"), 2,
+     "model file xgb_empty.json is empty. Fix: save the model with XGBoost's save_model('model.json')", XGBOOST),
+    ("explain-xgboost-text-ubj", lambda f: _explain(f, model="xgb_notes.ubj"), 2,
+     "xgb_notes.ubj is not an XGBoost model, or is corrupt or truncated (unknown marker b'm' at byte 0)", XGBOOST),
+    ("explain-lightgbm-random", lambda f: _explain(f, model="lgb_random.txt"), 2,
+     ("lgb_random.txt is not a LightGBM text model (its first line is not 'tree'). Fix: save the model with "
+      "LightGBM's booster.save_model('model.txt')"), LIGHTGBM),
+    ("explain-lightgbm-empty", lambda f: _explain(f, model="lgb_empty.txt"), 2,
+     "model file lgb_empty.txt is empty", LIGHTGBM),
+    ("explain-lightgbm-text", lambda f: _explain(f, model="lgb_notes.lgb"), 2,
+     "lgb_notes.lgb is not a LightGBM text model (its first line is not 'tree')", LIGHTGBM),
+    ("explain-lightgbm-header-only", lambda f: _explain(f, model="lgb_header.txt"), 2,
+     "lgb_header.txt is a truncated or corrupt LightGBM model (its trees do not end with 'end of trees')", LIGHTGBM),
     ("explain-not-a-tree", lambda f: _explain(f, model="linear.joblib"), 2,
      "LinearRegression is not a supported scikit-learn tree model", None),
     ("explain-unfitted", lambda f: _explain(f, model="unfitted.joblib"), 2,

@@ -94,3 +94,48 @@ def test_progress_bars_off_restores_the_previous_state(enabled_before):
     finally:
         (tlog.enable_progress_bar if was_t else tlog.disable_progress_bar)()
         (hub.disable_progress_bars if was_hub_off else hub.enable_progress_bars)()
+
+
+@pytest.fixture
+def fake_smollm2(tmp_path, monkeypatch):
+    """SmolLM2's first-use conversion path, run on a tiny model: an empty cache (in tmp_path), a dummy GGUF file,
+    and transformers' GGUF readers answering with a tiny Llama — the real path, seconds instead of a 135M model."""
+    import transformers
+
+    from brittle.llm import models
+
+    monkeypatch.setenv("BRITTLE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / models.SMOLLM2_GGUF
+    gguf.write_bytes(b"not read")
+    monkeypatch.setattr(models, "smollm2_gguf", lambda: gguf)
+    real_require = models.require
+    monkeypatch.setattr(models, "require", lambda name: object() if name == "gguf" else real_require(name))
+    real_tok = transformers.AutoTokenizer.from_pretrained
+    real_lm = transformers.AutoModelForCausalLM.from_pretrained
+
+    def tok(src, *args, gguf_file=None, **kwargs):
+        return models.byte_tokenizer() if gguf_file else real_tok(src, *args, **kwargs)
+
+    def lm(src, *args, gguf_file=None, **kwargs):
+        return models.tiny_llama(seed=0).model if gguf_file else real_lm(src, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tok)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lm)
+    return tmp_path / "cache" / "llm" / "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("flags", [[], ["--quiet"], ["--json"]])
+def test_quiet_silences_the_smollm2_conversion_note(flags, fake_smollm2, capsys):
+    """Without flags the one-time conversion is announced (on stderr); --quiet and --json silence it."""
+    import json
+
+    code, out, err = _run([*flags, "llm", "watermark", "detect", "--text", "hello there", "--model", "smollm2"],
+                          capsys)
+    assert code == 0, err
+    assert (fake_smollm2 / "config.json").is_file()  # the conversion did run
+    if flags:
+        assert "converting" not in out + err, out + err
+    else:
+        assert "converting SmolLM2-135M-Instruct.Q4_1.gguf" in err and "converting" not in out
+    if flags == ["--json"]:
+        assert "z" in json.loads(out)

@@ -40,6 +40,14 @@ def _bars() -> Any:
     return transformers_progress_bars(not State.quiet)
 
 
+def _load(model: str) -> Any:
+    """``load_lm`` with the CLI's verbosity: under --quiet (and --json) SmolLM2's one-time conversion note is off."""
+    from ..llm.models import load_lm
+    from ._common import State
+
+    return load_lm(model, verbose=not State.quiet)
+
+
 def _kgw(gamma: float, delta: float, key: int, z: float, min_tokens: int) -> Any:
     from ..llm.watermark import KGWConfig
 
@@ -124,11 +132,10 @@ def wm_detect(text: Optional[str] = typer.Option(None, help="Text to test."),
         raise InputError("pass exactly one of --text and --file", "e.g. --file answer.txt")
     body = text if text is not None else _read_text(file, "pass the path of a UTF-8 text file")
     _require()
-    from ..llm.models import load_lm
     from ..llm.watermark import KGWDetector
 
     with _bars():
-        lm = load_lm(model)
+        lm = _load(model)
         d = KGWDetector(cfg, lm.vocab_size).detect_text(body, lm.tokenizer)
     _print(_det_dict(d), [f"z = {d.z:.2f}, p = {d.p_value:.2e}, green {d.green}/{d.scored} → "
                           f"{'WATERMARKED' if d.watermarked else 'not watermarked'}"
@@ -148,11 +155,10 @@ def wm_generate(prompt: List[str] = typer.Argument(..., help="One or more prompt
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens {max_new_tokens} must be >= 1", "pass e.g. 64")
     _require()
-    from ..llm.models import load_lm
     from ..llm.watermark import KGWDetector, generate
 
     with _bars():
-        lm = load_lm(model)
+        lm = _load(model)
         ans = generate(lm, prompt, config=None if plain else cfg, max_new_tokens=max_new_tokens, seed=seed)
     det = KGWDetector(cfg, lm.vocab_size)
     rows = [{"prompt": p, "answer": lm.tokenizer.decode(a), **_det_dict(det.detect(a))} for p, a in zip(prompt, ans)]
@@ -175,11 +181,10 @@ def fingerprint(queries: Path = typer.Option(..., help="Text file: one domain qu
     if not qs:
         raise InputError(f"'{queries}' holds no queries", "write one query per line")
     _require()
-    from ..llm.models import load_lm
     from ..llm.watermark import fingerprint_check
 
     with _bars():
-        res = fingerprint_check(load_lm(model), qs, cfg, max_new_tokens=max_new_tokens, seed=seed)
+        res = fingerprint_check(_load(model), qs, cfg, max_new_tokens=max_new_tokens, seed=seed)
     d = res.detection
     _print({**_det_dict(d), "per_answer_z": [x.z for x in res.per_answer]},
            [f"{len(qs)} answers, {d.scored} tokens: z = {d.z:.2f}, p = {d.p_value:.2e} → "
@@ -216,11 +221,10 @@ def curate(out: Path = typer.Option(..., help="Output .pt file with the chosen t
     import torch
 
     from ..llm.data import build_pool
-    from ..llm.models import load_lm
     from ..llm.selection import pooled_activations
 
     with _bars():
-        lm = load_lm(model)
+        lm = _load(model)
         pool = build_pool(lm.tokenizer, doms, per_domain=per_domain, seq_len=seq_len, source=data)
         feats = None
         if sel.needs_features:
@@ -253,10 +257,9 @@ def compress(out: Path = typer.Option(..., help="Output folder for the compresse
     ids = _load_calibration(calibration) if calibration is not None else None
     _require()
     from ..llm.compression import compress_model
-    from ..llm.models import load_lm
 
     with _bars():
-        lm = load_lm(model)
+        lm = _load(model)
         rep = compress_model(lm.model, ids if comp.needs_calibration else None, comp)
         out.mkdir(parents=True, exist_ok=True)
         lm.model.save_pretrained(out)

