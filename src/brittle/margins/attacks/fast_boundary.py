@@ -548,41 +548,47 @@ class FastBoundaryAttack(MinimalNormAttack):
         if len(idx) == 0 or steps == 0:
             return x_best, n_best
         x0a, pa = x0[idx], pred[idx]
-        radius = 0.97 * n_best[idx]
-        xa = ball_projection(x0a, x_best[idx], radius, lo, hi, self.norm)
+        nb, xb = n_best[idx], x_best[idx]  # the bounds of the rows in idx, written back at the end
+        radius = 0.97 * nb
+        xa = ball_projection(x0a, xb, radius, lo, hi, self.norm)
         last = torch.zeros(len(idx), dtype=torch.long, device=x0.device)
         live = LiveRows(len(idx), x0.device, masked_default(self.masked, x0))
+        get, put = live.gather, live.scatter  # no gathers or scatters while every row is live
         for k in range(steps):
             go, keep = live.refresh(k)
             if not go:
                 break
             if keep is not None:
                 xa = xa[keep]
-            pos, on = live.index, live.mask
+            on = live.mask
             cos = 0.5 * (1.0 + math.cos(math.pi * k / steps))
             gamma = self.descent_gamma * (0.01 + 0.99 * cos)
             step = self.descent_step * (0.02 + 0.98 * cos)
-            rows = idx[pos]
-            logits, _, g = self._logits_and_grad(model, xa, pa[pos])
-            adv = is_flipped(logits, pa[pos]) & _finite_rows(logits) & on
-            dist = perturbation_norm(xa - x0a[pos], self.norm)
-            better = adv & (dist < n_best[rows])
-            n_best[rows] = torch.where(better, dist, n_best[rows])
-            x_best[rows] = torch.where(better.unsqueeze(1), xa, x_best[rows])
-            last[pos] = torch.where(better, torch.full_like(last[pos], k), last[pos])
+            x0l, pl, nbl = get(x0a), get(pa), get(nb)
+            logits, _, g = self._logits_and_grad(model, xa, pl)
+            adv = is_flipped(logits, pl) & _finite_rows(logits)
+            if live.masked:
+                adv &= on
+            dist = perturbation_norm(xa - x0l, self.norm)
+            better = adv & (dist < nbl)
+            nbl = torch.where(better, dist, nbl)
+            nb = put(nb, nbl)
+            xb = put(xb, torch.where(better.unsqueeze(1), xa, get(xb)))
+            last = put(last, torch.where(better, k, get(last)))
             if k == steps - 1:
                 break
-            r = radius[pos]
-            r = torch.where(adv, torch.minimum(r, dist) * (1 - gamma), torch.minimum(r * (1 + gamma), n_best[rows]))
-            radius[pos] = torch.where(on, r, radius[pos])
+            r = get(radius)
+            r = torch.where(adv, torch.minimum(r, dist) * (1 - gamma), torch.minimum(r * (1 + gamma), nbl))
+            radius = put(radius, torch.where(on, r, get(radius)) if live.masked else r)
             if self.norm == "linf":
                 direction = -g.sign()
             else:
                 direction = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            moved = ball_projection(x0a[pos], xa + (step * r).unsqueeze(1) * direction, r, lo, hi, self.norm)
-            xa = torch.where(on.unsqueeze(1), moved, xa)
+            moved = ball_projection(x0l, xa + (step * r).unsqueeze(1) * direction, r, lo, hi, self.norm)
+            xa = torch.where(on.unsqueeze(1), moved, xa) if live.masked else moved
             if 2 * (k + 1) >= steps:  # past the exploring first half of the schedule
-                live.stop(k + 1 - last[pos] >= self.descent_patience)
+                live.stop(k + 1 - get(last) >= self.descent_patience)
+        n_best[idx], x_best[idx] = nb, xb
         return x_best, n_best
 
     def _probe(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
