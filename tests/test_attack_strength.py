@@ -186,3 +186,27 @@ def test_square_spends_its_queries_in_queries_over_candidates_calls(candidates: 
                 generator=torch.Generator().manual_seed(0))  # ε too small to flip anything: every query runs
     assert len(calls) == 1 + 100 // candidates
     assert sum(rows) == 4 + 4 * 100
+
+
+def test_square_lowers_its_candidates_where_a_call_would_hold_too_many_inputs(monkeypatch) -> None:
+    """Memory: with ``candidates × rows × input size`` above `CANDIDATE_VALUES`, fewer windows per call (here
+    1: as many calls as queries), the queries per sample unchanged."""
+    from brittle.margins.attacks import square
+
+    calls = []
+    body = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return body(x)
+
+    x = torch.rand(4, 1, 3, 4)
+    with torch.no_grad():
+        y = body(x).argmax(1)
+    monkeypatch.setattr(square, "CANDIDATE_VALUES", 4 * 12 * 1)  # room for one candidate per row only
+    square_linf(model, x, y, 1e-6, queries=30, candidates=5, masked=False, generator=torch.Generator().manual_seed(0))
+    assert calls == [4] * 31
+    calls.clear()
+    monkeypatch.setattr(square, "CANDIDATE_VALUES", 4 * 12 * 3)  # three
+    square_linf(model, x, y, 1e-6, queries=30, candidates=5, masked=False, generator=torch.Generator().manual_seed(0))
+    assert calls == [4] + [12] * 10

@@ -13,6 +13,10 @@ from ._fixed import CHECK_EVERY, _check, eps_tensor, masked_default
 
 __all__ = ["square_linf"]
 
+#: most input values in one model call of Square's candidates (2**26 floats: 256 MB); ``candidates`` is
+#: lowered where ``candidates × rows`` inputs would exceed it (large images, many rows)
+CANDIDATE_VALUES = 2 ** 26
+
 
 def _square_p(p_init: float, it: int, queries: int) -> float:
     """Share of pixels a Square window covers at query ``it`` (AutoAttack's schedule, rescaled to ``queries``)."""
@@ -35,7 +39,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     ``(N, 1, 1, D)``). One forward per query; only samples not yet misclassified take new points.
     ``candidates``: windows drawn per sample and round, all evaluated in one forward pass, the best one kept
     (``queries // candidates`` rounds, so the same number of queries in fewer, larger model calls: on a CPU or
-    a GPU a small batch costs the call's overhead more than its rows; 1 is AutoAttack's sequential search). ``masked``
+    a GPU a small batch costs the call's overhead more than its rows; 1 is AutoAttack's sequential search;
+    lowered where a call would hold more than `CANDIDATE_VALUES` input values). ``masked``
     keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
     are dropped from it. Returns per sample the first misclassified point, else the lowest-margin point.
     """
@@ -56,7 +61,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         return logits.gather(1, col).squeeze(1) - logits.scatter(1, col, -torch.inf).amax(1)
 
     ih, iw = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    kc = int(candidates)
+    # candidates per round: fewer where one call would hold more than CANDIDATE_VALUES input values (memory)
+    kc = max(1, min(int(candidates), CANDIDATE_VALUES // max(n * c * h * w, 1)))
     rounds = max(queries // kc, 1) if queries > 0 else 0
 
     def window_size(i: int) -> tuple[int, int]:
