@@ -7,6 +7,12 @@ two finds and brittle's process CPU time::
 
     python benchmarks/study_budget_stage.py vs-aa linf_madry 0.3 --n 1000 --options '{"square_candidates": 5}'
 
+``vs-apgd-t``: the same against brittle's own fixed-ε APGD-T (9 targets, 100 steps; weaker than AutoAttack
+but minutes instead of hours on the CPU), for any model and norm, e.g. the robust models in their other norm::
+
+    python benchmarks/study_budget_stage.py vs-apgd-t --groups linf_madry:l2,linf_madry_ls:l2,l2_madry:linf \
+        --n 200 --out /tmp/cross.json
+
 ``where``: which budget attack (APGD-CE, then APGD-T, then Square, each on the rows the earlier ones left)
 flips each row, by the row's bound relative to ε before the stage, for L∞ models at 0.1 / 0.2 / 0.3. The
 stage is re-run here attack by attack so that each flip is attributed (the compact order of
@@ -22,6 +28,7 @@ import argparse
 import collections
 import json
 import time
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -52,13 +59,44 @@ def vs_aa(args: argparse.Namespace) -> None:
           f"brittle-only flips {(aa_robust & ~robust).sum()} cpu {seconds:.1f}s")
 
 
+EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 1.5, 2.0)}
+
+
+def vs_apgd_t(args: argparse.Namespace) -> None:
+    data = load_mnist().head(args.n)
+    y = data.y
+    results = []
+    for spec in args.groups.split(","):
+        name, norm = spec.split(":")
+        model = zoo.load(name).eval()
+        start = time.process_time()
+        out = input_margins(model, data, norm, batch_size=500, budgets=list(EPS[norm]))
+        seconds = time.process_time() - start
+        correct = out.pred == y.numpy()
+        row = {"model": name, "norm": norm, "n": args.n, "brittle_cpu_seconds": round(seconds, 2), "eps": []}
+        for eps in EPS[norm]:
+            x_adv = apgd_t(model, data.x, y, eps, norm=norm, steps=100, targets=9,
+                           generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                apgd_robust = correct & (model(x_adv).argmax(1) == y).numpy()
+            robust = correct & (out.upper > eps)
+            row["eps"].append({"eps": eps, "brittle": float(robust.mean()), "apgd_t": float(apgd_robust.mean()),
+                               "apgd_t_only_flips": int((robust & ~apgd_robust).sum())})
+            print(f"{name} {norm} eps={eps}: brittle (budgets) {robust.mean() * 100:.1f}%, APGD-T "
+                  f"{apgd_robust.mean() * 100:.1f}%, APGD-T-only flips {(robust & ~apgd_robust).sum()}", flush=True)
+        results.append(row)
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"config": vars(args), "results": results}, fh, indent=1)
+
+
 class AttributingAttack(FastBoundaryAttack):
     """`FastBoundaryAttack` whose budget stage records, per row, which attack flipped it (compact order)."""
 
-    records: list[tuple[str, float, float, bool, bool, bool]] = []
+    records: ClassVar[list[tuple[str, float, float, bool, bool, bool]]] = []
     model_name = ""
 
-    def _budget_attacks(self, model, x0, pred, x_best, n_best, lo, hi, windows, masked):  # noqa: ANN001
+    def _budget_attacks(self, model, x0, pred, x_best, n_best, lo, hi, windows, masked):
         (eps, rows), = windows  # compact mode: one window per call
         if len(rows) == 0:
             return x_best, n_best
@@ -120,13 +158,17 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("eps", type=float)
     a.add_argument("--n", type=int, default=1000)
     a.add_argument("--options", default="{}", help="JSON of brittle attack options")
+    t = sub.add_parser("vs-apgd-t")
+    t.add_argument("--groups", default="linf_madry:l2,linf_madry_ls:l2,linf_trades:l2,linf_small:l2,l2_madry:linf")
+    t.add_argument("--n", type=int, default=200)
+    t.add_argument("--out", default=None)
     w = sub.add_parser("where")
     w.add_argument("--models", default="standard,linf_madry,linf_madry_ls,linf_trades,linf_small")
     w.add_argument("--n", type=int, default=500)
     w.add_argument("--window", type=float, default=0.25)
     w.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    (vs_aa if args.study == "vs-aa" else where)(args)
+    {"vs-aa": vs_aa, "vs-apgd-t": vs_apgd_t, "where": where}[args.study](args)
 
 
 if __name__ == "__main__":
