@@ -181,7 +181,8 @@ def test_square_spends_its_queries_in_queries_over_candidates_calls(candidates: 
     x = torch.rand(4, 1, 3, 4)
     with torch.no_grad():
         y = model(x).argmax(1)
-    calls.clear(), rows.clear()
+    calls.clear()
+    rows.clear()
     square_linf(model, x, y, 1e-6, queries=100, candidates=candidates, masked=False,
                 generator=torch.Generator().manual_seed(0))  # ε too small to flip anything: every query runs
     assert len(calls) == 1 + 100 // candidates
