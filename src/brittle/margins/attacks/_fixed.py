@@ -172,13 +172,13 @@ class LiveRows:
         return t if self.full else t[self.index]
 
     def scatter(self, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``t`` with the current index's rows set to ``rows`` (``rows`` itself while the index is every row,
-        else ``t`` written in place): assign the result back to ``t``."""
+        """``t`` with the current index's rows set to ``rows``, written in place (a step replayed as a CUDA
+        graph must update the tensors it was captured with); returns ``t``."""
         if self.full:
-            return rows
+            return t.copy_(rows)
         t[self.index] = rows
         return t
 
     def stop(self, done: torch.Tensor) -> None:
-        """Mark rows of the current index as finished."""
-        self.mask = self.mask & ~done
+        """Mark rows of the current index as finished (in place, as `scatter`)."""
+        self.mask &= ~done

@@ -38,6 +38,7 @@ from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .base import MinimalNormAttack, is_flipped, perturbation_norm
 from ._fixed import LiveRows, masked_default
+from ._graphs import CudaGraphs
 from .apgd import apgd_ce, apgd_stacked, apgd_t, dlr_targeted_loss
 from .square import square_linf
 
@@ -234,6 +235,11 @@ class FastBoundaryAttack(MinimalNormAttack):
             kernel launches whatever the rows, so this saves waits, re-planned kernels and launches.
             ``False`` (default elsewhere): finished rows leave the batch at every step and the budget
             attacks run budget by budget, one after another (the least compute). The attacks are the same.
+        cuda_graphs: capture each masked loop's step (model forward and backward pass and the attack's
+            bookkeeping) as a CUDA graph and replay it, one host call per step instead of hundreds of kernel
+            launches. Default: on in masked mode on CUDA; ignored elsewhere. A model whose forward pass reads
+            values back to the host or cannot be captured runs eagerly, with a warning; the bounds are the
+            same either way.
     """
 
     name = "brittle"
@@ -249,7 +255,8 @@ class FastBoundaryAttack(MinimalNormAttack):
                  budgets: Sequence[float] | None = None, budget_window: float | None = None,
                  budget_steps: int | None = None, budget_targets: int | None = None,
                  budget_queries: int | None = None, square_window: float | None = None,
-                 square_candidates: int | None = None, masked: bool | None = None, seed: int = 0):
+                 square_candidates: int | None = None, masked: bool | None = None,
+                 cuda_graphs: bool | None = None, seed: int = 0):
         super().__init__(norm, seed=seed)
         if strength not in STRENGTHS:
             raise InputError(f"unknown attack strength {strength!r}", f"use one of {', '.join(STRENGTHS)}")
@@ -287,6 +294,14 @@ class FastBoundaryAttack(MinimalNormAttack):
             raise InputError(f"budgets must be finite and > 0, got {budgets!r}", "pass e.g. budgets=[0.1, 0.2, 0.3]")
         self.budgets = tuple(sorted(set(budgets), reverse=True))
         self.masked = None if masked is None else bool(masked)
+        if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
+            raise InputError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}",
+                             "pass cuda_graphs=False to run every step eagerly")
+        if cuda_graphs and masked is False:
+            raise InputError("cuda_graphs=True needs masked rows: masked=False changes the batch shape at "
+                             "every step, so no step can be replayed",
+                             "drop masked=False (masked is the default on CUDA) or cuda_graphs=True")
+        self.cuda_graphs = cuda_graphs
         self.budget_window, self.budget_steps = budget_window, budget_steps
         self.square_window, self.square_candidates = square_window, square_candidates
         self.budget_targets, self.budget_queries = budget_targets, budget_queries
@@ -339,6 +354,15 @@ class FastBoundaryAttack(MinimalNormAttack):
         self.fallback = bool(fallback)
 
     # ------------------------------------------------------------------------------------------
+    def _graphs(self, like: torch.Tensor) -> CudaGraphs:
+        """This run's CUDA-graph state (one per `_perturb`, so a capture failure warns once)."""
+        graphs = getattr(self, "_run_graphs", None)
+        if graphs is None or graphs.device != like.device:
+            masked = masked_default(self.masked, like)
+            graphs = CudaGraphs(masked if self.cuda_graphs is None else self.cuda_graphs and masked, like.device)
+            self._run_graphs = graphs
+        return graphs
+
     def _logits_and_grad(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits at flat ``x``, margin ``f`` and its gradient (zero where non-finite)."""
@@ -396,15 +420,14 @@ class FastBoundaryAttack(MinimalNormAttack):
         first_x = x0.clone()
         x1 = self._init_step(model, x0, pred, lo, hi) if start is None else start.clone()
         last_gain = torch.zeros(n, dtype=torch.long, device=dev)
+        step_t = torch.zeros(1, dtype=torch.long, device=dev)  # the step number, on the device (for graphs)
         rows = LiveRows(n, dev, masked_default(self.masked, x0))
-        get, put = rows.gather, rows.scatter
-        for step in range(steps + 1):
-            go, _ = rows.refresh(step)
-            if not go:
-                break
+        get, put = rows.gather, rows.scatter  # every state update in place: a step may be a replayed graph
+
+        def step(final: bool = False) -> None:
             live = rows.mask
             xa, x0a, pa = get(x1), get(x0), get(pred)
-            if step == steps:  # final check of the last iterate, no gradient needed
+            if final:  # final check of the last iterate, no gradient needed
                 with torch.no_grad():
                     logits = model(xa.reshape(len(xa), *self._shape))
             else:
@@ -416,13 +439,13 @@ class FastBoundaryAttack(MinimalNormAttack):
             improved = adv & (dist < bn)
             significant = improved & (dist < bn * (1 - self.rtol))
             new = adv & torch.isinf(fn)
-            first_n = put(first_n, torch.where(new, dist, fn))
-            first_x = put(first_x, torch.where(new.unsqueeze(1), xa, get(first_x)))
-            best_n = put(best_n, torch.where(improved, dist, bn))
-            best_x = put(best_x, torch.where(improved.unsqueeze(1), xa, get(best_x)))
-            last_gain = put(last_gain, torch.where(significant, step, get(last_gain)))
-            if step == steps:
-                break
+            put(first_x, torch.where(new.unsqueeze(1), xa, get(first_x)))
+            put(first_n, torch.where(new, dist, fn))
+            put(best_x, torch.where(improved.unsqueeze(1), xa, get(best_x)))
+            put(best_n, torch.where(improved, dist, bn))
+            put(last_gain, torch.where(significant, step_t, get(last_gain)))
+            if final:
+                return
             # step back toward the clean point after a success, then project with the linearisation at xa
             xc = torch.where(adv.unsqueeze(1), x0a + self.beta * (xa - x0a), xa)
             f = torch.where(finite, f, 0.0)
@@ -435,8 +458,21 @@ class FastBoundaryAttack(MinimalNormAttack):
             d1, d2, a1, a2 = d12[:m], d12[m:], a12[:m], a12[m:]
             alpha = (a1 / (a1 + a2)).clamp(0.0, self.alpha_max).unsqueeze(1)
             x_new = ((1 - alpha) * (xc + self.eta * d1) + alpha * (x0a + self.eta * d2)).clamp(lo, hi)
-            x1 = put(x1, torch.where(live.unsqueeze(1), x_new, xa))  # finished rows stay where they are
-            rows.stop((get(best_n) < math.inf) & (step - get(last_gain) >= self.patience))
+            put(x1, torch.where(live.unsqueeze(1), x_new, xa))  # finished rows stay where they are
+            rows.stop((get(best_n) < math.inf) & (step_t - get(last_gain) >= self.patience))
+            step_t.add_(1)
+
+        graphs, replay = self._graphs(x0), None
+        for k in range(steps + 1):
+            go, keep = rows.refresh(k)
+            if not go:
+                break
+            if k == steps:
+                step(final=True)
+            else:
+                if replay is None or keep is not None:  # a new batch shape: a new graph
+                    replay = graphs.step(step)
+                replay()
         first_n = torch.where(first_n == best_n, torch.full_like(first_n, torch.inf), first_n)  # same point
         return [(best_x, best_n), (first_x, first_n)]
 
@@ -449,23 +485,34 @@ class FastBoundaryAttack(MinimalNormAttack):
         ``point(t, rows)`` builds candidates for the rows ``rows`` (None: every row, in order); returns the
         last adversarial candidate per row (``fallback`` where none was tried).
         """
-        low = torch.zeros_like(high)
+        high, low = high.clone(), torch.zeros_like(high)  # updated in place
         best = fallback.clone()
         live = LiveRows(len(high), high.device, masked_default(self.masked, high))
-        for i in range(self.refine_steps):
-            go, _ = live.refresh(i)
-            if not go:
-                break
-            on, get, put = live.mask, live.gather, live.scatter
-            hi_, lo_ = get(high), get(low)
+        get, put = live.gather, live.scatter
+
+        def step(first: bool = False) -> None:
+            on, hi_, lo_ = live.mask, get(high), get(low)
             # the answer is usually just below ``high`` (overshoot): probe 0.9 high first, then halve
-            mid = 0.9 * hi_ if i == 0 else (lo_ + hi_) / 2
+            mid = 0.9 * hi_ if first else (lo_ + hi_) / 2
             cand = point(mid, None if live.full else live.index)
             adv = is_flipped(model(cand.reshape(len(cand), *self._shape)), get(pred)) & on
             hi_, lo_ = torch.where(adv, mid, hi_), torch.where(adv | ~on, lo_, mid)
-            high, low = put(high, hi_), put(low, lo_)
-            best = put(best, torch.where(adv.unsqueeze(1), cand, get(best)))
+            put(best, torch.where(adv.unsqueeze(1), cand, get(best)))
+            put(high, hi_)
+            put(low, lo_)
             live.stop(hi_ - lo_ <= 1e-5 * hi_)
+
+        graphs, replay = self._graphs(high), None
+        for i in range(self.refine_steps):
+            go, keep = live.refresh(i)
+            if not go:
+                break
+            if i == 0:
+                step(first=True)
+            else:
+                if replay is None or keep is not None:  # a new batch shape: a new graph
+                    replay = graphs.step(step)
+                replay()
         return best
 
     def _refine(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
@@ -554,40 +601,57 @@ class FastBoundaryAttack(MinimalNormAttack):
         last = torch.zeros(len(idx), dtype=torch.long, device=x0.device)
         live = LiveRows(len(idx), x0.device, masked_default(self.masked, x0))
         get, put = live.gather, live.scatter  # no gathers or scatters while every row is live
+        # the cosine-annealed schedule as device tensors indexed by a device step counter (for graphs);
+        # the factors are rounded once to the working precision, as Python floats in the kernels are
+        cos = [0.5 * (1.0 + math.cos(math.pi * k / steps)) for k in range(steps)]
+        gammas = [self.descent_gamma * (0.01 + 0.99 * c) for c in cos]
+        schedule = torch.tensor([[1 - gm for gm in gammas], [1 + gm for gm in gammas],
+                                 [self.descent_step * (0.02 + 0.98 * c) for c in cos]], dtype=x0.dtype,
+                                device=x0.device)
+        k_t = torch.zeros(1, dtype=torch.long, device=x0.device)
+        state = {"xa": xa}  # the iterates of the live rows (replaced when the rows are compacted)
+
+        def step(final: bool = False) -> None:
+            xa, on = state["xa"], live.mask
+            x0l, pl, nbl = get(x0a), get(pa), get(nb)
+            logits, _, g = self._logits_and_grad(model, xa, pl)
+            adv = is_flipped(logits, pl) & _finite_rows(logits) & on
+            dist = perturbation_norm(xa - x0l, self.norm)
+            better = adv & (dist < nbl)
+            nbl = torch.where(better, dist, nbl)
+            put(nb, nbl)
+            put(xb, torch.where(better.unsqueeze(1), xa, get(xb)))
+            put(last, torch.where(better, k_t, get(last)))
+            if final:
+                return
+            shrink, grow, size = schedule.index_select(1, k_t)
+            r = get(radius)
+            r_new = torch.where(adv, torch.minimum(r, dist) * shrink, torch.minimum(r * grow, nbl))
+            put(radius, torch.where(on, r_new, r))
+            if self.norm == "linf":
+                direction = -g.sign()
+            else:
+                direction = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            moved = ball_projection(x0l, xa + (size * r_new).unsqueeze(1) * direction, r_new, lo, hi, self.norm)
+            xa.copy_(torch.where(on.unsqueeze(1), moved, xa))
+            # past the exploring first half of the schedule, a sample stops after descent_patience idle steps
+            late = 2 * (k_t + 1) >= steps
+            live.stop(late & (k_t + 1 - get(last) >= self.descent_patience))
+            k_t.add_(1)
+
+        graphs, replay = self._graphs(x0), None
         for k in range(steps):
             go, keep = live.refresh(k)
             if not go:
                 break
             if keep is not None:
-                xa = xa[keep]
-            on = live.mask
-            cos = 0.5 * (1.0 + math.cos(math.pi * k / steps))
-            gamma = self.descent_gamma * (0.01 + 0.99 * cos)
-            step = self.descent_step * (0.02 + 0.98 * cos)
-            x0l, pl, nbl = get(x0a), get(pa), get(nb)
-            logits, _, g = self._logits_and_grad(model, xa, pl)
-            adv = is_flipped(logits, pl) & _finite_rows(logits)
-            if live.masked:
-                adv &= on
-            dist = perturbation_norm(xa - x0l, self.norm)
-            better = adv & (dist < nbl)
-            nbl = torch.where(better, dist, nbl)
-            nb = put(nb, nbl)
-            xb = put(xb, torch.where(better.unsqueeze(1), xa, get(xb)))
-            last = put(last, torch.where(better, k, get(last)))
+                state["xa"] = state["xa"][keep]
             if k == steps - 1:
-                break
-            r = get(radius)
-            r = torch.where(adv, torch.minimum(r, dist) * (1 - gamma), torch.minimum(r * (1 + gamma), nbl))
-            radius = put(radius, torch.where(on, r, get(radius)) if live.masked else r)
-            if self.norm == "linf":
-                direction = -g.sign()
+                step(final=True)
             else:
-                direction = -g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            moved = ball_projection(x0l, xa + (step * r).unsqueeze(1) * direction, r, lo, hi, self.norm)
-            xa = torch.where(on.unsqueeze(1), moved, xa) if live.masked else moved
-            if 2 * (k + 1) >= steps:  # past the exploring first half of the schedule
-                live.stop(k + 1 - get(last) >= self.descent_patience)
+                if replay is None or keep is not None:  # a new batch shape: a new graph
+                    replay = graphs.step(step)
+                replay()
         n_best[idx], x_best[idx] = nb, xb
         return x_best, n_best
 
@@ -738,6 +802,7 @@ class FastBoundaryAttack(MinimalNormAttack):
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         lo, hi = float(domain[0]), float(domain[1])
         self._shape = tuple(x.shape[1:])
+        self._run_graphs = None  # created by the first loop of this run (`_graphs`)
         x0 = x.detach().reshape(len(x), -1).float()
         candidates = self._run(model, x0, pred, lo, hi, None, self.steps)
         for _ in range(self.restarts):

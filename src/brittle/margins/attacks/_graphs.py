@@ -1,0 +1,108 @@
+"""Replaying an attack's fixed-shape step as a CUDA graph.
+
+In masked mode (`LiveRows` with ``masked=True``) an iterative attack runs the same step on the same batch
+shape for many steps between two read-backs. On a GPU such a step is bound by its kernel launches: the
+model's forward and backward pass and the attack's bookkeeping come to a few hundred small kernels, each
+launched by the host. A CUDA graph records those launches once and replays them with one call, so a step
+costs the device's work instead of the host's.
+
+A step is written for this as a closure that reads and writes tensors allocated before it, in place, with no
+read-back to the host, no Python value that changes from one step to the next (step counters are device
+tensors) and the same shapes at every call; `LiveRows` keeps finished rows in the batch, and its ``refresh``
+(the read-back every few steps, and the compaction that changes the shapes) runs between steps, outside the
+graph. Such a closure runs the same eagerly, which is how it runs on a CPU and how the tests check it.
+
+`CudaGraphs` decides per attack run whether steps are captured and turns capture off for the rest of the run,
+with one warning, when a step cannot be captured: a model that reads values back to the host in its forward
+pass (found by running the first step under the sync debug mode) or fails capture for any other reason.
+A failed capture runs nothing, so the attack then goes on eagerly from the same state; its results are the
+same either way, and every bound is verified at the end as always.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+
+
+class CudaGraphs:
+    """Whether an attack run captures its steps as CUDA graphs (``enabled``) and why it stopped (``failure``)."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = bool(enabled) and device.type == "cuda"
+        self.device = device
+        self.failure: str | None = None
+        self.captured = 0  # graphs captured so far in this run (one per loop and batch shape)
+
+    def step(self, fn: Callable[[], None]) -> "StepGraph":
+        """A replayable step for ``fn`` (a closure over fixed-shape tensors it updates in place)."""
+        return StepGraph(fn, self)
+
+    def disable(self, reason: str) -> None:
+        if self.enabled:
+            self.enabled = False
+            self.failure = reason
+            warnings.warn(f"brittle's attack runs without CUDA graphs on this model: {reason}. The bounds are "
+                          "the same; steps cost their kernel launches. Pass cuda_graphs=False to skip the "
+                          "attempt.", RuntimeWarning, stacklevel=4)
+
+
+class StepGraph:
+    """Runs a step closure: the first call eagerly on a side stream (warm-up: cuDNN plans, autograd's
+    buffers, and the check for read-backs), the second call captures it and replays the graph, every later
+    call replays it. Without CUDA graphs (CPU, ``cuda_graphs=False``, capture failed), every call runs ``fn``.
+    """
+
+    def __init__(self, fn: Callable[[], None], graphs: CudaGraphs):
+        self.fn = fn
+        self.graphs = graphs
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warmed = False
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if not self.graphs.enabled:
+            self.fn()
+            return
+        if not self.warmed:
+            self._warm_up()
+            return
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.fn()
+        except Exception as exc:  # noqa: BLE001 - any capture failure: the step runs eagerly instead
+            torch.cuda.synchronize(self.graphs.device)
+            self.graphs.disable(f"capturing a step failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+            self.fn()  # a failed capture ran nothing: this step runs now
+            return
+        self.graph = graph
+        self.graphs.captured += 1
+        graph.replay()
+
+    def _warm_up(self) -> None:
+        device = self.graphs.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        previous = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with torch.cuda.stream(side):
+                    self.fn()
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.warmed = True
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        if syncs:
+            self.graphs.disable("a step reads values back to the host "
+                                f"({str(syncs[0].message).splitlines()[0]})")
+        for w in caught:  # the step's own warnings, passed on
+            if w not in syncs:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
