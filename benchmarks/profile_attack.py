@@ -83,18 +83,29 @@ READ_BACKS = ("aten.nonzero", "aten._local_scalar_dense", "aten.is_nonzero", "at
 
 
 def count_host_work(run) -> dict:
-    """Run ``run()`` under a dispatch counter: kernel-launching operators, read-backs, convolution batch shapes."""
+    """Run ``run()`` under a dispatch counter: kernel-launching operators, read-backs, convolution batch shapes.
+
+    Operators inside the attack's replayable steps (`StepGraph` calls) are counted apart, per step object, to
+    predict the host-side work with CUDA graphs: a step's first call (warm-up) and second (capture) launch its
+    operators one by one, every later call is one graph replay (``operators_with_graphs``).
+    """
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    from brittle.margins.attacks._graphs import StepGraph
 
     counts = {"operators": 0, "read_backs": 0, "conv_calls": 0}
     by_read_back: dict[str, int] = defaultdict(int)
     conv_batches: set[int] = set()
+    step_ops: dict[int, list[int]] = defaultdict(list)  # per step object: operators of each call
+    inside: list[int] = []  # the current step's id while one runs
 
     class Counter(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             name = str(func.overloadpacket).replace("aten::", "aten.")
             if not getattr(func, "is_view", False) and name not in ("aten.detach", "aten.alias"):
                 counts["operators"] += 1
+                if inside:
+                    step_ops[inside[-1]][-1] += 1
             if name.startswith(READ_BACKS) or (name == "aten.index" and any(
                     isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
                 counts["read_backs"] += 1
@@ -104,9 +115,30 @@ def count_host_work(run) -> dict:
                 conv_batches.add(int(args[0].shape[0]))
             return func(*args, **(kwargs or {}))
 
+    original_call, alive = StepGraph.__call__, []
+
+    def counted_call(self):
+        alive.append(self)  # ids stay unique during the run
+        step_ops[id(self)].append(0)
+        inside.append(id(self))
+        try:
+            original_call(self)
+        finally:
+            inside.pop()
+
+    StepGraph.__call__ = counted_call
     t0 = time.perf_counter()
-    with Counter():
-        run()
+    try:
+        with Counter():
+            run()
+    finally:
+        StepGraph.__call__ = original_call
+    in_steps = sum(sum(calls) for calls in step_ops.values())
+    replays = sum(max(len(calls) - 2, 0) for calls in step_ops.values())
+    counts["step_calls"] = sum(len(calls) for calls in step_ops.values())
+    counts["step_operators"] = in_steps
+    counts["operators_with_graphs"] = (counts["operators"] - in_steps + replays
+                                       + sum(sum(calls[:2]) for calls in step_ops.values()))
     counts["distinct_conv_batch_sizes"] = len(conv_batches)
     counts["read_backs_by_op"] = dict(sorted(by_read_back.items(), key=lambda kv: -kv[1]))
     counts["seconds_under_counter"] = round(time.perf_counter() - t0, 2)
@@ -137,7 +169,9 @@ def main_count(args: argparse.Namespace, device: torch.device, model: torch.nn.M
             finally:
                 fast_boundary._threshold = original
             result["runs"][f"{norm}|masked={masked}"] = row
-            print(f"== {args.model} {norm} masked={masked}: {row['operators']} operators, {row['read_backs']} "
+            print(f"== {args.model} {norm} masked={masked}: {row['operators']} operators "
+                  f"({row['operators_with_graphs']} with CUDA graphs: {row['step_operators']} in "
+                  f"{row['step_calls']} replayable step calls), {row['read_backs']} "
                   f"read-backs, {row['conv_calls']} convolution calls over {row['distinct_conv_batch_sizes']} "
                   f"batch sizes; read-backs by operator {row['read_backs_by_op']}", flush=True)
     if args.out:

@@ -16,7 +16,8 @@ graph. Such a closure runs the same eagerly, which is how it runs on a CPU and h
 with one warning, when a step cannot be captured: a model that reads values back to the host in its forward
 pass (found by running the first step under the sync debug mode) or fails capture for any other reason.
 A failed capture runs nothing, so the attack then goes on eagerly from the same state; its results are the
-same either way, and every bound is verified at the end as always.
+same either way, and every bound is verified at the end as always. The passes a step spends are counted by
+Python code (`CountingModel`), which a replay does not run: each replay adds the passes its capture counted.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from collections.abc import Callable
 
 import torch
 
+from .base import Cost
+
 
 class CudaGraphs:
     """Whether an attack run captures its steps as CUDA graphs (``enabled``) and why it stopped (``failure``)."""
 
-    def __init__(self, enabled: bool, device: torch.device):
+    def __init__(self, enabled: bool, device: torch.device, cost: Cost | None = None):
         self.enabled = bool(enabled) and device.type == "cuda"
         self.device = device
+        self.cost = cost  # the passes counted by the model's wrapper, if any: replays add theirs
         self.failure: str | None = None
         self.captured = 0  # graphs captured so far in this run (one per loop and batch shape)
 
@@ -60,10 +64,14 @@ class StepGraph:
         self.graphs = graphs
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warmed = False
+        self.passes = Cost()  # the passes one step counts (measured while capturing)
 
     def __call__(self) -> None:
+        cost = self.graphs.cost
         if self.graph is not None:
             self.graph.replay()
+            if cost is not None:
+                cost += self.passes
             return
         if not self.graphs.enabled:
             self.fn()
@@ -72,14 +80,19 @@ class StepGraph:
             self._warm_up()
             return
         graph = torch.cuda.CUDAGraph()
+        before = Cost() if cost is None else Cost(cost.forward, cost.backward)
         try:
             with torch.cuda.graph(graph):
                 self.fn()
         except Exception as exc:  # noqa: BLE001 - any capture failure: the step runs eagerly instead
             torch.cuda.synchronize(self.graphs.device)
+            if cost is not None:  # nothing ran
+                cost.forward, cost.backward = before.forward, before.backward
             self.graphs.disable(f"capturing a step failed ({type(exc).__name__}: {str(exc).splitlines()[0]})")
             self.fn()  # a failed capture ran nothing: this step runs now
             return
+        if cost is not None:  # counted while capturing: they are the passes of the replay below
+            self.passes = Cost(cost.forward - before.forward, cost.backward - before.backward)
         self.graph = graph
         self.graphs.captured += 1
         graph.replay()

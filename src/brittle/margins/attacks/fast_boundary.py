@@ -36,7 +36,7 @@ from torch import nn
 
 from ...data.loading import Domain
 from ...errors import InputError, ModelError
-from .base import MinimalNormAttack, is_flipped, perturbation_norm
+from .base import CountingModel, MinimalNormAttack, is_flipped, perturbation_norm
 from ._fixed import LiveRows, masked_default
 from ._graphs import CudaGraphs
 from .apgd import apgd_ce, apgd_stacked, apgd_t, dlr_targeted_loss
@@ -354,12 +354,14 @@ class FastBoundaryAttack(MinimalNormAttack):
         self.fallback = bool(fallback)
 
     # ------------------------------------------------------------------------------------------
-    def _graphs(self, like: torch.Tensor) -> CudaGraphs:
-        """This run's CUDA-graph state (one per `_perturb`, so a capture failure warns once)."""
+    def _graphs(self, like: torch.Tensor, model: nn.Module | None = None) -> CudaGraphs:
+        """This run's CUDA-graph state: made once per `_perturb` (with the model, whose pass counter replays
+        must feed), so that a capture failure warns once and turns graphs off for the whole run."""
         graphs = getattr(self, "_run_graphs", None)
-        if graphs is None or graphs.device != like.device:
+        if model is not None or graphs is None or graphs.device != like.device:
             masked = masked_default(self.masked, like)
-            graphs = CudaGraphs(masked if self.cuda_graphs is None else self.cuda_graphs and masked, like.device)
+            graphs = CudaGraphs(masked if self.cuda_graphs is None else self.cuda_graphs and masked, like.device,
+                                cost=model.cost if isinstance(model, CountingModel) else None)
             self._run_graphs = graphs
         return graphs
 
@@ -802,7 +804,7 @@ class FastBoundaryAttack(MinimalNormAttack):
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         lo, hi = float(domain[0]), float(domain[1])
         self._shape = tuple(x.shape[1:])
-        self._run_graphs = None  # created by the first loop of this run (`_graphs`)
+        self._graphs(x, model)  # this run's CUDA-graph state
         x0 = x.detach().reshape(len(x), -1).float()
         candidates = self._run(model, x0, pred, lo, hi, None, self.steps)
         for _ in range(self.restarts):

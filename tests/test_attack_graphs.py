@@ -1,0 +1,200 @@
+"""The attack's masked loops as CUDA graphs: what a replayed step needs, checked on the CPU; the graphs
+themselves on CUDA (skipped elsewhere; benchmarks/gpu_checks.sh runs them).
+
+A CUDA graph records a step's kernels once and replays them: it is a valid stand-in for running the step
+again only if the step would launch the same operators, on the same shapes, with the same constants and on the
+same memory for everything made outside the step, and never reads a value back to the host (which capture
+forbids). On the CPU every step runs eagerly, so the check records each call of each step under a dispatch
+mode and compares the calls with one another.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from brittle.data.loading import load_mnist
+from brittle.errors import InputError
+from brittle.margins.attacks import FastBoundaryAttack, fast_boundary
+from brittle.margins.attacks._graphs import StepGraph
+from brittle.models import zoo
+
+READ_BACKS = ("aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero", "aten.item", "aten.equal",
+              "aten.masked_select", "aten.unique", "aten._unique2")
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+class StepRecorder(TorchDispatchMode):
+    """Records one call of a step: per operator its name, its argument shapes and constants, and the storage
+    of every tensor argument the step did not make itself (state, model, inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[tuple] = []
+        self.made: set[int] = set()
+        self.read_backs: list[str] = []
+
+    def _describe(self, a):
+        if isinstance(a, torch.Tensor):
+            ptr = _storage(a)
+            return ("T", tuple(a.shape), a.dtype, None if ptr in self.made else ptr)
+        if isinstance(a, (list, tuple)):
+            return tuple(self._describe(b) for b in a)
+        return a
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket)
+        if name.startswith(READ_BACKS) or (name == "aten.index" and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
+            self.read_backs.append(name)
+        self.ops.append((name, self._describe(args), self._describe(sorted(kwargs.items()))))
+        out = func(*args, **kwargs)
+        for o in (out if isinstance(out, (list, tuple)) else (out,)):
+            if isinstance(o, torch.Tensor):
+                self.made.add(_storage(o))
+        return out
+
+
+@pytest.fixture
+def recorded_steps(monkeypatch):
+    """Every call of every `StepGraph`, recorded; `_threshold` as a GPU runs it (closed form, no read-back)."""
+    calls: dict[int, list[StepRecorder]] = defaultdict(list)
+    keep_alive = []
+
+    def call(self):
+        keep_alive.append(self)  # ids stay unique while the test runs
+        rec = StepRecorder()
+        with rec:
+            self.fn()
+        calls[id(self)].append(rec)
+
+    monkeypatch.setattr(StepGraph, "__call__", call)
+    monkeypatch.setattr(fast_boundary, "_threshold", functools.partial(fast_boundary._threshold, method="sort"))
+    return calls
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_every_masked_step_can_be_replayed_as_a_graph(norm: str, recorded_steps) -> None:
+    model = zoo.load("standard").eval()
+    x = load_mnist().head(40).x
+    pred = model(x).argmax(1)
+    res = FastBoundaryAttack(norm, masked=True, strength="fast", restarts=1)(model, x, pred)
+    assert bool(torch.isfinite(res.upper).all())
+    replayed = {k: v for k, v in recorded_steps.items() if len(v) >= 2}
+    # the boundary runs, the descent and the bisections: at least four loops replay a step
+    assert len(replayed) >= 4, {k: len(v) for k, v in recorded_steps.items()}
+    for calls in recorded_steps.values():
+        for rec in calls:
+            assert rec.read_backs == [], f"a step reads values back to the host: {rec.read_backs}"
+        first = calls[0].ops
+        assert len(first) > 20  # a step is a model pass plus its bookkeeping
+        for rec in calls[1:]:
+            assert len(rec.ops) == len(first)
+            for a, b in zip(first, rec.ops):
+                assert a == b, f"a replay would differ from this call:\n{a}\n{b}"
+
+
+def test_the_recorder_catches_what_a_graph_cannot_replay() -> None:
+    """The check above can fail: a step with a Python step number, or one that rebinds its state, differs."""
+    state = {"x": torch.zeros(3), "k": 0}
+
+    def python_counter():  # the step number as a Python value: a graph would replay the first one
+        state["x"].add_(state["k"])
+        state["k"] += 1
+
+    def rebinding():  # the new state in a new tensor: a graph would keep writing the first call's memory
+        state["x"] = state["x"] + 1
+
+    def reading_back():
+        if bool((state["x"] > 0).any()):
+            state["x"].mul_(2)
+
+    for step, problem in ((python_counter, "constant"), (rebinding, "storage"), (reading_back, "read_back")):
+        recs = []
+        for _ in range(2):
+            with StepRecorder() as rec:
+                step()
+            recs.append(rec)
+        if problem == "read_back":
+            assert recs[0].read_backs
+        else:
+            assert recs[0].ops != recs[1].ops, problem
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_cuda_graphs_must_be_a_boolean(value) -> None:
+    with pytest.raises(InputError, match="cuda_graphs must be True, False or None"):
+        FastBoundaryAttack("linf", cuda_graphs=value)
+
+
+def test_cuda_graphs_need_masked_rows() -> None:
+    with pytest.raises(InputError, match="needs masked rows"):
+        FastBoundaryAttack("l2", masked=False, cuda_graphs=True)
+
+
+def test_graphs_are_off_on_the_cpu() -> None:
+    """On a CPU, ``cuda_graphs=True`` runs every step eagerly (the same attack, without graphs)."""
+    model = zoo.load("standard").eval()
+    x = load_mnist().head(16).x
+    pred = model(x).argmax(1)
+    attack = FastBoundaryAttack("l2", masked=True, cuda_graphs=True, strength="fast")
+    with_graphs = attack(model, x, pred)
+    assert attack._run_graphs is not None and not attack._run_graphs.enabled
+    assert attack._run_graphs.captured == 0
+    plain = FastBoundaryAttack("l2", masked=True, cuda_graphs=False, strength="fast")(model, x, pred)
+    assert torch.equal(with_graphs.upper, plain.upper)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_graphs_give_the_bounds_of_eager_steps_on_cuda(norm: str) -> None:
+    model = zoo.load("linf_madry").eval().cuda()
+    x = load_mnist().head(256).x.cuda()
+    pred = model(x).argmax(1)
+    graphed = FastBoundaryAttack(norm, cuda_graphs=True)
+    with_graphs = graphed(model, x, pred)
+    assert graphed._run_graphs.enabled and graphed._run_graphs.captured >= 3
+    eager = FastBoundaryAttack(norm, cuda_graphs=False)(model, x, pred)
+    assert bool(torch.isfinite(with_graphs.upper).all())
+    torch.testing.assert_close(with_graphs.upper, eager.upper, rtol=1e-4, atol=1e-6)
+    # a replay runs no Python: the passes of each replayed step are added by the step's graph
+    assert (with_graphs.cost.forward, with_graphs.cost.backward) == (eager.cost.forward, eager.cost.backward)
+
+
+class _ReadsBack(torch.nn.Module):
+    """A model whose forward pass reads a value back to the host (it cannot be captured)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        if float(out.abs().max()) > 1e9:  # a host read-back
+            out = out / 2
+        return out
+
+
+@cuda
+def test_a_model_that_reads_back_runs_eagerly_with_one_warning() -> None:
+    model = _ReadsBack(zoo.load("standard").eval()).eval().cuda()
+    x = load_mnist().head(64).x.cuda()
+    pred = model(x).argmax(1)
+    attack = FastBoundaryAttack("l2", strength="fast")
+    with pytest.warns(RuntimeWarning, match="without CUDA graphs") as caught:
+        res = attack(model, x, pred)
+    assert sum("without CUDA graphs" in str(w.message) for w in caught) == 1
+    assert not attack._run_graphs.enabled and attack._run_graphs.captured == 0
+    eager = FastBoundaryAttack("l2", strength="fast", cuda_graphs=False)(model, x, pred)
+    torch.testing.assert_close(res.upper, eager.upper, rtol=1e-4, atol=1e-6)
