@@ -31,6 +31,8 @@ from brittle import input_margins, load_mnist, load_model
 from brittle.margins.attacks import available
 
 DEFAULT_METHODS = "brittle,fab-autoattack,fab-torchattacks"
+#: benchmark-only variants of a method: (method, its options)
+VARIANTS = {"brittle-eager": ("brittle", {"cuda_graphs": False})}  # brittle without CUDA graphs (same bounds)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +96,7 @@ def summarize(runs: dict[str, Any], lower: np.ndarray | None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
-    missing = [m for m in methods if m != "brittle" and m != "ensemble" and not available(m)]
+    missing = [m for m in methods if m not in ("brittle", "ensemble", *VARIANTS) and not available(m)]
     if missing:
         print(f"skipping methods whose library is not installed: {', '.join(missing)}", file=sys.stderr)
         methods = [m for m in methods if m not in missing]
@@ -106,11 +108,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for method in methods:
                 if method in ("deepfool-torchattacks", "ddn-foolbox") and norm != "l2":
                     continue
+                name, options = VARIANTS.get(method, (method, {}))
                 # warm-up on a few images (CUDA context, kernel selection), so that no method pays for it
-                input_margins(model, data.head(8), norm, method, batch_size=8, device=args.device, seed=args.seed)
+                input_margins(model, data.head(8), norm, name, batch_size=8, device=args.device, seed=args.seed,
+                              **options)
                 start = time.perf_counter()
-                runs[method] = input_margins(model, data, norm, method, batch_size=args.batch_size,
-                                             device=args.device, seed=args.seed)
+                runs[method] = input_margins(model, data, norm, name, batch_size=args.batch_size,
+                                             device=args.device, seed=args.seed, **options)
                 print(f"{model_name} {norm} {method}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
             lower = None
             if args.lower:

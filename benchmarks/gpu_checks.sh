@@ -70,7 +70,7 @@ else
   tail -5 "$OUT/pytest-cuda.txt" | tee -a "$LOG";; esac
   case ",$STEPS," in *,margins,*)
   step 90 margins-vs-fab $PY benchmarks/bench_margins.py --models standard,linf_madry --n 1000 --norms linf,l2 \
-    --methods brittle,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json";; esac
+    --methods brittle,brittle-eager,fab-autoattack --batch-size 1000 --device cuda --out "$OUT/margins_gpu.json";; esac
   case ",$STEPS," in *,profile,*)
   step 40 profile $PY benchmarks/profile_attack.py --model linf_madry --norms l2,linf --n 1000 --device cuda \
     --out "$OUT/profile.json";; esac
