@@ -66,7 +66,7 @@ class StepRecorder(TorchDispatchMode):
 @pytest.fixture
 def recorded_steps(monkeypatch):
     """Every call of every `StepGraph`, recorded; `_threshold` as a GPU runs it (closed form, no read-back)."""
-    calls: dict[int, list[StepRecorder]] = defaultdict(list)
+    calls: dict[tuple[int, str], list[StepRecorder]] = defaultdict(list)  # (step object, its function)
     keep_alive = []
 
     def call(self):
@@ -74,23 +74,31 @@ def recorded_steps(monkeypatch):
         rec = StepRecorder()
         with rec:
             self.fn()
-        calls[id(self)].append(rec)
+        calls[id(self), self.fn.__qualname__].append(rec)
 
     monkeypatch.setattr(StepGraph, "__call__", call)
     monkeypatch.setattr(fast_boundary, "_threshold", functools.partial(fast_boundary._threshold, method="sort"))
     return calls
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_every_masked_step_can_be_replayed_as_a_graph(norm: str, recorded_steps) -> None:
+@pytest.mark.parametrize("norm,options,loops", [
+    ("linf", {"strength": "fast", "restarts": 1}, 4),
+    ("l2", {"strength": "fast"}, 4),
+    # + APGD: the L2 probes (apgd_ce) and the budget stage (apgd_stacked, CE and targets in one batch)
+    ("linf", {"budgets": [0.05, 0.08]}, 5),
+    ("l2", {"budgets": [0.8, 1.0]}, 6),
+], ids=["linf", "l2", "linf-budgets", "l2-probes-budgets"])
+def test_every_masked_step_can_be_replayed_as_a_graph(norm: str, options: dict, loops: int, recorded_steps) -> None:
     model = zoo.load("standard").eval()
     x = load_mnist().head(40).x
     pred = model(x).argmax(1)
-    res = FastBoundaryAttack(norm, masked=True, strength="fast", restarts=1)(model, x, pred)
+    res = FastBoundaryAttack(norm, masked=True, **options)(model, x, pred)
     assert bool(torch.isfinite(res.upper).all())
     replayed = {k: v for k, v in recorded_steps.items() if len(v) >= 2}
-    # the boundary runs, the descent and the bisections: at least four loops replay a step
-    assert len(replayed) >= 4, {k: len(v) for k, v in recorded_steps.items()}
+    # the boundary runs, the descent and the bisections (and the APGD runs): loops that replay a step
+    assert len(replayed) >= loops, {k: len(v) for k, v in recorded_steps.items()}
+    if "budgets" in options:  # APGD's steps are among them
+        assert any(name.startswith("_apgd") for _, name in replayed)
     for calls in recorded_steps.values():
         for rec in calls:
             assert rec.read_backs == [], f"a step reads values back to the host: {rec.read_backs}"

@@ -27,7 +27,10 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Cost
+from torch import nn
+
+from ...errors import InputError
+from .base import Cost, CountingModel
 
 
 class CudaGraphs:
@@ -51,6 +54,20 @@ class CudaGraphs:
             warnings.warn(f"brittle's attack runs without CUDA graphs on this model: {reason}. The bounds are "
                           "the same; steps cost their kernel launches. Pass cuda_graphs=False to skip the "
                           "attempt.", RuntimeWarning, stacklevel=4)
+
+
+def graphs_for(model: nn.Module, like: torch.Tensor, masked: bool,
+               cuda_graphs: "bool | CudaGraphs | None" = None) -> CudaGraphs:
+    """The CUDA-graph state of a run on ``model``: ``cuda_graphs`` itself when it is one (a state shared by the
+    stages of one attack run), else new: on by default in masked mode on CUDA, never on other devices or with
+    ``masked=False`` (whose batches change shape at every step)."""
+    if isinstance(cuda_graphs, CudaGraphs):
+        return cuda_graphs
+    if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
+        raise InputError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}",
+                         "pass cuda_graphs=False to run every step eagerly")
+    enabled = masked and (cuda_graphs is None or bool(cuda_graphs))
+    return CudaGraphs(enabled, like.device, cost=model.cost if isinstance(model, CountingModel) else None)
 
 
 class StepGraph:

@@ -26,6 +26,7 @@ from ...data.loading import Domain
 from ...errors import InputError
 from ._fixed import (_TINY, CHECK_EVERY, LossFn, _ascent_direction, _check, _grad, _grad_active, _per_sample_norm, _resolve_loss,
                      eps_tensor, masked_default, project)
+from ._graphs import CudaGraphs, graphs_for
 
 __all__ = ["apgd_ce", "apgd_t", "apgd_stacked", "dlr_targeted_loss"]
 
@@ -54,9 +55,15 @@ def _any_per_group(flags: torch.Tensor, group: torch.Tensor, groups: int) -> tor
 def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, loss_fn: LossFn,
           loss_labels: torch.Tensor, *, norm: str, steps: int, restarts: int, rho: float, momentum: float, domain: Domain,
           rand_init: bool, generator: torch.Generator | None, subset_ok: bool, masked: bool,
-          group: torch.Tensor | None = None, groups: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+          group: torch.Tensor | None = None, groups: int = 0,
+          cuda_graphs: bool | CudaGraphs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD over the rows of ``x``; returns per row the first misclassified iterate (else the highest-loss one)
-    and whether it is misclassified. Rows of one ``group`` stop together once any of them is misclassified."""
+    and whether it is misclassified. Rows of one ``group`` stop together once any of them is misclassified.
+
+    Every step updates the state in place and reads its step-dependent values (momentum, checkpoints) from
+    device tensors, so that in masked mode on CUDA a step is captured once and replayed as a CUDA graph
+    (`_graphs`); compact mode (``subset_ok`` and not masked) drops fooled rows from the passes instead.
+    """
     shape = (-1,) + (1,) * (x.ndim - 1)
     checkpoints = set(_apgd_checkpoints(steps))
     out = x.clone()
@@ -64,15 +71,23 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, l
     wrong_rows = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     stopped = torch.zeros_like(wrong_rows)
     subset = subset_ok and not masked
+    graphs = graphs_for(model, x, masked, cuda_graphs)
+    # per step: momentum (1 at the first step), whether a checkpoint follows it, and the least number of loss
+    # increases since the previous checkpoint that keeps the step size there (rho times the interval)
+    last_cp, keep_below = 0, []
+    for k in range(steps):
+        keep_below.append(rho * (k + 1 - last_cp) if k + 1 in checkpoints else 0.0)
+        last_cp = k + 1 if k + 1 in checkpoints else last_cp
+    schedule = torch.tensor([[1.0] + [momentum] * (steps - 1), keep_below], dtype=x.dtype, device=x.device)
+    is_cp = torch.tensor([k + 1 in checkpoints for k in range(steps)], device=x.device)
 
     def record(x_new: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor) -> None:
-        nonlocal out, out_loss, wrong_rows, stopped
         wrong = (logits.argmax(1) != y) & ~stopped  # stopped rows may hold placeholder logits
         take = ~stopped & (wrong | (losses > out_loss))
-        out = torch.where(take.view(shape), x_new, out)
-        out_loss = torch.where(take, losses, out_loss)
-        wrong_rows = wrong_rows | wrong
-        stopped = stopped | (wrong if group is None else _any_per_group(wrong_rows, group, groups))
+        out.copy_(torch.where(take.view(shape), x_new, out))
+        out_loss.copy_(torch.where(take, losses, out_loss))
+        wrong_rows.logical_or_(wrong)
+        stopped.logical_or_(wrong if group is None else _any_per_group(wrong_rows, group, groups))
 
     for _ in range(restarts):
         if rand_init:  # a random point on the sphere of radius ε (clipped to the domain), as AutoAttack
@@ -84,47 +99,55 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, l
         else:
             x_adv = x.clone()
         eta = 2 * e.clone()
-        losses, g, logits = _grad(model, x_adv, loss_labels, loss_fn)
-        record(x_adv, losses, logits)
-        x_best, g_best, loss_best = x_adv.clone(), g.clone(), losses.clone()
+        loss_prev, g, logits = _grad(model, x_adv, loss_labels, loss_fn)
+        record(x_adv, loss_prev, logits)
+        x_best, g_best, loss_best = x_adv.clone(), g.clone(), loss_prev.clone()
         x_prev = x_adv.clone()
         increases = torch.zeros(len(x), device=x.device)
-        last_cp, best_at_cp = 0, loss_best.clone()
+        best_at_cp = loss_best.clone()
         reduced_at_cp = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        loss_prev = losses
-        for k in range(steps):
+        k_t = torch.zeros(1, dtype=torch.long, device=x.device)
+
+        def step() -> None:
+            m, below = schedule.index_select(1, k_t)
             z = project(x, x_adv + eta * _ascent_direction(g, norm), e, norm, domain)
-            m = 1.0 if k == 0 else momentum
             x_new = project(x, x_adv + m * (z - x_adv) + (1 - m) * (x_adv - x_prev), e, norm, domain)
-            x_prev, x_adv = x_adv, x_new
-            losses, g, logits = _grad_active(model, x_adv, loss_labels, loss_fn, ~stopped if subset else None)
+            x_prev.copy_(x_adv)
+            x_adv.copy_(x_new)
+            losses, g_new, logits = _grad_active(model, x_adv, loss_labels, loss_fn, ~stopped if subset else None)
+            g.copy_(g_new)
             record(x_adv, losses, logits)
+            increases.add_((losses > loss_prev).float())
+            loss_prev.copy_(losses)
+            improved = losses > loss_best
+            x_best.copy_(torch.where(improved.view(shape), x_adv, x_best))
+            g_best.copy_(torch.where(improved.view(shape), g, g_best))
+            loss_best.copy_(torch.where(improved, losses, loss_best))
+            # at a checkpoint, halve the step size where the loss rose too rarely or nothing changed since
+            # the previous one, and restart those rows from their best point
+            cp = is_cp.index_select(0, k_t)
+            reduce = cp & ((increases < below) | (~reduced_at_cp & (best_at_cp >= loss_best)))
+            eta.copy_(torch.where(reduce.view(shape), eta / 2, eta))
+            x_adv.copy_(torch.where(reduce.view(shape), x_best, x_adv))
+            g.copy_(torch.where(reduce.view(shape), g_best, g))
+            reduced_at_cp.copy_(torch.where(cp, reduce, reduced_at_cp))
+            best_at_cp.copy_(torch.where(cp, loss_best, best_at_cp))
+            increases.masked_fill_(cp, 0.0)
+            k_t.add_(1)
+
+        replay = graphs.step(step)
+        for k in range(steps):
+            replay()
             if (not masked or (k + 1) % CHECK_EVERY == 0) and bool(stopped.all()):
                 return out, wrong_rows
-            increases += (losses > loss_prev).float()
-            loss_prev = losses
-            improved = losses > loss_best
-            x_best = torch.where(improved.view(shape), x_adv, x_best)
-            g_best = torch.where(improved.view(shape), g, g_best)
-            loss_best = torch.where(improved, losses, loss_best)
-            it = k + 1
-            if it in checkpoints:
-                osc = increases < rho * (it - last_cp)
-                stalled = ~reduced_at_cp & (best_at_cp >= loss_best)
-                reduce = osc | stalled
-                eta = torch.where(reduce.view(shape), eta / 2, eta)
-                x_adv = torch.where(reduce.view(shape), x_best, x_adv)
-                g = torch.where(reduce.view(shape), g_best, g)
-                reduced_at_cp, best_at_cp = reduce, loss_best.clone()
-                increases.zero_()
-                last_cp = it
     return out, wrong_rows
 
 
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf",
             steps: int = 100, restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
             domain: Domain = (0.0, 1.0), loss: str | LossFn = "ce", rand_init: bool = True,
-            generator: torch.Generator | None = None, masked: bool | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, masked: bool | None = None,
+           cuda_graphs: bool | CudaGraphs | None = None) -> torch.Tensor:
     """Auto-PGD on the cross-entropy loss (Croce & Hein 2020), L∞ or L2.
 
     Step size starts at 2ε and is halved per sample at checkpoints where fewer than a ``rho`` fraction of
@@ -132,6 +155,8 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
     loss changed since the previous checkpoint; after a halving the sample restarts from its best point.
     Updates use momentum: ``x+ = P(x + m (z - x) + (1 - m)(x - x_prev))`` with ``z = P(x + η·dir(∇))``.
     ``masked``: keep fooled samples in the batch, masked (default on CUDA; see the module notes).
+    ``cuda_graphs``: replay each masked step as a CUDA graph (default on in masked mode on CUDA; a model that
+    cannot be captured runs eagerly with a warning).
     Returns per sample the first misclassified iterate, else the highest-loss iterate.
     """
     norm = check_norm(norm)
@@ -143,7 +168,7 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
     out, _ = _apgd(model, x, y, eps_tensor(eps, x), loss_fn, y, norm=norm, steps=steps, restarts=restarts, rho=rho,
                    momentum=momentum, domain=domain, rand_init=rand_init, generator=generator,
                    subset_ok=not callable(loss),  # a custom loss may close over full-batch tensors
-                   masked=masked_default(masked, x))
+                   masked=masked_default(masked, x), cuda_graphs=cuda_graphs)
     return out
 
 
@@ -202,7 +227,8 @@ def _runner_up_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tu
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *, norm: str = "linf",
            steps: int = 100, targets: int = 9, restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
            domain: Domain = (0.0, 1.0), loss: str | LossFn = "dlr-targeted", rand_init: bool = True,
-           generator: torch.Generator | None = None, masked: bool | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, masked: bool | None = None,
+           cuda_graphs: bool | CudaGraphs | None = None) -> torch.Tensor:
     """Targeted Auto-PGD (APGD-T of AutoAttack): APGD on the targeted DLR loss, once per target class.
 
     The targets are the ``targets`` classes ranked highest after ``y`` by the clean logits (runner-up
@@ -229,7 +255,7 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torc
         labels = torch.stack([y[idx], order[idx, t]], 1)
         x_adv, wrong = _apgd(model, x[idx], y[idx], e[idx], _ce_or_dlr, labels, norm=norm, steps=steps,
                              restarts=restarts, rho=rho, momentum=momentum, domain=domain, rand_init=rand_init,
-                             generator=generator, subset_ok=True, masked=masked)
+                             generator=generator, subset_ok=True, masked=masked, cuda_graphs=cuda_graphs)
         out[idx] = x_adv
         fooled[idx] = wrong
     return out
@@ -238,7 +264,8 @@ def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torc
 def apgd_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
                  norm: str = "linf", steps: int = 100, targets: int = 9, ce: bool = True, rho: float = 0.75,
                  momentum: float = 0.75, domain: Domain = (0.0, 1.0), generator: torch.Generator | None = None,
-                 masked: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 masked: bool | None = None,
+                 cuda_graphs: bool | CudaGraphs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD-CE (``ce``) and APGD-T toward the top ``targets`` runner-up classes, as one batch.
 
     Every sample is copied once per attack (``(ce + targets) × N`` rows, each with its own random start); a
@@ -263,7 +290,8 @@ def apgd_stacked(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float 
     group = torch.arange(n, device=x.device).repeat(copies)
     out, wrong = _apgd(model, x.repeat(stack), y.repeat(copies), e.repeat(stack), _ce_or_dlr, labels, norm=norm,
                        steps=steps, restarts=1, rho=rho, momentum=momentum, domain=domain, rand_init=True,
-                       generator=generator, subset_ok=True, masked=masked_default(masked, x), group=group, groups=n)
+                       generator=generator, subset_ok=True, masked=masked_default(masked, x), group=group, groups=n,
+                       cuda_graphs=cuda_graphs)
     wrong = wrong.view(copies, n)
     first = wrong.to(torch.int8).argmax(0)  # the first fooled copy (0 where none is)
     x_adv = out.view(copies, n, *x.shape[1:])[first, torch.arange(n, device=x.device)]

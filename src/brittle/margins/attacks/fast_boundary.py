@@ -36,9 +36,9 @@ from torch import nn
 
 from ...data.loading import Domain
 from ...errors import InputError, ModelError
-from .base import CountingModel, MinimalNormAttack, is_flipped, perturbation_norm
+from .base import MinimalNormAttack, is_flipped, perturbation_norm
 from ._fixed import LiveRows, masked_default
-from ._graphs import CudaGraphs
+from ._graphs import CudaGraphs, graphs_for
 from .apgd import apgd_ce, apgd_stacked, apgd_t, dlr_targeted_loss
 from .square import square_linf
 
@@ -359,9 +359,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         must feed), so that a capture failure warns once and turns graphs off for the whole run."""
         graphs = getattr(self, "_run_graphs", None)
         if model is not None or graphs is None or graphs.device != like.device:
-            masked = masked_default(self.masked, like)
-            graphs = CudaGraphs(masked if self.cuda_graphs is None else self.cuda_graphs and masked, like.device,
-                                cost=model.cost if isinstance(model, CountingModel) else None)
+            graphs = graphs_for(model, like, masked_default(self.masked, like), self.cuda_graphs)
             self._run_graphs = graphs
         return graphs
 
@@ -676,13 +674,14 @@ class FastBoundaryAttack(MinimalNormAttack):
             cands = []
             masked = masked_default(self.masked, x0)
             cands.append(apgd_ce(model, xs, ps, r, norm=self.norm, steps=self.probe_steps, domain=(lo, hi),
-                                 masked=masked))
+                                 masked=masked, cuda_graphs=self._graphs(x0)))
             if self.probe_targets:
                 with torch.no_grad():
                     order = model(xs).sort(1, descending=True).indices
                 for t in range(1, self.probe_targets + 1):
                     cands.append(apgd_ce(model, xs, ps, r, norm=self.norm, steps=self.probe_steps, domain=(lo, hi),
-                                         loss=dlr_targeted_loss(order[:, t]), masked=masked))
+                                         loss=dlr_targeted_loss(order[:, t]), masked=masked,
+                                         cuda_graphs=self._graphs(x0)))
             improved = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
             for xa in cands:
                 xa = xa.reshape(len(idx), -1)
@@ -726,7 +725,8 @@ class FastBoundaryAttack(MinimalNormAttack):
         if len(idx) == 0:
             return x_best, n_best
         xs, ps = x0[idx].reshape(len(idx), *shape), pred[idx]
-        options = {"norm": self.norm, "steps": self.budget_steps, "domain": (lo, hi), "masked": masked}
+        options = {"norm": self.norm, "steps": self.budget_steps, "domain": (lo, hi), "masked": masked,
+                   "cuda_graphs": self._graphs(x0)}
         if masked:
             xa, fooled = apgd_stacked(model, xs, ps, e, targets=self.budget_targets, **options)
         else:
