@@ -168,6 +168,8 @@ def main_count(args: argparse.Namespace, device: torch.device, model: torch.nn.M
                 row = count_host_work(run)
             finally:
                 fast_boundary._threshold = original
+            if masked is False:  # compact batches change shape at every step: no graphs
+                row["operators_with_graphs"] = row["operators"]
             result["runs"][f"{norm}|masked={masked}"] = row
             print(f"== {args.model} {norm} masked={masked}: {row['operators']} operators "
                   f"({row['operators_with_graphs']} with CUDA graphs: {row['step_operators']} in "
