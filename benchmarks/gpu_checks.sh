@@ -11,8 +11,9 @@
 #   zoo CNNs, batch 2048); (b) input margins against FAB in both norms (1,000 images); (c) a per-stage and
 #   per-operator profile of brittle's attack (benchmarks/profile_attack.py); (d) the AutoAttack comparison on
 #   1,000 images, AutoAttack's per-sample results cached in autoattack_gpu_aa.json.
-# verify: (e) the whole test suite on CUDA (the tests' device="auto" resolves to the GPU), output in
-#   pytest-cuda.txt; (f) the margins-vs-FAB rows and the profile again; (g) the AutoAttack comparison on all
+# verify: (e) the whole test suite on CUDA (the tests' device="auto" resolves to the GPU; tests/test_attack_graphs.py
+#   compares CUDA-graph steps with eager ones), output in pytest-cuda.txt; (f) the margins-vs-FAB rows again, brittle
+#   with CUDA graphs and without (brittle-eager), and the profile; (g) the AutoAttack comparison on all
 #   seven row groups: brittle's side measured again, AutoAttack's read from benchmarks/results/
 #   autoattack_gpu_aa.json where it holds the row and run (and cached) where it does not.
 # The device has no network: wheels under .whl/ (and unpacked packages under .whl/site) are installed into

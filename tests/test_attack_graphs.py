@@ -100,14 +100,33 @@ def test_every_masked_step_can_be_replayed_as_a_graph(norm: str, options: dict, 
     if "budgets" in options:  # APGD's steps are among them
         assert any(name.startswith("_apgd") for _, name in replayed)
     for calls in recorded_steps.values():
-        for rec in calls:
-            assert rec.read_backs == [], f"a step reads values back to the host: {rec.read_backs}"
-        first = calls[0].ops
-        assert len(first) > 20  # a step is a model pass plus its bookkeeping
-        for rec in calls[1:]:
-            assert len(rec.ops) == len(first)
-            for a, b in zip(first, rec.ops):
-                assert a == b, f"a replay would differ from this call:\n{a}\n{b}"
+        assert len(calls[0].ops) > 20  # a step is a model pass plus its bookkeeping
+        _check_replayable(calls)
+
+
+def _check_replayable(calls: list[StepRecorder]) -> None:
+    for rec in calls:
+        assert rec.read_backs == [], f"a step reads values back to the host: {rec.read_backs}"
+    first = calls[0].ops
+    for rec in calls[1:]:
+        assert len(rec.ops) == len(first)
+        for a, b in zip(first, rec.ops):
+            assert a == b, f"a replay would differ from this call:\n{a}\n{b}"
+
+
+@pytest.mark.parametrize("candidates", [1, 5])
+def test_every_masked_square_round_can_be_replayed_as_a_graph(candidates: int, recorded_steps) -> None:
+    """Square's rounds (windows drawn outside the step, 50 rounds' at a time, into the same buffers)."""
+    from brittle.margins.attacks.square import square_linf
+
+    model = zoo.load("standard").eval()
+    x = load_mnist().head(24).x
+    y = model(x).argmax(1)
+    square_linf(model, x, y, 0.02, queries=60 * candidates, candidates=candidates, masked=True,
+                generator=torch.Generator().manual_seed(0))
+    (calls,) = [v for (_, name), v in recorded_steps.items() if name.startswith("square_linf")]
+    assert len(calls) == 60  # every round, across two chunks of windows (50 + 10)
+    _check_replayable(calls)
 
 
 def test_the_recorder_catches_what_a_graph_cannot_replay() -> None:
@@ -165,15 +184,17 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @cuda
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_graphs_give_the_bounds_of_eager_steps_on_cuda(norm: str) -> None:
+@pytest.mark.parametrize("norm,budgets", [("linf", None), ("l2", None), ("linf", [0.1, 0.2, 0.3]),
+                                          ("l2", [1.0, 1.5, 2.0])])
+def test_graphs_give_the_bounds_of_eager_steps_on_cuda(norm: str, budgets) -> None:
+    """Boundary runs, descent, bisections; with budgets also APGD (probes, budget stage) and Square."""
     model = zoo.load("linf_madry").eval().cuda()
     x = load_mnist().head(256).x.cuda()
     pred = model(x).argmax(1)
-    graphed = FastBoundaryAttack(norm, cuda_graphs=True)
+    graphed = FastBoundaryAttack(norm, cuda_graphs=True, budgets=budgets)
     with_graphs = graphed(model, x, pred)
     assert graphed._run_graphs.enabled and graphed._run_graphs.captured >= 3
-    eager = FastBoundaryAttack(norm, cuda_graphs=False)(model, x, pred)
+    eager = FastBoundaryAttack(norm, cuda_graphs=False, budgets=budgets)(model, x, pred)
     assert bool(torch.isfinite(with_graphs.upper).all())
     torch.testing.assert_close(with_graphs.upper, eager.upper, rtol=1e-4, atol=1e-6)
     # a replay runs no Python: the passes of each replayed step are added by the step's graph

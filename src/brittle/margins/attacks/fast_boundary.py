@@ -743,7 +743,8 @@ class FastBoundaryAttack(MinimalNormAttack):
             left = (~fooled & near).nonzero().flatten()
             if len(left):
                 xa[left] = square_linf(model, xs[left], ps[left], e[left], queries=self.budget_queries,
-                                       candidates=self.square_candidates, domain=(lo, hi), masked=masked)
+                                       candidates=self.square_candidates, domain=(lo, hi), masked=masked,
+                                       cuda_graphs=self._graphs(x0))
         xa = xa.reshape(len(idx), -1)
         adv = self._flipped(model, xa, ps)
         dist = perturbation_norm(xa - x0[idx], self.norm)

@@ -10,6 +10,7 @@ from torch import nn
 from ...data.loading import Domain
 from ...core.validation import check_positive_int
 from ._fixed import CHECK_EVERY, _check, eps_tensor, masked_default
+from ._graphs import CudaGraphs, graphs_for
 
 __all__ = ["square_linf"]
 
@@ -30,7 +31,8 @@ def _square_p(p_init: float, it: int, queries: int) -> float:
 
 def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, *,
                 queries: int = 1000, candidates: int = 1, p_init: float = 0.8, domain: Domain = (0.0, 1.0),
-                generator: torch.Generator | None = None, masked: bool | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, masked: bool | None = None,
+                cuda_graphs: bool | CudaGraphs | None = None) -> torch.Tensor:
     """Square Attack, L∞: random search on the margin loss ``z_y - max_{j != y} z_j``.
 
     Starts from vertical stripes of ±ε, then per query redraws, for every sample at its own random position, a
@@ -42,7 +44,9 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     a GPU a small batch costs the call's overhead more than its rows; 1 is AutoAttack's sequential search;
     lowered where a call would hold more than `CANDIDATE_VALUES` input values). ``masked``
     keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
-    are dropped from it. Returns per sample the first misclassified point, else the lowest-margin point.
+    are dropped from it. ``cuda_graphs``: replay each masked round as a CUDA graph (default on in masked mode on
+    CUDA; the windows are drawn outside the graph, 50 rounds' at a time). Returns per sample the first
+    misclassified point, else the lowest-margin point.
     """
     _check(x, y)
     check_positive_int(candidates, "candidates", "pass the number of windows to draw per sample and round, e.g. 1")
@@ -94,36 +98,48 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     chunk = max(1, min(50, 2 ** 26 // max(n * kc * h * w, 1)))
     # the rows searched (all of them when masked; else those not yet misclassified, re-gathered on a flip)
     active = torch.arange(n, device=dev)
-    cur, yb, m_cur, up_a, down_a = best, y, m_best, up, down
-    inside = positive = None
-    for i in range(rounds):
+    cur, yb, m_cur, up_a, down_a = best.clone(), y, m_best.clone(), up, down  # updated in place
+    windows: dict[str, torch.Tensor] = {}  # this chunk's windows ("inside", "positive"), rewritten in place
+    j_t = torch.zeros(1, dtype=torch.long, device=dev)  # the round within the chunk, on the device (for graphs)
+
+    def step() -> None:
         searching = m_cur > 0
-        if i % chunk == 0:
-            inside, positive = draw(i, min(chunk, rounds - i), len(active))
-        if masked:
-            if i % CHECK_EVERY == 0 and not bool(searching.any()):
-                break
-        elif not bool(searching.all()):
-            best[active], m_best[active] = cur, m_cur
-            keep = searching.nonzero().flatten()
-            if len(keep) == 0:
-                break
-            active = active[keep]
-            cur, yb, m_cur, up_a, down_a = best[active], y[active], m_best[active], up[active], down[active]
-            inside, positive = inside[:, :, keep], positive[:, :, keep]
-            searching = None
-        j = i % chunk
-        new = torch.where(inside[j], torch.where(positive[j], up_a, down_a), cur)  # (kc, rows, c, h, w)
+        inside, positive = windows["inside"].index_select(0, j_t)[0], windows["positive"].index_select(0, j_t)[0]
+        new = torch.where(inside, torch.where(positive, up_a, down_a), cur)  # (kc, rows, c, h, w)
         if kc == 1:
             new, m_new = new[0], margin(new[0], yb)
         else:
             m_all = margin(new.reshape(-1, c, h, w), yb.repeat(kc)).view(kc, -1)
             m_new, pick = m_all.min(0)
             new = new.gather(0, pick.view(1, -1, 1, 1, 1).expand(1, *new.shape[1:]))[0]
-        take = m_new < m_cur
+        take = (m_new < m_cur) & searching  # (every row searches in compact mode)
+        cur.copy_(torch.where(take.view(-1, 1, 1, 1), new, cur))
+        m_cur.copy_(torch.where(take, m_new, m_cur))
+        j_t.add_(1)
+
+    graphs, replay = graphs_for(model, xi, masked, cuda_graphs), None
+    for i in range(rounds):
+        if i % chunk == 0:
+            inside, positive = draw(i, min(chunk, rounds - i), len(active))
+            if masked and "inside" in windows:  # same buffers for the graph: the last chunk may be shorter
+                windows["inside"][:len(inside)], windows["positive"][:len(positive)] = inside, positive
+            else:
+                windows["inside"], windows["positive"] = inside, positive
+            j_t.zero_()
         if masked:
-            take &= searching
-        cur = torch.where(take.view(-1, 1, 1, 1), new, cur)
-        m_cur = torch.where(take, m_new, m_cur)
+            if i % CHECK_EVERY == 0 and not bool((m_cur > 0).any()):
+                break
+        elif not bool((m_cur > 0).all()):
+            best[active], m_best[active] = cur, m_cur
+            keep = (m_cur > 0).nonzero().flatten()
+            if len(keep) == 0:
+                break
+            active = active[keep]
+            cur, yb, m_cur, up_a, down_a = best[active], y[active], m_best[active], up[active], down[active]
+            windows["inside"], windows["positive"] = windows["inside"][:, :, keep], windows["positive"][:, :, keep]
+            replay = None
+        if replay is None:
+            replay = graphs.step(step)
+        replay()
     best[active], m_best[active] = cur, m_cur
     return best.reshape(shape)
