@@ -57,16 +57,19 @@ class CudaGraphs:
 
 
 def graphs_for(model: nn.Module, like: torch.Tensor, masked: bool,
-               cuda_graphs: "bool | CudaGraphs | None" = None) -> CudaGraphs:
+               cuda_graphs: "bool | CudaGraphs | None" = None, default: bool = True) -> CudaGraphs:
     """The CUDA-graph state of a run on ``model``: ``cuda_graphs`` itself when it is one (a state shared by the
-    stages of one attack run), else new: on by default in masked mode on CUDA, never on other devices or with
-    ``masked=False`` (whose batches change shape at every step)."""
+    stages of one attack run), else new: on where ``cuda_graphs`` is True (``default`` where it is None) in
+    masked mode on CUDA; never on other devices or with ``masked=False`` (whose batches change shape at every
+    step). The fixed-ε attacks' own default is off (``default=False``): a training loop calls them once per
+    batch for a few steps, where capturing costs more than replays save; `FastBoundaryAttack` turns them on
+    for its stages."""
     if isinstance(cuda_graphs, CudaGraphs):
         return cuda_graphs
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
         raise InputError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}",
                          "pass cuda_graphs=False to run every step eagerly")
-    enabled = masked and (cuda_graphs is None or bool(cuda_graphs))
+    enabled = masked and (default if cuda_graphs is None else cuda_graphs)
     return CudaGraphs(enabled, like.device, cost=model.cost if isinstance(model, CountingModel) else None)
 
 

@@ -71,7 +71,7 @@ def _apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, e: torch.Tensor, l
     wrong_rows = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     stopped = torch.zeros_like(wrong_rows)
     subset = subset_ok and not masked
-    graphs = graphs_for(model, x, masked, cuda_graphs)
+    graphs = graphs_for(model, x, masked, cuda_graphs, default=False)
     # per step: momentum (1 at the first step), whether a checkpoint follows it, and the least number of loss
     # increases since the previous checkpoint that keeps the step size there (rho times the interval)
     last_cp, keep_below = 0, []
@@ -155,8 +155,9 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | tor
     loss changed since the previous checkpoint; after a halving the sample restarts from its best point.
     Updates use momentum: ``x+ = P(x + m (z - x) + (1 - m)(x - x_prev))`` with ``z = P(x + η·dir(∇))``.
     ``masked``: keep fooled samples in the batch, masked (default on CUDA; see the module notes).
-    ``cuda_graphs``: replay each masked step as a CUDA graph (default on in masked mode on CUDA; a model that
-    cannot be captured runs eagerly with a warning).
+    ``cuda_graphs``: replay each masked step as a CUDA graph on CUDA (default off here, as for a few steps
+    per call capturing costs more than it saves; `FastBoundaryAttack` turns it on; a model that cannot be
+    captured runs eagerly with a warning).
     Returns per sample the first misclassified iterate, else the highest-loss iterate.
     """
     norm = check_norm(norm)

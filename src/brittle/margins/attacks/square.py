@@ -44,8 +44,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     a GPU a small batch costs the call's overhead more than its rows; 1 is AutoAttack's sequential search;
     lowered where a call would hold more than `CANDIDATE_VALUES` input values). ``masked``
     keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
-    are dropped from it. ``cuda_graphs``: replay each masked round as a CUDA graph (default on in masked mode on
-    CUDA; the windows are drawn outside the graph, 50 rounds' at a time). Returns per sample the first
+    are dropped from it. ``cuda_graphs``: replay each masked round as a CUDA graph on CUDA (default off;
+    `FastBoundaryAttack` turns it on; the windows are drawn outside the graph, 50 rounds' at a time). Returns per sample the first
     misclassified point, else the lowest-margin point.
     """
     _check(x, y)
@@ -117,7 +117,7 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
         m_cur.copy_(torch.where(take, m_new, m_cur))
         j_t.add_(1)
 
-    graphs, replay = graphs_for(model, xi, masked, cuda_graphs), None
+    graphs, replay = graphs_for(model, xi, masked, cuda_graphs, default=False), None
     for i in range(rounds):
         if i % chunk == 0:
             inside, positive = draw(i, min(chunk, rounds - i), len(active))
