@@ -32,19 +32,21 @@ def _storage(t: torch.Tensor) -> int:
 
 
 class StepRecorder(TorchDispatchMode):
-    """Records one call of a step: per operator its name, its argument shapes and constants, and the storage
-    of every tensor argument the step did not make itself (state, model, inputs)."""
+    """Records one call of a step: per operator its name, its argument shapes and constants, for every tensor
+    argument the step made itself the operator that made it (the step's data flow), and the storage of every
+    other tensor argument (state, model, inputs)."""
 
     def __init__(self):
         super().__init__()
         self.ops: list[tuple] = []
-        self.made: set[int] = set()
+        self.made: dict[int, int] = {}  # storage -> index of the operator that last wrote a new tensor there
         self.read_backs: list[str] = []
 
     def _describe(self, a):
         if isinstance(a, torch.Tensor):
             ptr = _storage(a)
-            return ("T", tuple(a.shape), a.dtype, None if ptr in self.made else ptr)
+            origin = ("made by op", self.made[ptr]) if ptr in self.made else ("outside", ptr)
+            return ("T", tuple(a.shape), a.dtype, origin)
         if isinstance(a, (list, tuple)):
             return tuple(self._describe(b) for b in a)
         return a
@@ -56,10 +58,12 @@ class StepRecorder(TorchDispatchMode):
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()))):
             self.read_backs.append(name)
         self.ops.append((name, self._describe(args), self._describe(sorted(kwargs.items()))))
+        before = {id(a) for a in args if isinstance(a, torch.Tensor)}
         out = func(*args, **kwargs)
         for o in (out if isinstance(out, (list, tuple)) else (out,)):
-            if isinstance(o, torch.Tensor):
-                self.made.add(_storage(o))
+            # a new tensor (not an in-place result, nor a view, which keeps where its storage came from)
+            if isinstance(o, torch.Tensor) and id(o) not in before and not getattr(func, "is_view", False):
+                self.made[_storage(o)] = len(self.ops) - 1
         return out
 
 
@@ -130,7 +134,8 @@ def test_every_masked_square_round_can_be_replayed_as_a_graph(candidates: int, r
 
 
 def test_the_recorder_catches_what_a_graph_cannot_replay() -> None:
-    """The check above can fail: a step with a Python step number, or one that rebinds its state, differs."""
+    """The check above can fail: a step with a Python step number, one that rebinds its state, one that reads
+    back, and one whose data flow depends on a Python value are caught."""
     state = {"x": torch.zeros(3), "k": 0}
 
     def python_counter():  # the step number as a Python value: a graph would replay the first one
@@ -144,7 +149,13 @@ def test_the_recorder_catches_what_a_graph_cannot_replay() -> None:
         if bool((state["x"] > 0).any()):
             state["x"].mul_(2)
 
-    for step, problem in ((python_counter, "constant"), (rebinding, "storage"), (reading_back, "read_back")):
+    def switching_inputs():  # which intermediate feeds the update depends on a Python value
+        a, b = state["x"] + 1, state["x"] - 1
+        state["x"].copy_(a if state["k"] % 2 else b)
+        state["k"] += 1
+
+    for step, problem in ((python_counter, "constant"), (rebinding, "storage"), (reading_back, "read_back"),
+                          (switching_inputs, "data flow")):
         recs = []
         for _ in range(2):
             with StepRecorder() as rec:
