@@ -217,6 +217,20 @@ def test_seeded_runs_are_deterministic_and_cost_is_counted() -> None:
     assert a.cost == b.cost and a.cost.backward > 0 and a.cost.forward > a.cost.backward
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_an_attack_leaves_the_callers_random_state_as_it_was(device: str) -> None:
+    """The attack is seeded, yet the caller's random streams (the CPU's and the input's GPU's) go on as if it
+    had not run (the budget stage and restarts draw from them)."""
+    model = small_net(1).to(device)
+    x = box_points(20, seed=5).to(device)
+    torch.manual_seed(123)
+    expected = torch.rand(3, device=device), torch.rand(3)
+    torch.manual_seed(123)
+    FastBoundaryAttack("l2", restarts=1, budgets=[0.5], seed=7)(model, x)
+    assert torch.equal(torch.rand(3, device=device), expected[0]) and torch.equal(torch.rand(3), expected[1])
+
+
 def test_early_stopping_spends_fewer_passes() -> None:
     model = small_net(2)
     x = box_points(20, seed=6)

@@ -148,12 +148,13 @@ class MinimalNormAttack(ABC):
     def __call__(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None = None,
                  domain: Domain = (0.0, 1.0)) -> AttackResult:
         counting, pred = counted_prediction(model, x, pred)
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(self.seed)
-        try:
+        # seeded, and the caller's random state (CPU and the input's GPU) left as it was
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            torch.random.default_generator.manual_seed(self.seed)
+            if x.is_cuda:
+                with torch.cuda.device(x.device):
+                    torch.cuda.manual_seed(self.seed)
             x_adv = self._perturb(counting, x, pred, domain)
-        finally:
-            torch.random.set_rng_state(generator_state)
         result = verify(counting, x, x_adv, pred, self.norm, domain)
         result.cost = counting.cost
         return result
