@@ -54,6 +54,17 @@ def test_watermarked_generation_detected_plain_not(tiny):
     assert not plain.watermarked and plain.detection.z < cfg.z_threshold
 
 
+def test_generation_is_seeded_and_leaves_the_callers_random_state(tiny):
+    prompts = ["the quick brown fox", "once upon a time"]
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    first = generate(tiny, prompts, max_new_tokens=12, chat=False, seed=3)
+    assert torch.equal(torch.rand(4), expected)  # as if generate had not run
+    assert generate(tiny, prompts, max_new_tokens=12, chat=False, seed=3) == first
+    assert generate(tiny, prompts, max_new_tokens=12, chat=False, seed=4) != first
+
+
 def test_unwatermarked_false_positive_rate():
     """Unwatermarked sequences exceed the threshold at most at the stated rate (binomial slack of 3 sd)."""
     n, vocab = 400, 1000

@@ -203,21 +203,29 @@ def generate(lm: Any, prompts: Sequence[str], *, config: KGWConfig | None = None
     tok = lm.tokenizer
     outs: list[list[int]] = []
     gen = torch.Generator().manual_seed(seed)
-    for i, prompt in enumerate(prompts):
-        ids = torch.tensor([_prompt_ids(tok, prompt, chat)], dtype=torch.long,
-                           device=next(lm.model.parameters()).device)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        with torch.no_grad():
-            out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                    do_sample=do_sample, temperature=temperature if do_sample else None,
-                                    top_p=None, top_k=0 if do_sample else None, logits_processor=procs,
-                                    pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        new = out[0, ids.shape[1]:].tolist()
-        eos = tok.eos_token_id
-        if eos is not None and eos in new:
-            new = new[: new.index(eos)]
-        outs.append(new)
+    device = next(lm.model.parameters()).device
+    # sampling is seeded per prompt; the caller's random state (CPU and the model's GPU) is left as it was
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for prompt in prompts:
+            outs.append(_generate_one(lm, tok, prompt, chat, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)),
+                                      device, procs, max_new_tokens, do_sample, temperature))
     return outs
+
+
+def _generate_one(lm: Any, tok: Any, prompt: str, chat: bool, seed: int, device: torch.device, procs: Any,
+                  max_new_tokens: int, do_sample: bool, temperature: float) -> list[int]:
+    ids = torch.tensor([_prompt_ids(tok, prompt, chat)], dtype=torch.long, device=device)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                do_sample=do_sample, temperature=temperature if do_sample else None,
+                                top_p=None, top_k=0 if do_sample else None, logits_processor=procs,
+                                pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    eos = tok.eos_token_id
+    if eos is not None and eos in new:
+        new = new[: new.index(eos)]
+    return new
 
 
 @dataclass
