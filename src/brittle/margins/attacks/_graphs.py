@@ -96,9 +96,13 @@ class StepGraph:
         if not self.graphs.enabled:
             self.fn()
             return
-        if not self.warmed:
-            self._warm_up()
-            return
+        with torch.cuda.device(self.graphs.device):  # the inputs' GPU, whichever is current
+            if not self.warmed:
+                self._warm_up()
+            else:
+                self._capture_and_replay(cost)
+
+    def _capture_and_replay(self, cost: Cost | None) -> None:
         graph = torch.cuda.CUDAGraph()
         before = Cost() if cost is None else Cost(cost.forward, cost.backward)
         try:
