@@ -238,3 +238,100 @@ def test_a_model_that_reads_back_runs_eagerly_with_one_warning() -> None:
     assert not attack._run_graphs.enabled and attack._run_graphs.captured == 0
     eager = FastBoundaryAttack("l2", strength="fast", cuda_graphs=False)(model, x, pred)
     torch.testing.assert_close(res.upper, eager.upper, rtol=1e-4, atol=1e-6)
+
+
+class _FakeCuda:
+    """Stand-ins for the torch.cuda calls `StepGraph` makes, to check its logic on the CPU: a capture runs the
+    step's Python but not its effect (as a CUDA capture records kernels without running them), a replay runs
+    the effect only (the kernels, not the Python)."""
+
+    def __init__(self, monkeypatch, fail_capture: bool = False):
+        import contextlib
+
+        self.capturing = False
+        self.debug_mode = 0
+        self.effects = 0  # what the step's kernels did, however they were launched
+        fake = self
+
+        class Graph:
+            def replay(self):
+                fake.effects += 1
+
+        @contextlib.contextmanager
+        def graph(g, *args, **kwargs):
+            fake.capturing = True
+            try:
+                yield
+                if fail_capture:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+            finally:
+                fake.capturing = False
+
+        class Stream:
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def wait_stream(self, other):
+                pass
+
+        def set_mode(mode):
+            fake.debug_mode = {"default": 0, "warn": 1, "error": 2}.get(mode, mode)
+
+        null = contextlib.nullcontext
+        for name, value in (("CUDAGraph", Graph), ("graph", graph), ("Stream", Stream),
+                            ("current_stream", lambda *a: Stream()), ("stream", lambda s: null()),
+                            ("device", lambda d: null()), ("synchronize", lambda *a: None),
+                            ("get_sync_debug_mode", lambda: fake.debug_mode), ("set_sync_debug_mode", set_mode)):
+            monkeypatch.setattr(torch.cuda, name, value)
+
+
+def _graph_run(fake: _FakeCuda, calls: int, reads_back: bool = False):
+    import warnings
+
+    from brittle.margins.attacks._graphs import CudaGraphs
+    from brittle.margins.attacks.base import Cost
+
+    cost = Cost()
+    graphs = CudaGraphs(True, torch.device("cpu"), cost=cost)
+    graphs.enabled = True  # as on CUDA
+    python_runs = [0]
+
+    def fn():
+        python_runs[0] += 1
+        cost.forward += 10  # what CountingModel counts, in Python
+        if reads_back and fake.debug_mode:
+            warnings.warn("called a synchronizing CUDA operation")
+        if not fake.capturing:
+            fake.effects += 1
+
+    step = graphs.step(fn)
+    for _ in range(calls):
+        step()
+    return graphs, cost, python_runs[0]
+
+
+def test_a_step_is_warmed_up_captured_then_replayed(monkeypatch) -> None:
+    fake = _FakeCuda(monkeypatch)
+    graphs, cost, python_runs = _graph_run(fake, 7)
+    assert fake.effects == 7  # every call did the step's work once
+    assert python_runs == 2 and graphs.captured == 1  # warm-up, capture; five replays ran no Python
+    assert cost.forward == 70  # yet every call's passes are counted
+    assert graphs.enabled and graphs.failure is None
+
+
+def test_a_failed_capture_runs_the_step_eagerly_and_counts_it_once(monkeypatch) -> None:
+    fake = _FakeCuda(monkeypatch, fail_capture=True)
+    with pytest.warns(RuntimeWarning, match="capturing a step failed") as caught:
+        graphs, cost, python_runs = _graph_run(fake, 5)
+    assert len([w for w in caught if "without CUDA graphs" in str(w.message)]) == 1
+    assert fake.effects == 5 and cost.forward == 50
+    assert not graphs.enabled and graphs.captured == 0 and python_runs == 6  # the failed capture ran Python
+
+
+def test_a_step_that_reads_back_is_never_captured(monkeypatch) -> None:
+    fake = _FakeCuda(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="reads values back to the host"):
+        graphs, cost, python_runs = _graph_run(fake, 4, reads_back=True)
+    assert fake.effects == 4 and cost.forward == 40 and python_runs == 4
+    assert not graphs.enabled and graphs.captured == 0
+    assert fake.debug_mode == 0  # the sync debug mode is restored
