@@ -273,14 +273,55 @@ try:
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 except (ImportError, ValueError, OSError):
     pass
+import numpy as np
 from brittle.explain import load_model
 for p in sys.argv[1:]:
     try:
         m = load_model(p)
-        print(Path(p).name, "LOADED", type(m).__name__, flush=True)
     except Exception as e:
         print(Path(p).name, type(e).__name__, str(e), flush=True)
+        continue
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    if type(m).__name__ == "Booster" and hasattr(m, "get_dump"):  # XGBoost: predictions and TreeSHAP read every node
+        import xgboost as xgb
+        m.predict(xgb.DMatrix(x), pred_contribs=True)
+    else:
+        m.predict(x)
+    print(Path(p).name, "LOADED", type(m).__name__, flush=True)
 """
+
+
+def _set(key, index, value, tree=0):
+    def edit(booster):
+        booster["trees"][tree][key][index] = value
+    return edit
+
+
+def _drop_last(key, tree=0):
+    def edit(booster):
+        booster["trees"][tree][key].pop()
+    return edit
+
+
+def _same_children(booster):
+    tree = booster["trees"][0]
+    tree["left_children"][0] = tree["right_children"][0]
+
+
+def _more_trees(booster):
+    booster["gbtree_model_param"]["num_trees"] = str(len(booster["trees"]) + 6)
+
+
+_XGB_LAYOUTS = [
+    ("child.json", _set("left_children", 0, 99), "tree 0 has a child index out of range"),
+    ("feature.json", _set("split_indices", 0, 999), "tree 0 splits on a feature out of range (the model has 3)"),
+    ("twice.json", _same_children, "tree 0 reaches a node twice"),
+    ("parent.json", _set("parents", 1, 5000), "tree 0's parents do not match its children"),
+    ("root.json", _set("parents", 0, 0), "tree 0's root has a parent"),
+    ("group.json", lambda b: b["tree_info"].__setitem__(0, 7), "tree_info does not give each tree an output group"),
+    ("count.json", _more_trees, "the model says 9 trees but holds 3"),
+    ("length.json", _drop_last("sum_hessian"), "tree 0's sum_hessian has"),
+]
 
 
 def test_inputs_that_crash_the_libraries_are_refused_in_one_line(tmp_path):
@@ -306,6 +347,20 @@ def test_inputs_that_crash_the_libraries_are_refused_in_one_line(tmp_path):
             (tmp_path / name).write_bytes(data)
             files.append(tmp_path / name)
             expect[name] = "ends early, at byte"
+    if ".json" in made:  # tree layouts XGBoost trusts (out of range: a segmentation fault loading or predicting)
+        for name, edit, fragment in _XGB_LAYOUTS:
+            model = json.loads(made[".json"].read_text())
+            edit(model["learner"]["gradient_booster"]["model"])
+            (tmp_path / name).write_text(json.dumps(model))
+            files.append(tmp_path / name)
+            expect[name] = fragment
+    if ".ubj" in made:
+        raw = bytearray(made[".ubj"].read_bytes())
+        at = raw.index(b"left_children[$l#L") + len(b"left_children[$l#L") + 8  # the first child, an int32
+        raw[at:at + 4] = (2**30).to_bytes(4, "big")
+        (tmp_path / "child.ubj").write_bytes(bytes(raw))
+        files.append(tmp_path / "child.ubj")
+        expect["child.ubj"] = "tree 0 has a child index out of range"
     proc = subprocess.run([sys.executable, "-c", _CRASHERS, *map(str, files)], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
@@ -333,3 +388,35 @@ def test_cli_truncated_lightgbm_model_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: cut.txt is a truncated or corrupt LightGBM model"), \
         proc.stderr
     assert proc.stdout == "" and not (tmp_path / "never").exists()
+
+
+def test_ubjson_decoder_reads_what_xgboost_writes_as_json(tmp_path):
+    """XGBoost's .ubj and .json of one model decode to the same document (UBJSON's float32s to float32)."""
+    pytest.importorskip("xgboost", reason="xgboost not installed")
+    from brittle.explain._model_files import CorruptModel, ubjson_decode, xgboost_problem
+
+    made, _ = _native_models(tmp_path)
+    decoded = ubjson_decode(made[".ubj"].read_bytes())
+    expected = json.loads(made[".json"].read_text())
+
+    def same(a, b, where="") -> None:
+        if isinstance(b, dict):
+            assert isinstance(a, dict) and set(a) == set(b), where
+            for k in b:
+                same(a[k], b[k], f"{where}/{k}")
+        elif isinstance(b, list) and (not b or not isinstance(b[0], (int, float)) or isinstance(b[0], bool)):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{where}[{i}]")
+        elif isinstance(b, list):  # numbers: a typed array
+            np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-6,
+                                       err_msg=where)
+        else:
+            assert a == b or (isinstance(b, float) and np.isclose(a, b, rtol=1e-6)), (where, a, b)
+
+    same(decoded, expected)
+    assert xgboost_problem(decoded) is None and xgboost_problem(expected) is None
+    for bad, problem in ((b"[$l#L" + (5).to_bytes(8, "big") + bytes(8), "ends early"), (b"{", "ends early"),
+                         (b"[]x", "unexpected bytes after the model"), (b"?", "unknown marker")):
+        with pytest.raises(CorruptModel, match=problem):
+            ubjson_decode(bad)

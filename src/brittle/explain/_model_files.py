@@ -1,8 +1,9 @@
 """Checks of XGBoost's and LightGBM's native model files before their own parsers read them.
 
 Their parsers crash or hang on some corrupt files (a truncated LightGBM text: a segmentation fault; a truncated
-XGBoost ``.ubj``: an endless loop that allocates memory), so `brittle.explain.loading` checks a file here first
-and refuses it with one :class:`~brittle.errors.ModelError` line.
+XGBoost ``.ubj``: an endless loop that allocates memory; an XGBoost model whose tree arrays point out of range:
+a segmentation fault while loading or predicting), so `brittle.explain.loading` checks a file here first and
+refuses it with one :class:`~brittle.errors.ModelError` line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, ModelError
 
@@ -68,96 +70,258 @@ def lightgbm_text(path: Path) -> str:
 
 _UBJ_SIZES = {b"Z": 0, b"N": 0, b"T": 0, b"F": 0, b"i": 1, b"U": 1, b"C": 1, b"I": 2, b"l": 4, b"d": 4, b"L": 8,
               b"D": 8}
-_UBJ_INTS = {b"i": ">b", b"U": ">B", b"I": ">h", b"l": ">i", b"L": ">q"}
+_UBJ_NUMBERS = {b"i": ">i1", b"U": ">u1", b"I": ">i2", b"l": ">i4", b"L": ">i8", b"d": ">f4", b"D": ">f8"}
+_UBJ_CONSTANTS = {b"Z": None, b"T": True, b"F": False}
 
 
-def ubjson_problem(raw: bytes) -> str | None:
-    """Why ``raw`` is not one complete UBJSON value (truncated, an unknown marker, trailing bytes), or None.
+class CorruptModel(Exception):
+    """Why a model file's content is not what its library would read safely (one line)."""
 
-    Only the structure is walked: typed arrays of numbers are skipped by their size, so this is fast.
-    """
-    import struct
+
+def ubjson_decode(raw: bytes) -> Any:
+    """The value in ``raw``, a complete UBJSON document (XGBoost's ``.ubj``); raises `CorruptModel` where it is
+    truncated, has an unknown marker or bytes after the value. Typed arrays of numbers become numpy arrays."""
+    import numpy as np
 
     n = len(raw)
 
-    class Bad(Exception):
-        pass
-
     def need(pos: int, k: int) -> None:
         if k < 0 or pos + k > n:
-            raise Bad(f"ends early, at byte {n}" if k >= 0 else f"negative length at byte {pos}")
+            raise CorruptModel(f"ends early, at byte {n}" if k >= 0 else f"negative length at byte {pos}")
 
-    def integer(pos: int) -> tuple[int, int]:
+    def number(marker: bytes, pos: int) -> tuple[Any, int]:
+        size = _UBJ_SIZES[marker]
+        need(pos, size)
+        return np.frombuffer(raw, _UBJ_NUMBERS[marker], 1, pos)[0].item(), pos + size
+
+    def length(pos: int) -> tuple[int, int]:
         need(pos, 1)
         marker = raw[pos:pos + 1]
-        if marker not in _UBJ_INTS:
-            raise Bad(f"expected a length at byte {pos}")
-        size = _UBJ_SIZES[marker]
-        need(pos + 1, size)
-        value = struct.unpack(_UBJ_INTS[marker], raw[pos + 1:pos + 1 + size])[0]
+        if marker not in _UBJ_NUMBERS or marker in (b"d", b"D"):
+            raise CorruptModel(f"expected a length at byte {pos}")
+        value, pos = number(marker, pos + 1)
         if value < 0:
-            raise Bad(f"negative length at byte {pos}")
-        return value, pos + 1 + size
+            raise CorruptModel(f"negative length at byte {pos}")
+        return value, pos
 
-    def payload(marker: bytes, pos: int, depth: int) -> int:
-        if marker in _UBJ_SIZES:
-            need(pos, _UBJ_SIZES[marker])
-            return pos + _UBJ_SIZES[marker]
+    def text(pos: int) -> tuple[str, int]:
+        size, pos = length(pos)
+        need(pos, size)
+        try:
+            return raw[pos:pos + size].decode("utf-8"), pos + size
+        except UnicodeDecodeError:
+            raise CorruptModel(f"a string at byte {pos} is not UTF-8") from None
+
+    def payload(marker: bytes, pos: int, depth: int) -> tuple[Any, int]:
+        if marker in _UBJ_CONSTANTS:
+            return _UBJ_CONSTANTS[marker], pos
+        if marker == b"C":
+            need(pos, 1)
+            return chr(raw[pos]), pos + 1
+        if marker in _UBJ_NUMBERS:
+            return number(marker, pos)
         if marker in (b"S", b"H"):
-            length, pos = integer(pos)
-            need(pos, length)
-            return pos + length
+            return text(pos)
         if marker in (b"[", b"{"):
+            if depth > 256:
+                raise CorruptModel("nested too deeply")
             return container(marker == b"{", pos, depth + 1)
-        raise Bad(f"unknown marker {marker!r} at byte {pos - 1}")
+        raise CorruptModel(f"unknown marker {marker!r} at byte {pos - 1}")
 
-    def value(pos: int, depth: int) -> int:
+    def value(pos: int, depth: int) -> tuple[Any, int]:
         need(pos, 1)
         return payload(raw[pos:pos + 1], pos + 1, depth)
 
-    def container(is_object: bool, pos: int, depth: int) -> int:
-        if depth > 256:
-            raise Bad("nested too deeply")
+    def container(is_object: bool, pos: int, depth: int) -> tuple[Any, int]:
         kind = count = None
         if raw[pos:pos + 1] == b"$":
             need(pos + 1, 1)
             kind, pos = raw[pos + 1:pos + 2], pos + 2
             need(pos, 1)
             if raw[pos:pos + 1] != b"#":
-                raise Bad(f"a typed container without a count at byte {pos}")
+                raise CorruptModel(f"a typed container without a count at byte {pos}")
         if raw[pos:pos + 1] == b"#":
-            count, pos = integer(pos + 1)
+            count, pos = length(pos + 1)
+        if count is not None and kind in _UBJ_NUMBERS and not is_object:  # a typed array of numbers
+            size = count * _UBJ_SIZES[kind]
+            need(pos, size)
+            return np.frombuffer(raw, _UBJ_NUMBERS[kind], count, pos), pos + size
+        items: list[Any] = []
+        keys: list[str] = []
         if count is not None:
-            if kind in _UBJ_SIZES and not is_object:  # a typed array of numbers: skipped by its size
-                need(pos, count * _UBJ_SIZES[kind])
-                return pos + count * _UBJ_SIZES[kind]
             need(pos, min(count, n))  # every element takes a byte at least (ends early otherwise)
-            for _ in range(count):
-                if is_object:
-                    pos = payload(b"S", pos, depth)
-                pos = payload(kind, pos, depth) if kind is not None else value(pos, depth)
-            return pos
         end = b"}" if is_object else b"]"
-        while True:
-            need(pos, 1)
-            if raw[pos:pos + 1] == end:
-                return pos + 1
-            if raw[pos:pos + 1] == b"N":  # no-op
-                pos += 1
-                continue
+        while count is None or len(items) < count:
+            if count is None:
+                need(pos, 1)
+                if raw[pos:pos + 1] == end:
+                    pos += 1
+                    break
+                if raw[pos:pos + 1] == b"N":  # no-op
+                    pos += 1
+                    continue
             if is_object:
-                pos = payload(b"S", pos, depth)
-            pos = value(pos, depth)
+                key, pos = text(pos)
+                keys.append(key)
+            item, pos = payload(kind, pos, depth) if kind is not None else value(pos, depth)
+            items.append(item)
+        return (dict(zip(keys, items)) if is_object else items), pos
 
     try:
-        end = value(0, 0)
-    except Bad as exc:
-        return str(exc)
+        out, end = value(0, 0)
     except RecursionError:
-        return "nested too deeply"
+        raise CorruptModel("nested too deeply") from None
     if raw[end:].strip():
-        return f"unexpected bytes after the model, at byte {end}"
+        raise CorruptModel(f"unexpected bytes after the model, at byte {end}")
+    return out
+
+
+def xgboost_file_problem(path: Path) -> str | None:
+    """Why the XGBoost model file at ``path`` (``.json`` or ``.ubj``) would not load safely, or None."""
+    import json
+
+    raw = path.read_bytes()
+    try:
+        if path.suffix.lower() == ".ubj":
+            model = ubjson_decode(raw)
+        else:
+            try:
+                model = json.loads(raw)
+            except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                return "not valid JSON"
+    except CorruptModel as exc:
+        return str(exc)
+    return xgboost_problem(model)
+
+
+#: XGBoost's parent id of a tree's root node
+_ROOT_PARENT = 2147483647
+
+
+def xgboost_problem(model: Any) -> str | None:
+    """What in a decoded XGBoost model (its JSON or UBJSON document) XGBoost would trust and crash on, or None.
+
+    XGBoost checks a model's syntax but not its trees' layout: a child, parent or feature index out of range,
+    arrays of the wrong length or a cycle make it read out of bounds while loading or predicting (a
+    segmentation fault). Checked here: the booster's shape (trees, their groups, the iteration index) and,
+    per tree, its arrays' lengths, children and parents (every node reached once from the root, each child's
+    parent its node), split features and categorical segments.
+    """
+    import numpy as np
+
+    def ints(seq: Any, what: str) -> np.ndarray:
+        try:
+            arr = np.asarray(seq)
+        except (TypeError, ValueError):
+            raise CorruptModel(f"{what} is not an array of numbers") from None
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iub"):
+            raise CorruptModel(f"{what} is not an array of integers")
+        return arr.astype(np.int64)
+
+    def count(text: Any, what: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise CorruptModel(f"{what} is not an integer") from None
+        if value < 0:
+            raise CorruptModel(f"{what} is negative")
+        return value
+
+    try:
+        learner = model["learner"]
+        params = learner["learner_model_param"]
+        features = count(params["num_feature"], "num_feature")
+        groups = max(count(params.get("num_class", 0), "num_class"), count(params.get("num_target", 1), "num_target"),
+                     1)
+        booster = learner["gradient_booster"]
+        name = booster["name"]
+        if name == "gblinear":
+            weights = np.asarray(booster["model"]["weights"])
+            if weights.ndim != 1 or len(weights) != (features + 1) * groups:
+                raise CorruptModel(f"the linear booster has {weights.size} weights for {features} features")
+            return None
+        if name not in ("gbtree", "dart"):
+            raise CorruptModel(f"unknown booster {name!r}")
+        trees_model = booster["model"] if name == "gbtree" else booster["gbtree"]["model"]
+        trees = trees_model["trees"]
+        num_trees = count(trees_model["gbtree_model_param"]["num_trees"], "num_trees")
+        if not isinstance(trees, list) or len(trees) != num_trees:
+            raise CorruptModel(f"the model says {num_trees} trees but holds {len(trees)}")
+        tree_info = ints(trees_model["tree_info"], "tree_info")
+        if len(tree_info) != num_trees or (num_trees and not (0 <= tree_info.min() and tree_info.max() < groups)):
+            raise CorruptModel("tree_info does not give each tree an output group")
+        if "iteration_indptr" in trees_model:
+            indptr = ints(trees_model["iteration_indptr"], "iteration_indptr")
+            if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != num_trees or (np.diff(indptr) < 0).any():
+                raise CorruptModel("iteration_indptr does not index the trees")
+        if name == "dart" and len(np.asarray(booster["weight_drop"])) != num_trees:
+            raise CorruptModel("dart's weight_drop does not have a weight per tree")
+        for i, tree in enumerate(trees):
+            _check_tree(tree, i, features, ints, count)
+    except CorruptModel as exc:
+        return str(exc)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return "its layout is not an XGBoost model's"
     return None
+
+
+def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> None:
+    import numpy as np
+
+    nodes = count(tree["tree_param"]["num_nodes"], f"tree {i}'s num_nodes")
+    if nodes < 1:
+        raise CorruptModel(f"tree {i} has no nodes")
+    left, right = ints(tree["left_children"], "left_children"), ints(tree["right_children"], "right_children")
+    parents, split = ints(tree["parents"], "parents"), ints(tree["split_indices"], "split_indices")
+    arrays = {"left_children": left, "right_children": right, "parents": parents, "split_indices": split,
+              **{k: np.asarray(tree[k]) for k in ("split_conditions", "default_left", "loss_changes",
+                                                  "sum_hessian")}}
+    if "split_type" in tree:
+        arrays["split_type"] = ints(tree["split_type"], "split_type")
+    for key, arr in arrays.items():
+        if arr.ndim != 1 or len(arr) != nodes:
+            raise CorruptModel(f"tree {i}'s {key} has {arr.size} values for {nodes} nodes")
+    leaf_size = max(count(tree["tree_param"].get("size_leaf_vector", 1), "size_leaf_vector"), 1)
+    if np.asarray(tree["base_weights"]).size not in (nodes, nodes * leaf_size):
+        raise CorruptModel(f"tree {i}'s base_weights do not match its {nodes} nodes")
+    leaf = left == -1
+    if ((right == -1) != leaf).any():
+        raise CorruptModel(f"tree {i} has a node with one child")
+    inner = ~leaf
+    if (left[inner] < 1).any() or (left[inner] >= nodes).any() or (right[inner] < 1).any() \
+            or (right[inner] >= nodes).any():
+        raise CorruptModel(f"tree {i} has a child index out of range")
+    if (split[inner] < 0).any() or (split[inner] >= max(features, 1)).any():
+        raise CorruptModel(f"tree {i} splits on a feature out of range (the model has {features})")
+    if parents[0] != _ROOT_PARENT:
+        raise CorruptModel(f"tree {i}'s root has a parent")
+    seen = np.zeros(nodes, dtype=bool)
+    seen[0] = True
+    frontier = np.array([0])
+    while frontier.size:  # breadth first: every node reached once, each child's parent its node
+        frontier = frontier[inner[frontier]]
+        children = np.concatenate([left[frontier], right[frontier]])
+        if seen[children].any() or len(np.unique(children)) != len(children):
+            raise CorruptModel(f"tree {i} reaches a node twice")
+        if (parents[children] != np.concatenate([frontier, frontier])).any():
+            raise CorruptModel(f"tree {i}'s parents do not match its children")
+        seen[children] = True
+        frontier = children
+    others = parents[~seen]
+    if ((others != _ROOT_PARENT) & ((others < 0) | (others >= nodes))).any():
+        raise CorruptModel(f"tree {i} has a parent index out of range")
+    if "split_type" in arrays:
+        kinds = arrays["split_type"]
+        if ((kinds != 0) & (kinds != 1)).any():
+            raise CorruptModel(f"tree {i} has an unknown split type")
+        cat_nodes = ints(tree.get("categories_nodes", []), "categories_nodes")
+        segments = ints(tree.get("categories_segments", []), "categories_segments")
+        sizes = ints(tree.get("categories_sizes", []), "categories_sizes")
+        cats = np.asarray(tree.get("categories", []))
+        if not (len(cat_nodes) == len(segments) == len(sizes)) or (cat_nodes < 0).any() \
+                or (cat_nodes >= nodes).any() or (segments < 0).any() or (sizes < 0).any() \
+                or (segments + sizes > cats.size).any() or int((kinds[inner] == 1).sum()) > len(cat_nodes):
+            raise CorruptModel(f"tree {i}'s categorical splits do not match their categories")
 
 
 @contextmanager

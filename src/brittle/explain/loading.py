@@ -17,7 +17,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from ..errors import InputError, ModelError
-from ._model_files import LGB_FIX, XGB_FIX, lightgbm_text, quiet_stderr, ubjson_problem
+from ._model_files import LGB_FIX, XGB_FIX, lightgbm_text, quiet_stderr, xgboost_file_problem
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 #: skops leaves scikit-learn's tree structure out of its default trusted set; it is plain data (node arrays)
@@ -72,11 +72,11 @@ def load_model(path, trust: bool = False):
         xgb = _need("xgboost", "xgboost")
         if path.stat().st_size == 0:
             raise ModelError(f"model file {path.name} is empty", XGB_FIX)
-        if suffix == ".ubj":  # XGBoost's UBJSON reader loops forever, allocating, at the end of a truncated file
-            problem = ubjson_problem(path.read_bytes())
-            if problem:
-                raise ModelError(f"{path.name} is not an XGBoost model, or is corrupt or truncated ({problem})",
-                                 XGB_FIX)
+        # XGBoost's UBJSON reader loops forever, allocating, at the end of a truncated file, and XGBoost trusts a
+        # model's layout (a child or feature index out of range: a segmentation fault), so both are checked first
+        problem = xgboost_file_problem(path)
+        if problem:
+            raise ModelError(f"{path.name} is not an XGBoost model, or is corrupt or truncated ({problem})", XGB_FIX)
         booster = xgb.Booster()
         try:
             booster.load_model(str(path))
