@@ -420,3 +420,55 @@ def test_ubjson_decoder_reads_what_xgboost_writes_as_json(tmp_path):
                          (b"[]x", "unexpected bytes after the model"), (b"?", "unknown marker")):
         with pytest.raises(CorruptModel, match=problem):
             ubjson_decode(bad)
+
+
+def _xgboost_kinds():
+    xgb = pytest.importorskip("xgboost", reason="xgboost not installed")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    y2, y3 = (X[:, 0] > 0).astype(int), np.digitize(X[:, 1], [-0.5, 0.5])
+    two = np.stack([X[:, 0] + X[:, 1], X[:, 2] - X[:, 3]], 1)
+    cat = pd.DataFrame({"a": pd.Categorical(rng.choice(list("pqrstu"), 200)), "b": rng.normal(size=200)})
+    return {
+        "binary": (xgb.XGBClassifier(n_estimators=4, max_depth=3), X, y2),
+        "multiclass": (xgb.XGBClassifier(n_estimators=3, max_depth=3), X, y3),
+        "forest": (xgb.XGBRFClassifier(n_estimators=4, max_depth=3), X, y2),
+        "dart": (xgb.XGBClassifier(n_estimators=4, booster="dart", rate_drop=0.3), X, y2),
+        "gblinear": (xgb.XGBRegressor(n_estimators=4, booster="gblinear"), X, X[:, 0]),
+        "multi_output_tree": (xgb.XGBRegressor(n_estimators=3, tree_method="hist",
+                                               multi_strategy="multi_output_tree"), X, two),
+        "one_tree_per_target": (xgb.XGBRegressor(n_estimators=3, tree_method="hist"), X, two),
+        "categorical": (xgb.XGBClassifier(n_estimators=3, enable_categorical=True, tree_method="hist",
+                                          max_cat_to_onehot=1), cat, y2),
+    }
+
+
+@pytest.mark.parametrize("suffix", [".json", ".ubj"])
+def test_every_kind_of_valid_xgboost_model_passes_the_layout_checks(tmp_path, suffix):
+    """No false alarm: boosters of each kind XGBoost writes (trees, forests, dart, linear, multi-target trees,
+    categorical splits) load through brittle's checks and predict as the model that was saved."""
+    from brittle.explain import load_model
+
+    xgb = pytest.importorskip("xgboost", reason="xgboost not installed")
+    for name, (model, X, y) in _xgboost_kinds().items():
+        model.fit(X, y)
+        model.save_model(tmp_path / f"{name}{suffix}")
+        booster = load_model(tmp_path / f"{name}{suffix}")
+        data = xgb.DMatrix(X, enable_categorical=True)
+        np.testing.assert_allclose(booster.predict(data), model.get_booster().predict(data), rtol=1e-6,
+                                   err_msg=name)
+
+
+def test_a_multi_target_tree_whose_leaf_points_out_of_its_leaf_weights_is_refused(tmp_path):
+    from brittle.explain._model_files import xgboost_file_problem
+
+    model, X, y = _xgboost_kinds()["multi_output_tree"]
+    model.fit(X, y)
+    model.save_model(tmp_path / "good.json")
+    doc = json.loads((tmp_path / "good.json").read_text())
+    tree = doc["learner"]["gradient_booster"]["model"]["trees"][0]
+    leaf = tree["left_children"].index(-1)
+    tree["right_children"][leaf] = 10 ** 6
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    assert xgboost_file_problem(tmp_path / "good.json") is None
+    assert xgboost_file_problem(tmp_path / "bad.json") == "tree 0 has a leaf index out of range"

@@ -194,7 +194,7 @@ def xgboost_file_problem(path: Path) -> str | None:
     return xgboost_problem(model)
 
 
-#: XGBoost's parent id of a tree's root node
+#: XGBoost's parent id of a tree's root node (-1 in multi-target trees)
 _ROOT_PARENT = 2147483647
 
 
@@ -285,7 +285,11 @@ def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> Non
     if np.asarray(tree["base_weights"]).size not in (nodes, nodes * leaf_size):
         raise CorruptModel(f"tree {i}'s base_weights do not match its {nodes} nodes")
     leaf = left == -1
-    if ((right == -1) != leaf).any():
+    if "leaf_weights" in tree:  # a multi-target tree: a leaf's right child is its row of leaf_weights
+        rows = np.asarray(tree["leaf_weights"]).size // leaf_size
+        if ((right[leaf] < 0) | (right[leaf] >= rows)).any():
+            raise CorruptModel(f"tree {i} has a leaf index out of range")
+    elif ((right == -1) != leaf).any():
         raise CorruptModel(f"tree {i} has a node with one child")
     inner = ~leaf
     if (left[inner] < 1).any() or (left[inner] >= nodes).any() or (right[inner] < 1).any() \
@@ -293,7 +297,7 @@ def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> Non
         raise CorruptModel(f"tree {i} has a child index out of range")
     if (split[inner] < 0).any() or (split[inner] >= max(features, 1)).any():
         raise CorruptModel(f"tree {i} splits on a feature out of range (the model has {features})")
-    if parents[0] != _ROOT_PARENT:
+    if parents[0] not in (_ROOT_PARENT, -1):  # -1 in multi-target trees
         raise CorruptModel(f"tree {i}'s root has a parent")
     seen = np.zeros(nodes, dtype=bool)
     seen[0] = True
@@ -308,7 +312,7 @@ def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> Non
         seen[children] = True
         frontier = children
     others = parents[~seen]
-    if ((others != _ROOT_PARENT) & ((others < 0) | (others >= nodes))).any():
+    if ((others != _ROOT_PARENT) & (others != -1) & ((others < 0) | (others >= nodes))).any():
         raise CorruptModel(f"tree {i} has a parent index out of range")
     if "split_type" in arrays:
         kinds = arrays["split_type"]
