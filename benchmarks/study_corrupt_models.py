@@ -1,15 +1,16 @@
-"""How often a damaged XGBoost model file crashes the process, with brittle's checks and without.
+"""How often a damaged XGBoost or LightGBM model file crashes the process, with brittle's checks and without.
 
 Usage::
 
     python benchmarks/study_corrupt_models.py --format ubj --n 300 --out benchmarks/results/corrupt_models_ubj.json
     python benchmarks/study_corrupt_models.py --format json --n 300 --unchecked   # XGBoost alone
+    python benchmarks/study_corrupt_models.py --format txt --n 300                # LightGBM's text format
 
-A small XGBoost classifier (8 trees of depth 3, scikit-learn's breast-cancer data) is saved in the format; each
-trial changes one byte (a random byte for ``.ubj``; a digit or number character for ``.json``, so the text
-mostly stays JSON) and, in a child process, loads the file with `brittle.explain.load_model` (``--unchecked``:
-XGBoost's ``Booster.load_model`` alone) and predicts with it, plainly, with TreeSHAP contributions and with
-interactions. Outcomes per trial: refused (one brittle error line), loaded and predicted, raised (a Python
+A small XGBoost classifier (8 trees of depth 3, scikit-learn's breast-cancer data; LightGBM: 8 trees of 8
+leaves) is saved in the format; each trial changes one byte (a random byte for ``.ubj``; a digit or number
+character for ``.json`` and ``.txt``, so the text mostly stays parseable) and, in a child process, loads the file
+with `brittle.explain.load_model` (``--unchecked``: the library's own loader alone) and predicts with it,
+plainly, with TreeSHAP contributions and (XGBoost) with interactions. Outcomes per trial: refused (one brittle error line), loaded and predicted, raised (a Python
 exception from XGBoost), or crashed (the child died on a signal, e.g. a segmentation fault) and where.
 """
 
@@ -35,8 +36,12 @@ import numpy as np
 import xgboost as xgb
 from brittle.errors import BrittleError
 path, data, unchecked = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+lgb = path.endswith(".txt")
 try:
-    if unchecked:
+    if unchecked and lgb:
+        import lightgbm
+        booster = lightgbm.Booster(model_file=path)
+    elif unchecked:
         booster = xgb.Booster()
         booster.load_model(path)
     else:
@@ -47,12 +52,15 @@ except BrittleError:
 except Exception:
     print("raised"); sys.exit(0)
 print("loaded", flush=True)
-x = xgb.DMatrix(np.load(data))
+x = np.load(data) if lgb else xgb.DMatrix(np.load(data))
 try:
     booster.predict(x)
     print("predicted", flush=True)
-    booster.predict(x, pred_contribs=True)
-    booster.predict(x, pred_interactions=True)
+    if lgb:
+        booster.predict(x, pred_contrib=True)
+    else:
+        booster.predict(x, pred_contribs=True)
+        booster.predict(x, pred_interactions=True)
     print("explained", flush=True)
 except Exception:
     print("raised")
@@ -61,7 +69,7 @@ except Exception:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--format", choices=("ubj", "json"), default="ubj")
+    p.add_argument("--format", choices=("ubj", "json", "txt"), default="ubj", help="txt: LightGBM's text model")
     p.add_argument("--n", type=int, default=300, help="trials (one changed byte each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unchecked", action="store_true", help="load with XGBoost alone, without brittle's checks")
@@ -75,7 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
     outcomes: collections.Counter = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:
         good = Path(tmp) / f"model.{args.format}"
-        xgb.XGBClassifier(n_estimators=8, max_depth=3, random_state=0).fit(X, y).get_booster().save_model(good)
+        if args.format == "txt":
+            import lightgbm
+
+            lightgbm.train({"objective": "binary", "num_leaves": 8, "verbose": -1}, lightgbm.Dataset(X, y),
+                           8).save_model(str(good))
+        else:
+            xgb.XGBClassifier(n_estimators=8, max_depth=3, random_state=0).fit(X, y).get_booster().save_model(good)
         data = Path(tmp) / "x.npy"
         np.save(data, X[:50])
         raw = good.read_bytes()
@@ -98,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                 outcome = "timed out"
             outcomes[outcome] += 1
     crashed = sum(v for k, v in outcomes.items() if k.startswith(("crashed", "timed out")))
-    result = {"study": "corrupt_xgboost_models", "format": args.format, "trials": args.n, "seed": args.seed,
+    result = {"study": "corrupt_tree_models", "format": args.format, "trials": args.n, "seed": args.seed,
               "checked_by_brittle": not args.unchecked, "xgboost": xgb.__version__, "outcomes": dict(outcomes),
               "crashed_or_hung": crashed}
     print(json.dumps(result, indent=1))

@@ -291,6 +291,13 @@ for p in sys.argv[1:]:
 """
 
 
+def _lgb_edit(raw, key, value):
+    """``raw`` (a LightGBM text model) with the first value of the first ``key`` line set to ``value``."""
+    start = raw.index(key) + len(key)
+    stop = min(i for i in (raw.index(b" ", start), raw.index(b"\n", start)) if i >= 0)
+    return raw[:start] + value + raw[stop:]
+
+
 def _set(key, index, value, tree=0):
     def edit(booster):
         booster["trees"][tree][key][index] = value
@@ -336,7 +343,11 @@ def test_inputs_that_crash_the_libraries_are_refused_in_one_line(tmp_path):
                 ("cut_in_trees.txt", raw[:trees + 20], "its trees do not end with 'end of trees'"),
                 ("cut_in_params.txt", raw[:params + 40], "its parameters do not end with 'end of parameters'"),
                 ("nul.txt", raw[:params] + b"\0" + raw[params + 1:], f"byte {params} is a NUL byte"),
-                ("crlf.txt", raw.replace(b"\n", b"\r\n"), None)):  # Windows line endings load
+                ("crlf.txt", raw.replace(b"\n", b"\r\n"), None),  # Windows line endings load
+                # tree layouts LightGBM trusts (out of range: a segmentation fault predicting)
+                ("child.txt", _lgb_edit(raw, b"left_child=", b"41"), "tree 0: a child index out of range"),
+                ("feature.txt", _lgb_edit(raw, b"split_feature=", b"9"),
+                 "tree 0: a split on a feature out of range (the model has 3)")):
             (tmp_path / name).write_bytes(data)
             files.append(tmp_path / name)
             expect[name] = fragment
@@ -472,3 +483,32 @@ def test_a_multi_target_tree_whose_leaf_points_out_of_its_leaf_weights_is_refuse
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     assert xgboost_file_problem(tmp_path / "good.json") is None
     assert xgboost_file_problem(tmp_path / "bad.json") == "tree 0 has a leaf index out of range"
+
+
+def test_every_kind_of_valid_lightgbm_model_passes_the_layout_checks(tmp_path):
+    """No false alarm: LightGBM models of each kind (binary, multiclass, regression, categorical splits, linear
+    trees, single-leaf trees, random forest) load through brittle's checks and predict as the saved model."""
+    lgb = pytest.importorskip("lightgbm", reason="lightgbm not installed")
+    from brittle.explain import load_model
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y2, y3 = (X[:, 0] > 0).astype(int), np.digitize(X[:, 1], [-0.5, 0.5])
+    cat = pd.DataFrame({"a": pd.Categorical(rng.choice(list("pqrstuvw"), 300)), "b": rng.normal(size=300)})
+    yc = (cat["a"].isin(list("pqr")) ^ (cat["b"] > 0)).astype(int)
+    kinds = {"binary": ({"objective": "binary"}, X, y2),
+             "multiclass": ({"objective": "multiclass", "num_class": 3}, X, y3),
+             "regression": ({"objective": "regression"}, X, X[:, 0]),
+             "categorical": ({"objective": "binary", "min_data_per_group": 2, "cat_smooth": 1,
+                              "max_cat_to_onehot": 2}, cat, yc),
+             "linear": ({"objective": "regression", "linear_tree": True}, X, 2 * X[:, 0] + X[:, 1]),
+             "single_leaf": ({"objective": "binary", "min_data_in_leaf": 1000}, X, y2),
+             "forest": ({"objective": "binary", "boosting": "rf", "bagging_fraction": 0.7, "bagging_freq": 1}, X, y2)}
+    for name, (params, x, y) in kinds.items():
+        booster = lgb.train({"verbose": -1, "num_leaves": 8, "min_data_in_leaf": 5, **params}, lgb.Dataset(x, y), 5)
+        booster.save_model(str(tmp_path / f"{name}.txt"))
+        text = (tmp_path / f"{name}.txt").read_text()
+        assert name != "categorical" or "cat_boundaries=" in text  # the kinds are what they say
+        assert name != "linear" or "is_linear=1" in text
+        np.testing.assert_allclose(load_model(tmp_path / f"{name}.txt").predict(x), booster.predict(x), rtol=1e-9,
+                                   err_msg=name)

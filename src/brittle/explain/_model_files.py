@@ -61,11 +61,86 @@ def lightgbm_text(path: Path) -> str:
             if line and not (line.startswith(b"[") and line.endswith(b"]") and b": " in line):
                 raise ModelError(f"{path.name} is a corrupt LightGBM model (a line of its parameters is not "
                                  f"'[name: value]')", LGB_FIX)
+    problem = _lightgbm_trees_problem(raw[:first].decode("utf-8"), raw[first + 1:end].decode("utf-8"))
+    if problem:
+        raise ModelError(f"{path.name} is a corrupt LightGBM model ({problem})", LGB_FIX)
     # Without tree_sizes LightGBM reads the trees one after the other (bounded by the text) instead of at the
     # offsets tree_sizes gives, in parallel, where a malformed tree aborts the process instead of raising
     raw = b"".join(ln for ln in raw[:first + 1].splitlines(keepends=True) if not ln.startswith(b"tree_sizes=")) \
         + raw[first + 1:]
     return raw.decode("utf-8")
+
+
+def _lightgbm_trees_problem(header: str, trees: str) -> str | None:
+    """What in LightGBM's trees (the text from the first ``Tree=`` to ``end of trees``) it would trust and crash
+    on, or None: a child or feature index out of range, arrays of the wrong length, a node reached twice, a
+    categorical split outside its categories (LightGBM reads out of bounds predicting: a segmentation fault)."""
+    import numpy as np
+
+    fields = dict(line.split("=", 1) for line in header.splitlines() if "=" in line)
+    if "max_feature_idx" not in fields:  # LightGBM refuses such a file itself
+        return None
+    try:
+        features = int(fields["max_feature_idx"]) + 1
+    except ValueError:
+        return "its max_feature_idx is not an integer"
+    for block in ("\n" + trees).split("\nTree=")[1:]:
+        name = f"tree {block.split(chr(10), 1)[0].strip()}"
+        lines = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        try:
+            _check_lightgbm_tree(lines, features, np)
+        except CorruptModel as exc:
+            return f"{name}: {exc}"
+    return None
+
+
+def _check_lightgbm_tree(lines: dict, features: int, np: Any) -> None:
+    def numbers(key: str, size: int, kind: type = float) -> np.ndarray:
+        text = lines.get(key, "").split()
+        if len(text) != size:
+            raise CorruptModel(f"{key} has {len(text)} values for {size}")
+        try:
+            return np.array([kind(t) for t in text]) if text else np.zeros(0, dtype=kind)
+        except ValueError:
+            raise CorruptModel(f"{key} is not a list of {'integers' if kind is int else 'numbers'}") from None
+
+    leaves = int(numbers("num_leaves", 1, int)[0])
+    cats = int(numbers("num_cat", 1, int)[0]) if "num_cat" in lines else 0
+    if leaves < 1 or cats < 0:
+        raise CorruptModel(f"num_leaves={leaves}, num_cat={cats}")
+    numbers("leaf_value", leaves)
+    inner = leaves - 1
+    if inner:
+        split = numbers("split_feature", inner, int)
+        if (split < 0).any() or (split >= features).any():
+            raise CorruptModel(f"a split on a feature out of range (the model has {features})")
+        kinds = numbers("decision_type", inner, int)
+        thresholds = numbers("threshold", inner)
+        left, right = numbers("left_child", inner, int), numbers("right_child", inner, int)
+        children = np.concatenate([left, right])
+        nodes = np.where(children >= 0, children, inner + ~children)  # leaves after the inner nodes
+        if ((children >= 0) & ((children < 1) | (children >= inner))).any() \
+                or ((children < 0) & (~children >= leaves)).any():
+            raise CorruptModel("a child index out of range")
+        if len(np.unique(nodes)) != len(nodes):
+            raise CorruptModel("a node reached twice")
+        categorical = (kinds & 1) == 1
+        if categorical.any():
+            bounds = numbers("cat_boundaries", cats + 1, int)
+            values = numbers("cat_threshold", int(bounds[-1]) if len(bounds) else 0, int)
+            index = thresholds[categorical]
+            if bounds[0] != 0 or (np.diff(bounds) < 0).any() or len(values) != bounds[-1] \
+                    or (index != np.round(index)).any() or (index < 0).any() or (index >= cats).any():
+                raise CorruptModel("a categorical split outside its categories")
+    if lines.get("is_linear", "0").strip() == "1":
+        counts = numbers("num_features", leaves, int)
+        if (counts < 0).any():
+            raise CorruptModel("a negative num_features")
+        numbers("leaf_const", leaves)
+        used = numbers("leaf_features", int(counts.sum()), int)
+        numbers("leaf_coeff", int(counts.sum()))
+        if (used < 0).any() or (used >= features).any():
+            raise CorruptModel(f"a linear leaf on a feature out of range (the model has {features})")
 
 
 _UBJ_SIZES = {b"Z": 0, b"N": 0, b"T": 0, b"F": 0, b"i": 1, b"U": 1, b"C": 1, b"I": 2, b"l": 4, b"d": 4, b"L": 8,
