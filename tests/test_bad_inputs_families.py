@@ -307,8 +307,8 @@ CASES = [
     ("explain-corrupt-joblib", lambda f: _explain(f, model="garbage.joblib"), 2,
      "cannot unpickle garbage.joblib: ", None),
     ("explain-xgboost-truncated", lambda f: _explain(f, model="xgb_cut.json"), 2,
-     ("xgb_cut.json is not an XGBoost model, or is corrupt or truncated (XGBoostError). Fix: save the model with "
-      "XGBoost's save_model('model.json')"), XGBOOST),
+     ("xgb_cut.json is not an XGBoost model, or is corrupt or truncated (not valid JSON). Fix: save the model "
+      "with XGBoost's save_model('model.json')"), XGBOOST),
     ("explain-xgboost-random", lambda f: _explain(f, model="xgb_random.json"), 2,
      "xgb_random.json is not an XGBoost model, or is corrupt or truncated", XGBOOST),
     ("explain-xgboost-empty", lambda f: _explain(f, model="xgb_empty.json"), 2,
