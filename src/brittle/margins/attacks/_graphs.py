@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from ._fixed import LiveRows
 
 from ...errors import InputError
 from .base import Cost, CountingModel
@@ -71,6 +75,30 @@ def graphs_for(model: nn.Module, like: torch.Tensor, masked: bool,
                          "pass cuda_graphs=False to run every step eagerly")
     enabled = masked and (default if cuda_graphs is None else cuda_graphs)
     return CudaGraphs(enabled, like.device, cost=model.cost if isinstance(model, CountingModel) else None)
+
+
+def run_steps(rows: "LiveRows", graphs: CudaGraphs, step: Callable[[], None], count: int, *,
+              special: dict[int, Callable[[], None]] | None = None,
+              on_compact: Callable[[torch.Tensor], None] | None = None) -> None:
+    """Run ``step`` for steps ``0 .. count - 1`` over ``rows`` (a `LiveRows`), replayed as a CUDA graph where
+    ``graphs`` allows: ``rows.refresh`` before each step (stopping once no row is live), ``on_compact(keep)``
+    after a compaction (the caller's per-row tensors outside ``rows``' reach), a new graph for each new batch
+    shape, and ``special[k]`` instead of ``step`` at step ``k`` (a first or final step of another shape, run
+    eagerly).
+    """
+    replay = None
+    for k in range(count):
+        go, keep = rows.refresh(k)
+        if not go:
+            return
+        if keep is not None and on_compact is not None:
+            on_compact(keep)
+        if special and k in special:
+            special[k]()
+            continue
+        if replay is None or keep is not None:  # a new batch shape: a new graph
+            replay = graphs.step(step)
+        replay()
 
 
 class StepGraph:

@@ -38,7 +38,7 @@ from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .base import MinimalNormAttack, is_flipped, perturbation_norm
 from ._fixed import LiveRows, masked_default
-from ._graphs import CudaGraphs, graphs_for
+from ._graphs import CudaGraphs, graphs_for, run_steps
 from .apgd import apgd_ce, apgd_stacked, apgd_t, dlr_targeted_loss
 from .square import square_linf
 
@@ -462,17 +462,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             rows.stop((get(best_n) < math.inf) & (step_t - get(last_gain) >= self.patience))
             step_t.add_(1)
 
-        graphs, replay = self._graphs(x0), None
-        for k in range(steps + 1):
-            go, keep = rows.refresh(k)
-            if not go:
-                break
-            if k == steps:
-                step(final=True)
-            else:
-                if replay is None or keep is not None:  # a new batch shape: a new graph
-                    replay = graphs.step(step)
-                replay()
+        run_steps(rows, self._graphs(x0), step, steps + 1, special={steps: lambda: step(final=True)})
         first_n = torch.where(first_n == best_n, torch.full_like(first_n, torch.inf), first_n)  # same point
         return [(best_x, best_n), (first_x, first_n)]
 
@@ -502,17 +492,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             put(low, lo_)
             live.stop(hi_ - lo_ <= 1e-5 * hi_)
 
-        graphs, replay = self._graphs(high), None
-        for i in range(self.refine_steps):
-            go, keep = live.refresh(i)
-            if not go:
-                break
-            if i == 0:
-                step(first=True)
-            else:
-                if replay is None or keep is not None:  # a new batch shape: a new graph
-                    replay = graphs.step(step)
-                replay()
+        run_steps(live, self._graphs(high), step, self.refine_steps, special={0: lambda: step(first=True)})
         return best
 
     def _refine(self, model: nn.Module, x0: torch.Tensor, x_adv: torch.Tensor, found: torch.Tensor,
@@ -639,19 +619,8 @@ class FastBoundaryAttack(MinimalNormAttack):
             live.stop(late & (k_t + 1 - get(last) >= self.descent_patience))
             k_t.add_(1)
 
-        graphs, replay = self._graphs(x0), None
-        for k in range(steps):
-            go, keep = live.refresh(k)
-            if not go:
-                break
-            if keep is not None:
-                state["xa"] = state["xa"][keep]
-            if k == steps - 1:
-                step(final=True)
-            else:
-                if replay is None or keep is not None:  # a new batch shape: a new graph
-                    replay = graphs.step(step)
-                replay()
+        run_steps(live, self._graphs(x0), step, steps, special={steps - 1: lambda: step(final=True)},
+                  on_compact=lambda keep: state.update(xa=state["xa"][keep]))
         n_best[idx], x_best[idx] = nb, xb
         return x_best, n_best
 
