@@ -45,8 +45,8 @@ def square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float |
     lowered where a call would hold more than `CANDIDATE_VALUES` input values). ``masked``
     keeps fooled samples in the batch (default on CUDA: no read-back per query; see `masked_default`), else they
     are dropped from it. ``cuda_graphs``: replay each masked round as a CUDA graph on CUDA (default off;
-    `FastBoundaryAttack` turns it on; the windows are drawn outside the graph, 50 rounds' at a time). Returns per sample the first
-    misclassified point, else the lowest-margin point.
+    `FastBoundaryAttack` turns it on; the windows are drawn outside the graph, 50 rounds' at a time).
+    Returns per sample the first misclassified point, else the lowest-margin point.
     """
     _check(x, y)
     check_positive_int(candidates, "candidates", "pass the number of windows to draw per sample and round, e.g. 1")
