@@ -88,13 +88,15 @@ def _lightgbm_trees_problem(header: str, trees: str) -> str | None:
         name = f"tree {block.split(chr(10), 1)[0].strip()}"
         lines = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         try:
-            _check_lightgbm_tree(lines, features, np)
+            _check_lightgbm_tree(lines, features)
         except CorruptModel as exc:
             return f"{name}: {exc}"
     return None
 
 
-def _check_lightgbm_tree(lines: dict, features: int, np: Any) -> None:
+def _check_lightgbm_tree(lines: dict, features: int) -> None:
+    import numpy as np
+
     def numbers(key: str, size: int, kind: type = float) -> np.ndarray:
         text = lines.get(key, "").split()
         if len(text) != size:
@@ -273,6 +275,30 @@ def xgboost_file_problem(path: Path) -> str | None:
 _ROOT_PARENT = 2147483647
 
 
+def _ints(seq: Any, what: str) -> Any:
+    """``seq`` as a 1-D int64 array; `CorruptModel` where it is not an array of integers."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(seq)
+    except (TypeError, ValueError):
+        raise CorruptModel(f"{what} is not an array of numbers") from None
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iub"):
+        raise CorruptModel(f"{what} is not an array of integers")
+    return arr.astype(np.int64)
+
+
+def _count(text: Any, what: str) -> int:
+    """``text`` (XGBoost writes counts as strings) as a non-negative integer; `CorruptModel` otherwise."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise CorruptModel(f"{what} is not an integer") from None
+    if value < 0:
+        raise CorruptModel(f"{what} is negative")
+    return value
+
+
 def xgboost_problem(model: Any) -> str | None:
     """What in a decoded XGBoost model (its JSON or UBJSON document) XGBoost would trust and crash on, or None.
 
@@ -284,30 +310,12 @@ def xgboost_problem(model: Any) -> str | None:
     """
     import numpy as np
 
-    def ints(seq: Any, what: str) -> np.ndarray:
-        try:
-            arr = np.asarray(seq)
-        except (TypeError, ValueError):
-            raise CorruptModel(f"{what} is not an array of numbers") from None
-        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iub"):
-            raise CorruptModel(f"{what} is not an array of integers")
-        return arr.astype(np.int64)
-
-    def count(text: Any, what: str) -> int:
-        try:
-            value = int(text)
-        except (TypeError, ValueError):
-            raise CorruptModel(f"{what} is not an integer") from None
-        if value < 0:
-            raise CorruptModel(f"{what} is negative")
-        return value
-
     try:
         learner = model["learner"]
         params = learner["learner_model_param"]
-        features = count(params["num_feature"], "num_feature")
-        groups = max(count(params.get("num_class", 0), "num_class"), count(params.get("num_target", 1), "num_target"),
-                     1)
+        features = _count(params["num_feature"], "num_feature")
+        groups = max(_count(params.get("num_class", 0), "num_class"),
+                     _count(params.get("num_target", 1), "num_target"), 1)
         booster = learner["gradient_booster"]
         name = booster["name"]
         if name == "gblinear":
@@ -319,20 +327,20 @@ def xgboost_problem(model: Any) -> str | None:
             raise CorruptModel(f"unknown booster {name!r}")
         trees_model = booster["model"] if name == "gbtree" else booster["gbtree"]["model"]
         trees = trees_model["trees"]
-        num_trees = count(trees_model["gbtree_model_param"]["num_trees"], "num_trees")
+        num_trees = _count(trees_model["gbtree_model_param"]["num_trees"], "num_trees")
         if not isinstance(trees, list) or len(trees) != num_trees:
             raise CorruptModel(f"the model says {num_trees} trees but holds {len(trees)}")
-        tree_info = ints(trees_model["tree_info"], "tree_info")
+        tree_info = _ints(trees_model["tree_info"], "tree_info")
         if len(tree_info) != num_trees or (num_trees and not (0 <= tree_info.min() and tree_info.max() < groups)):
             raise CorruptModel("tree_info does not give each tree an output group")
         if "iteration_indptr" in trees_model:
-            indptr = ints(trees_model["iteration_indptr"], "iteration_indptr")
+            indptr = _ints(trees_model["iteration_indptr"], "iteration_indptr")
             if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != num_trees or (np.diff(indptr) < 0).any():
                 raise CorruptModel("iteration_indptr does not index the trees")
         if name == "dart" and len(np.asarray(booster["weight_drop"])) != num_trees:
             raise CorruptModel("dart's weight_drop does not have a weight per tree")
         for i, tree in enumerate(trees):
-            _check_tree(tree, i, features, ints, count)
+            _check_tree(tree, i, features)
     except CorruptModel as exc:
         return str(exc)
     except (KeyError, TypeError, IndexError, AttributeError):
@@ -340,23 +348,23 @@ def xgboost_problem(model: Any) -> str | None:
     return None
 
 
-def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> None:
+def _check_tree(tree: dict, i: int, features: int) -> None:
     import numpy as np
 
-    nodes = count(tree["tree_param"]["num_nodes"], f"tree {i}'s num_nodes")
+    nodes = _count(tree["tree_param"]["num_nodes"], f"tree {i}'s num_nodes")
     if nodes < 1:
         raise CorruptModel(f"tree {i} has no nodes")
-    left, right = ints(tree["left_children"], "left_children"), ints(tree["right_children"], "right_children")
-    parents, split = ints(tree["parents"], "parents"), ints(tree["split_indices"], "split_indices")
+    left, right = _ints(tree["left_children"], "left_children"), _ints(tree["right_children"], "right_children")
+    parents, split = _ints(tree["parents"], "parents"), _ints(tree["split_indices"], "split_indices")
     arrays = {"left_children": left, "right_children": right, "parents": parents, "split_indices": split,
               **{k: np.asarray(tree[k]) for k in ("split_conditions", "default_left", "loss_changes",
                                                   "sum_hessian")}}
     if "split_type" in tree:
-        arrays["split_type"] = ints(tree["split_type"], "split_type")
+        arrays["split_type"] = _ints(tree["split_type"], "split_type")
     for key, arr in arrays.items():
         if arr.ndim != 1 or len(arr) != nodes:
             raise CorruptModel(f"tree {i}'s {key} has {arr.size} values for {nodes} nodes")
-    leaf_size = max(count(tree["tree_param"].get("size_leaf_vector", 1), "size_leaf_vector"), 1)
+    leaf_size = max(_count(tree["tree_param"].get("size_leaf_vector", 1), "size_leaf_vector"), 1)
     if np.asarray(tree["base_weights"]).size not in (nodes, nodes * leaf_size):
         raise CorruptModel(f"tree {i}'s base_weights do not match its {nodes} nodes")
     leaf = left == -1
@@ -393,9 +401,9 @@ def _check_tree(tree: dict, i: int, features: int, ints: Any, count: Any) -> Non
         kinds = arrays["split_type"]
         if ((kinds != 0) & (kinds != 1)).any():
             raise CorruptModel(f"tree {i} has an unknown split type")
-        cat_nodes = ints(tree.get("categories_nodes", []), "categories_nodes")
-        segments = ints(tree.get("categories_segments", []), "categories_segments")
-        sizes = ints(tree.get("categories_sizes", []), "categories_sizes")
+        cat_nodes = _ints(tree.get("categories_nodes", []), "categories_nodes")
+        segments = _ints(tree.get("categories_segments", []), "categories_segments")
+        sizes = _ints(tree.get("categories_sizes", []), "categories_sizes")
         cats = np.asarray(tree.get("categories", []))
         if not (len(cat_nodes) == len(segments) == len(sizes)) or (cat_nodes < 0).any() \
                 or (cat_nodes >= nodes).any() or (segments < 0).any() or (sizes < 0).any() \
