@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.randomness import seeded
 from ..errors import InputError, StoreError
 from ._deps import require
 from .data import chunk_texts
@@ -122,8 +123,7 @@ class WatermarkDistillation:
             if not targets:
                 raise InputError(f"none of target_modules {list(c.target_modules)} exist in the model",
                                  f"choose among {sorted(n for n in names if n.endswith('proj'))}")
-            with torch.random.fork_rng():
-                torch.manual_seed(c.seed)
+            with seeded(c.seed, next(self.lm.model.parameters()).device):  # LoRA weights start on its device
                 lcfg = peft.LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=0.0,
                                        target_modules=targets, task_type="CAUSAL_LM")
                 self._model = peft.get_peft_model(self.lm.model, lcfg)

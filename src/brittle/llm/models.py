@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..core.randomness import seeded
 from ..errors import InputError, ModelError
 from ._deps import require
 
@@ -135,8 +136,7 @@ def tiny_llama(*, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4
         vocab_size=vocab, hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
         max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):  # built on the CPU
         model = transformers.LlamaForCausalLM(config)
     model.eval()
     return LanguageModel(model=model, tokenizer=tok, name=f"tiny-llama-{hidden_size}x{num_layers}", source="tiny")

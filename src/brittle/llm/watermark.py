@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..core.randomness import seeded
 from ..errors import InputError
 
 DEFAULT_KEY = 15485863
@@ -204,18 +205,16 @@ def generate(lm: Any, prompts: Sequence[str], *, config: KGWConfig | None = None
     outs: list[list[int]] = []
     gen = torch.Generator().manual_seed(seed)
     device = next(lm.model.parameters()).device
-    # sampling is seeded per prompt; the caller's random state (CPU and the model's GPU) is left as it was
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for prompt in prompts:
-            outs.append(_generate_one(lm, tok, prompt, chat, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)),
-                                      device, procs, max_new_tokens, do_sample, temperature))
+    for prompt in prompts:  # sampling seeded per prompt; the caller's random state is left as it was
+        with seeded(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), device):
+            outs.append(_generate_one(lm, tok, prompt, chat, device, procs, max_new_tokens, do_sample,
+                                      temperature))
     return outs
 
 
-def _generate_one(lm: Any, tok: Any, prompt: str, chat: bool, seed: int, device: torch.device, procs: Any,
+def _generate_one(lm: Any, tok: Any, prompt: str, chat: bool, device: torch.device, procs: Any,
                   max_new_tokens: int, do_sample: bool, temperature: float) -> list[int]:
     ids = torch.tensor([_prompt_ids(tok, prompt, chat)], dtype=torch.long, device=device)
-    torch.manual_seed(seed)
     with torch.no_grad():
         out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                 do_sample=do_sample, temperature=temperature if do_sample else None,

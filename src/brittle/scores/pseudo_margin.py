@@ -42,6 +42,7 @@ from torch import nn
 from ..analysis.consistency import detection_metrics, margin_correlations
 from ..core.validation import as_eps_array, as_margin_array
 from ..core.serialize import read_json_file
+from ..core.randomness import seeded
 from ..errors import InputError
 from ..models.features import Features
 from .base import Scorer, register
@@ -216,8 +217,7 @@ class PseudoMargin(Scorer):
             self._t_mean, self._t_std = 0.0, 1.0
             rank_ready = np.where(np.isfinite(d), d, cap * 2 + 1.0)
             target = torch.as_tensor(rank_ready, dtype=torch.float32)
-        with torch.random.fork_rng(devices=[]), _single_thread():
-            torch.manual_seed(self.seed)
+        with seeded(self.seed), _single_thread():
             self.net = _mlp(self.n_features, self.hidden)
             self._train(xs, target)
         self.net.eval()

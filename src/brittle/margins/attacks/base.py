@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...data.loading import Domain
+from ...core.randomness import seeded
 from ...core.validation import NORMS, check_norm
 from ...errors import InputError
 
@@ -148,12 +149,7 @@ class MinimalNormAttack(ABC):
     def __call__(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor | None = None,
                  domain: Domain = (0.0, 1.0)) -> AttackResult:
         counting, pred = counted_prediction(model, x, pred)
-        # seeded, and the caller's random state (CPU and the input's GPU) left as it was
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-            torch.random.default_generator.manual_seed(self.seed)
-            if x.is_cuda:
-                with torch.cuda.device(x.device):
-                    torch.cuda.manual_seed(self.seed)
+        with seeded(self.seed, x.device):  # the caller's random state is left as it was
             x_adv = self._perturb(counting, x, pred, domain)
         result = verify(counting, x, x_adv, pred, self.norm, domain)
         result.cost = counting.cost
