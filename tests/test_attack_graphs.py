@@ -249,6 +249,7 @@ class _FakeCuda:
         import contextlib
 
         self.capturing = False
+        self.captures = []  # (capture_error_mode, whether the garbage collector was on) of each capture
         self.debug_mode = 0
         self.effects = 0  # what the step's kernels did, however they were launched
         fake = self
@@ -258,7 +259,10 @@ class _FakeCuda:
                 fake.effects += 1
 
         @contextlib.contextmanager
-        def graph(g, *args, **kwargs):
+        def graph(g, *args, capture_error_mode="global", **kwargs):
+            import gc
+
+            fake.captures.append((capture_error_mode, gc.isenabled()))
             fake.capturing = True
             try:
                 yield
@@ -317,6 +321,27 @@ def test_a_step_is_warmed_up_captured_then_replayed(monkeypatch) -> None:
     assert python_runs == 2 and graphs.captured == 1  # warm-up, capture; five replays ran no Python
     assert cost.forward == 70  # yet every call's passes are counted
     assert graphs.enabled and graphs.failure is None
+    # captured without the garbage collector, in a mode that leaves the user's other threads alone
+    assert fake.captures == [("thread_local", False)]
+
+
+@pytest.mark.parametrize("fail_capture", [False, True])
+def test_the_garbage_collector_is_restored_after_a_capture(monkeypatch, fail_capture: bool) -> None:
+    import gc
+    import warnings
+
+    fake = _FakeCuda(monkeypatch, fail_capture=fail_capture)
+    assert gc.isenabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _graph_run(fake, 3)
+    assert gc.isenabled() and len(fake.captures) == 1
+    gc.disable()  # a caller who turned it off keeps it off
+    try:
+        _graph_run(fake, 3)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_failed_capture_runs_the_step_eagerly_and_counts_it_once(monkeypatch) -> None:

@@ -22,6 +22,7 @@ Python code (`CountingModel`), which a replay does not run: each replay adds the
 
 from __future__ import annotations
 
+import gc
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -133,9 +134,17 @@ class StepGraph:
     def _capture_and_replay(self, cost: Cost | None) -> None:
         graph = torch.cuda.CUDAGraph()
         before = Cost() if cost is None else Cost(cost.forward, cost.backward)
+        collecting = gc.isenabled()
+        gc.disable()  # a collection while capturing could free another graph's memory or tensors in use
         try:
-            with torch.cuda.graph(graph):
-                self.fn()
+            try:
+                # "thread_local", as torch.compile's CUDA graphs: the capture forbids unsafe calls in this
+                # thread only, so the user's other threads (a DataLoader pinning memory) neither fail nor break it
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    self.fn()
+            finally:
+                if collecting:
+                    gc.enable()
         except Exception as exc:  # noqa: BLE001 - any capture failure: the step runs eagerly instead
             torch.cuda.synchronize(self.graphs.device)
             if cost is not None:  # nothing ran
