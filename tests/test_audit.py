@@ -97,3 +97,21 @@ def test_eps_validation():
 def test_load_run_without_results_is_clear(tmp_path):
     with pytest.raises(InputError, match="holds no finished run"):
         load_run(tmp_path)
+
+
+def test_a_run_replaced_with_overwrite_is_read_back_as_the_new_one(tmp_path):
+    """An audit, then a margins run of another model with overwrite in the same directory: load_run reads the
+    margins of the second model (closed form), not the first audit's samples, summary or examples."""
+    from brittle.margins.compute import compute_margins
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, size=(30, 6)).astype(np.float32)
+    w1, w2 = rng.normal(size=(3, 6)), 3 * rng.normal(size=(3, 6))
+    data = brittle.as_data(x, domain=DOMAIN)
+    audit(_linear(w1, np.zeros(3)), data, norm="l2", eps=[0.5], out=tmp_path, device="cpu", n_boot=10)
+    assert (tmp_path / "samples.parquet").exists()
+    compute_margins(_linear(w2, np.zeros(3)), data, norm="l2", out=tmp_path, device="cpu", overwrite=True)
+    assert not any((tmp_path / f).exists() for f in ("samples.parquet", "summary.json", "examples.npz"))
+    second, _, _ = _closed_form_l2(w2, np.zeros(3), x.astype(float))
+    df = load_run(tmp_path)
+    np.testing.assert_allclose(df["input_margin_upper"].to_numpy(), second, rtol=1e-4)

@@ -139,3 +139,36 @@ def test_zoo_list_and_show_report_the_cards():
     assert shown.returncode == 0 and json.loads(shown.stdout) == zoo.card("linf_madry")
     missing = run_cli("zoo", "show", "nope")
     assert missing.returncode == 2 and "nope" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_margins_takes_the_input_domain_of_the_data(tmp_path, capsys):
+    """Data on [-1, 1] is refused with the fix `--domain -1,1`, which `brittle margins` then accepts: the
+    bounds are measured in that box (no bound exceeds the box's L∞ radius, 2, and none is inside [0, 1]'s)."""
+    import json
+    import sqlite3
+
+    import numpy as np
+    import pandas as pd
+
+    from brittle.data.loading import load_mnist
+
+    import torch
+
+    from brittle.models.loading import save_torchscript
+    from brittle.models.zoo.architectures import mlp
+
+    d = load_mnist().head(8)
+    np.savez(tmp_path / "pm1.npz", x=(2 * d.x - 1).numpy(), y=d.y.numpy())
+    torch.manual_seed(0)
+    save_torchscript(mlp(784, (16,), 10).eval(), tmp_path / "net.pt", d.x[:2])  # a model that declares no domain
+    args = ["--quiet", "margins", "-m", str(tmp_path / "net.pt"), "-d", str(tmp_path / "pm1.npz"), "--strength",
+            "fast"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "--domain lo,hi" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*args, "--domain", "-1,1", "--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    conn = sqlite3.connect(tmp_path / "b" / "run.sqlite")
+    config = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    conn.close()
+    assert config["domain"] == [-1.0, 1.0]
+    upper = pd.read_parquet(tmp_path / "b" / "margins.parquet")["input_margin_upper"].to_numpy()
+    assert np.all((upper > 0) & (upper <= 2.0 + 1e-6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import sys
@@ -15,7 +16,7 @@ from torch import nn
 import brittle
 from brittle.errors import ModelError
 from brittle.models.loading import (LogitsAdapter, load_checkpoint, load_model, model_fingerprint, prepare_model,
-                            resolve_device, save_torchscript)
+                                    resolve_device, save_torchscript, weights_fingerprint)
 from brittle.models.zoo.architectures import mlp
 
 
@@ -67,6 +68,69 @@ def test_tuple_and_dict_outputs_are_adapted():
         assert torch.allclose(model(x), ref)
     with pytest.raises(ModelError, match=r"keys \['a'\].*LogitsAdapter"):
         prepare_model(_BadDictNet().eval(), device="cpu", sample=x)
+
+
+class _FeaturesThenLogits(_TupleNet):
+    def forward(self, x):
+        return x[:, :4] * 2, self.net(x)  # two matrices: which are the logits?
+
+
+class _ScalarThenLogits(_TupleNet):
+    def forward(self, x):
+        z = self.net(x)
+        return z.sum(), z
+
+
+def test_ambiguous_tuple_outputs_are_refused_and_the_one_matrix_is_picked():
+    x = torch.rand(4, 6)
+    with pytest.raises(ModelError, match=r"\(0: \(2, 4\), 1: \(2, 3\)\).*cannot tell.*LogitsAdapter\(model, select="):
+        prepare_model(_FeaturesThenLogits().eval(), device="cpu", sample=x)
+    with pytest.warns(UserWarning, match="uses element 1"):  # the only (N, C) matrix, wherever it stands
+        model = prepare_model(_ScalarThenLogits().eval(), device="cpu", sample=x)
+    assert torch.allclose(model(x), _net().eval()(x))
+    chosen = prepare_model(LogitsAdapter(_FeaturesThenLogits().eval(), 1), device="cpu", sample=x)
+    assert torch.allclose(chosen(x), _net().eval()(x))
+
+
+def test_the_logits_adapter_takes_the_mode_of_the_model_it_wraps():
+    assert not LogitsAdapter(_TupleNet().eval(), 0).training
+    assert LogitsAdapter(_TupleNet().train(), 0).training
+    with warnings.catch_warnings():  # an eval-mode model with a tuple output: no train-mode warning
+        warnings.simplefilter("error")
+        brittle.logit_margins(LogitsAdapter(_TupleNet().eval(), 0), torch.rand(3, 6), device="cpu")
+
+
+def test_a_float64_model_is_told_to_cast_itself():
+    with pytest.raises(ModelError, match=r"parameters are float64 but brittle runs it on float32.*model\.float\(\)"):
+        prepare_model(_net().double().eval(), device="cpu", sample=torch.rand(2, 6))
+
+
+class _Scaled(nn.Module):
+    def __init__(self, temperature=1.0, act=torch.relu):
+        super().__init__()
+        self.lin, self.temperature, self.act = nn.Linear(6, 3), temperature, act
+
+    def forward(self, x):
+        return self.act(self.lin(x)) / self.temperature
+
+
+def test_the_fingerprint_tells_models_with_the_same_weights_apart():
+    torch.manual_seed(0)
+    relu = mlp(6, (5,), 3)
+    tanh = nn.Sequential(*[nn.Tanh() if isinstance(m, nn.ReLU) else copy.deepcopy(m) for m in relu])
+    assert tanh.state_dict().keys() == relu.state_dict().keys()  # the same weights behind another activation
+    assert model_fingerprint(relu) != model_fingerprint(tanh)
+    assert model_fingerprint(relu) == model_fingerprint(copy.deepcopy(relu))  # the same model, another object
+    a = _Scaled()
+    b = _Scaled(temperature=2.0)
+    b.load_state_dict(a.state_dict())
+    c = _Scaled(act=torch.tanh)
+    c.load_state_dict(a.state_dict())
+    prints = {model_fingerprint(m) for m in (a, b, c)}
+    assert len(prints) == 3  # a temperature and an activation stored as plain attributes count
+    assert weights_fingerprint(a) == weights_fingerprint(b) == weights_fingerprint(c)  # 0.3.0's: weights only
+    a.eval()
+    assert model_fingerprint(a) == model_fingerprint(a.train())  # train/eval mode is not part of it
 
 
 class _Const(nn.Module):

@@ -110,6 +110,14 @@ def test_save_load_round_trip_and_fingerprint_refusal(tmp_path):
     other = _linear_model(seed=1)
     with pytest.raises(ModelError, match="fingerprint"):
         Monitor.load(path, other)
+    # a monitor saved by brittle 0.3.0 carries the fingerprint of the weights alone: it still loads
+    from brittle.models.loading import weights_fingerprint
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**blob, "model_fingerprint": weights_fingerprint(model)}))
+    assert Monitor.load(old, model).threshold == mon.threshold
+    with pytest.raises(ModelError, match="fingerprint"):
+        Monitor.load(old, other)
     (tmp_path / "junk.json").write_text("[]")
     with pytest.raises(InputError, match="not a brittle monitor"):
         Monitor.load(tmp_path / "junk.json", model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from brittle.cli import main
 from brittle.data.loading import load_digits
@@ -48,3 +49,40 @@ def test_bad_setting_leaves_no_run_directory_and_the_fix_runs_there(command, dig
     assert not (out / "run.sqlite").exists() and not out.exists()
     assert main(["--quiet", *good, "--out", str(out)]) == 0, capsys.readouterr().err
     assert out.is_dir()
+
+
+# settings that only the model, the bound propagation or the analysis can judge: refused up front as well
+@pytest.mark.parametrize(("command", "bad", "message"), [
+    ("audit", ["--seed", "-1"], "seed must be an integer >= 0"),
+    ("margins", ["--seed", "-1"], "seed must be an integer >= 0"),
+    ("margins", ["--method", "exact", "--norm", "l2"], "method 'exact' supports norm 'linf' only"),
+    ("margins", ["-m", "standard_bn", "--lower", "crown"], "BatchNorm2d is not supported by the certified bounds"),
+    ("audit", ["-m", "standard_bn", "--lower", "ibp"], "BatchNorm2d is not supported by the certified bounds"),
+])
+def test_settings_judged_by_the_model_leave_no_run_directory(command, bad, message, digits_npz, tmp_path, capsys):
+    good = _commands(digits_npz)[command][0]
+    out = tmp_path / "D"
+    code = main(["--quiet", *good, *bad, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+class _RandomNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.lin(torch.nn.functional.dropout(x.flatten(1), 0.5, training=True))
+
+
+def test_a_random_model_is_refused_before_anything_is_written(tmp_path):
+    from brittle.errors import ModelError
+    from brittle.margins.compute import compute_margins
+
+    data = load_digits().head(40)
+    with pytest.raises(ModelError, match="changed between two identical forward passes.*deterministic"):
+        compute_margins(_RandomNet().eval(), data, out=tmp_path / "D", device="cpu")
+    assert not (tmp_path / "D").exists()

@@ -95,3 +95,19 @@ def test_rerun_with_other_settings_is_refused(digits_model, tmp_path):
     forced = subprocess.run(_cmd(digits_model, out, "--seed", "7", "--overwrite"), capture_output=True, text=True,
                             timeout=600)
     assert forced.returncode == 0, forced.stderr
+
+
+def test_a_model_with_the_same_weights_but_another_forward_does_not_resume(tmp_path):
+    """The run identity covers what the model computes, not only its weights: swapping ReLU for Tanh with the
+    same state dict is a different run, refused rather than resumed with the first model's margins."""
+    from brittle.errors import StoreError
+    from brittle.margins.compute import compute_margins
+
+    torch.manual_seed(0)
+    data = load_digits().head(20)
+    relu = mlp(64, (16,), 10).eval()
+    tanh = torch.nn.Sequential(*[torch.nn.Tanh() if isinstance(m, torch.nn.ReLU) else m for m in relu]).eval()
+    out = tmp_path / "run"
+    compute_margins(relu, data, out=out, method_options={"strength": "fast"})
+    with pytest.raises(StoreError, match=r"differs in: model_fingerprint"):
+        compute_margins(tanh, data, out=out, method_options={"strength": "fast"})

@@ -65,6 +65,31 @@ def test_corrupt_database_is_reported(tmp_path):
     (tmp_path / "run.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable run database.*--overwrite"):
         RunStore(tmp_path, {})
+    (tmp_path / "summary.json").write_text("{}")  # the damaged run's results go with it
+    with RunStore(tmp_path, {"a": 1}, overwrite=True) as store:  # the fix the message gives
+        store.put_batch("job", 0, 0, 1, {"v": np.zeros(1)})
+    with RunStore(tmp_path, {"a": 1}) as store:
+        assert store.done("job") == {0}
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_replaced_run_takes_its_result_files_along_but_not_model_files(tmp_path):
+    from brittle.execution.store import RESULT_FILES
+
+    with RunStore(tmp_path, {"model": "m1"}):
+        pass
+    for name in RESULT_FILES:
+        (tmp_path / name).write_text("old")
+    (tmp_path / "samples.parquet.tmp").write_text("unfinished")
+    for keep in ("model.pt", "notes.txt"):
+        (tmp_path / keep).write_text("mine")
+    with RunStore(tmp_path, {"model": "m1"}):  # the same run resumes: nothing is removed
+        pass
+    assert all((tmp_path / name).exists() for name in RESULT_FILES)
+    with RunStore(tmp_path, {"model": "m2"}, overwrite=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("run.sqlite")) == \
+        ["model.pt", "notes.txt"]
 
 
 def test_disk_full_keeps_the_store_consistent(tmp_path):

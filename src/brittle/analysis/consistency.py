@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..core.validation import as_bool_array, as_eps_array, as_margin_array, check_unit_interval
+from ..core.validation import (as_bool_array, as_eps_array, as_margin_array, check_nonnegative_int,
+                               check_unit_interval)
 # detection metrics live in one module shared with the OOD detectors; re-exported here unchanged
 from .detection import (Detection, DetectionMetrics, _one_detection, _select, detection_metrics,  # noqa: F401
                         fpr_at_tpr)
@@ -173,8 +174,7 @@ def margin_correlations(input_margin: Any, logit_margin: Any, *, n_boot: int = 1
     from scipy import stats  # lazy: slow to import
     d_in = as_margin_array(input_margin, "input_margin", min_len=2)
     score = as_margin_array(logit_margin, "logit_margin", n=len(d_in), allow_inf=False, nonnegative=False)
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise InputError(f"n_boot must be an integer >= 0, got {n_boot!r}", "pass e.g. n_boot=1000")
+    check_nonnegative_int(n_boot, "n_boot", "pass e.g. n_boot=1000")
     ci = check_unit_interval(ci, "ci")
     if ci >= 1:
         raise InputError("ci must be < 1", "pass e.g. ci=0.95")

@@ -52,6 +52,7 @@ from scipy.optimize import isotonic_regression
 from ..core.validation import (
     as_bool_array,
     as_margin_array,
+    check_nonnegative_int,
     check_positive,
     check_unit_interval,
 )
@@ -371,8 +372,7 @@ def estimate_robust_accuracy(logit_margin: Any, correct: Any, input_margins: Any
         raise InputError("ci must be < 1", "pass e.g. ci=0.95")
     if alpha is not None:
         alpha = check_unit_interval(alpha, "alpha")
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise InputError(f"n_boot must be an integer >= 0, got {n_boot!r}", "pass e.g. n_boot=200")
+    check_nonnegative_int(n_boot, "n_boot", "pass e.g. n_boot=200")
     if n_strata is not None and (not isinstance(n_strata, (int, np.integer)) or n_strata < 1):
         raise InputError(f"n_strata must be an integer >= 1, got {n_strata!r}", "pass e.g. n_strata=10")
     full: np.ndarray | None = None

@@ -32,13 +32,14 @@ from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations, robust_accuracy
 from ..analysis.robustness import expected_robustness, robust_accuracy_from_margins
-from ..core.validation import check_eps, check_eps_for_domain, check_norm
+from ..core.validation import check_eps, check_eps_for_domain, check_nonnegative_int, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..execution.executor import Executor, as_executor
 from ..execution.store import RunStore
-from ..margins.compute import check_labels_fit, check_margin_settings, compute_margins, run_config, versions
-from ..models.loading import keeps_model_mode, prepare_model
+from ..margins.compute import (check_margin_settings, compute_margins, prepared_for_margins, run_config,
+                               versions)
+from ..models.loading import keeps_model_mode
 from .result import Audit, eps_keyed, load_run, with_eps_keys  # noqa: F401 - load_run: auditing's reader
 from .stages import AuditContext, AuditStage, stages_from_options
 
@@ -123,6 +124,14 @@ def _examples(data: Data, table: pd.DataFrame, x_adv: np.ndarray, k: int) -> dic
             "logit_margin": table["logit_margin"].to_numpy()[idx]}
 
 
+def check_analysis_settings(*, n_boot: Any, samples: Any, n_examples: Any) -> None:
+    """The settings of `analyse` and the examples, checked before an audit computes anything."""
+    check_nonnegative_int(n_boot, "n_boot", "pass e.g. n_boot=1000")
+    if samples not in ("all", "correct"):
+        raise InputError(f"samples must be 'all' or 'correct', got {samples!r}", "pass samples='all' or 'correct'")
+    check_nonnegative_int(n_examples, "n_examples", "pass e.g. n_examples=12")
+
+
 @keeps_model_mode  # eval mode inside, every module's own mode afterwards (also after an error)
 def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, method: str = "brittle",
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
@@ -182,10 +191,10 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
         stage.check(model, len(data), norm)
     if len({s.name for s in stages}) < len(stages):
         raise InputError("a stage was given twice", "pass each stage once")
+    check_analysis_settings(n_boot=n_boot, samples=samples, n_examples=n_examples)
     dev = executor.driver_device(device)
     user_model = model  # layer names, hooks and the monitor's fingerprint refer to the model as given
-    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
-    check_labels_fit(model, data, dev)
+    model = prepared_for_margins(model, data, settings, dev)
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
                         seed=seed, method_options=settings.method_options)
     # --- work ---

@@ -26,6 +26,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
             weights: Optional[Path] = WEIGHTS,
             data_root: Optional[Path] = DATA_ROOT,
             limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
+            domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
             batch_size: int = typer.Option(250, help="Samples per batch (and per checkpoint)."),
             device: str = typer.Option("auto", help="auto, cpu or cuda."),
             seed: int = typer.Option(0, help="Random seed."),
@@ -38,7 +39,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
 
     options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets else None)
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
-    net, dataset = load_inputs(model, data, weights, data_root, limit, None, device)
+    net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
     t0 = time.perf_counter()
     result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
                              device=device, seed=seed, out=out, overwrite=overwrite, progress=not State.quiet,

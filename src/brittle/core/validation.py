@@ -237,3 +237,10 @@ def check_positive_int(value: Any, name: str = "steps", fix: str = "pass a posit
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be an integer >= 1, got {value!r}", fix)
     return int(value)
+
+
+def check_nonnegative_int(value: Any, name: str = "seed", fix: str = "pass e.g. seed=0") -> int:
+    """``value`` as an int >= 0 (a seed, a count that may be 0), or `InputError` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {value!r}", fix)
+    return int(value)

@@ -24,6 +24,15 @@ from ..errors import StoreError
 
 DB_NAME = "run.sqlite"
 SCHEMA_VERSION = 1
+#: the result files brittle's jobs (audit, margins, ood, adapt, train) write next to the database. A run that
+#: replaces another (``overwrite``) removes those of the old run, so that no reader (`brittle.load_run`,
+#: ``brittle report``) takes them for the new run's. Model files (``model.pt``) are left alone: one may be
+#: the very model the new run reads.
+RESULT_FILES = ("summary.json", "samples.parquet", "margins.parquet", "curves.json", "examples.npz",
+                "report.html", "pseudo_margin.json", "monitor.json", "scores.parquet", "steps.parquet",
+                "history.csv", "training_curve.png")
+#: SQLite's result codes for a file that is not a database or a damaged one (SQLITE_CORRUPT, SQLITE_NOTADB)
+_DAMAGED = (11, 26)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,7 +81,7 @@ class RunStore:
             raise StoreError(f"cannot write to the output directory {self.directory} ({exc.strerror or exc})",
                              "choose a writable --out directory") from None
         self.path = self.directory / DB_NAME
-        self._conn = self._connect()
+        self._conn = self._connect(replace_damaged=overwrite)
         existing = self.get_meta("fingerprint")
         if existing is not None and existing != self.fingerprint:
             if not overwrite:
@@ -90,13 +99,23 @@ class RunStore:
                     c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # -- connection ---------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, replace_damaged: bool = False) -> sqlite3.Connection:
+        """Open the database; with ``replace_damaged`` (``overwrite``) a damaged one is deleted and started
+        anew, which is what the error message offers. A locked or unreadable one is never deleted."""
+        conn = None
         try:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            if replace_damaged and getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                self._remove_results()
+                return self._connect()
             raise StoreError(f"{self.path} is not a usable run database ({exc})",
                              "move it away or pass --overwrite to start a new run there") from None
         return conn
@@ -108,6 +127,19 @@ class RunStore:
         with self._tx() as c:
             for table in ("meta", "batches", "artifacts"):
                 c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        self._remove_results()
+
+    def _remove_results(self) -> None:
+        """Remove the replaced run's result files (`RESULT_FILES`, and their unfinished ``.tmp`` copies)."""
+        for name in RESULT_FILES:
+            for path in (self.directory / name, self.directory / (name + ".tmp")):
+                try:
+                    path.unlink(missing_ok=True)
+                except IsADirectoryError:
+                    pass
+                except OSError as exc:
+                    raise StoreError(f"cannot remove the replaced run's {path.name} from {self.directory} "
+                                     f"({exc.strerror or exc})", "remove it by hand, or use another --out") from None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -22,9 +22,9 @@ from ..core.progress import progress_bar
 
 from .._version import __version__
 from ..core.provenance import cpu_name  # noqa: F401 - re-exported for scripts
-from ..core.validation import check_eps_for_domain, check_norm
+from ..core.validation import check_eps_for_domain, check_nonnegative_int, check_norm
 from ..data.loading import Data, as_data
-from ..errors import InputError, StoreError
+from ..errors import InputError, ModelError, StoreError
 from .logit import margins_from_logits
 from ..models.loading import keeps_model_mode, model_fingerprint, prepare_model
 from ..execution.executor import Executor, as_executor, batch_seed
@@ -119,12 +119,37 @@ def check_margin_settings(*, norm: str, method: str, lower: str | None, batch_si
     norm = check_norm(norm)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {seed!r}", "pass e.g. --seed 0")
+    seed = check_nonnegative_int(seed, "seed", "pass e.g. --seed 0")
     options = dict(method_options or {})
     check_method(method, lower)
+    if method == "exact" and norm != "linf":
+        raise InputError(f"method 'exact' supports norm 'linf' only, not {norm!r} (the L2 margin needs a "
+                         "mixed-integer quadratic program)",
+                         "bracket L2 margins with an attack and a lower bound instead, e.g. --lower crown")
     build_attack(method, norm, seed=int(seed), **options)  # unknown options: InputError now, not mid-run
     return MarginSettings(norm, method, lower, batch_size, int(seed), options)
+
+
+RANDOM_MODEL = ("the model's predictions changed between two identical forward passes: its forward pass is "
+                "random (e.g. dropout called with training=True) or depends on earlier calls",
+                "make forward deterministic in eval mode; margins of a random model are not defined")
+
+
+def prepared_for_margins(model: nn.Module, data: Data, settings: MarginSettings, device: torch.device) -> nn.Module:
+    """``model`` ready for `batch_margins` on ``device`` (`prepare_model`), with everything about it that a
+    run needs checked first: its output on ``data``, labels within its classes, and, for certified lower
+    bounds or exact margins, layers the bound propagation supports."""
+    model = prepare_model(model, device=device, sample=data.x[:2], num_classes=data.num_classes)
+    check_labels_fit(model, data, device)
+    with torch.inference_mode():
+        probe = data.x[:64].to(device)
+        if not torch.equal(model(probe).argmax(1), model(probe).argmax(1)):
+            raise ModelError(*RANDOM_MODEL)
+    if settings.lower is not None or settings.method == "exact":
+        from .bounds.network import Network
+
+        Network(model, data.input_shape)  # an unsupported layer: ModelError now, not after the first attack
+    return model
 
 
 def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSettings,
@@ -143,8 +168,7 @@ def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSett
                            batch_size=len(part), device=device, seed=batch_seed(settings.seed, batch),
                            **settings.method_options)
     if not np.array_equal(result.pred, pred.cpu().numpy()):
-        raise RuntimeError("the model's predictions changed between two identical forward passes "
-                           "(non-deterministic model?)")
+        raise ModelError(*RANDOM_MODEL)
     return {"logit_margin": margin.cpu().numpy(), "pred": pred.cpu().numpy(),
             "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper,
             "input_margin_lower": result.lower, "adv_class": result.adv_class,
@@ -179,8 +203,7 @@ def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: 
     if out is not None and store is not None:
         raise InputError("both out and store were given", "pass out=DIR (a run directory) or store=, not both")
     dev = executor.driver_device(device)
-    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
-    check_labels_fit(model, data, dev)
+    model = prepared_for_margins(model, data, settings, dev)
     if out is not None:
         config = run_config(model, data, job="margins", norm=settings.norm, method=method, lower=lower,
                             batch_size=batch_size, seed=seed, method_options=settings.method_options)

@@ -60,6 +60,7 @@ class LogitsAdapter(nn.Module):
         super().__init__()
         self.model = model
         self.select = select
+        self.training = model.training  # the wrapper itself adds no mode of its own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -81,7 +82,15 @@ def _pick_logits(out: Any) -> int | str | None:
         raise ModelError(f"the model returns a dict with keys {sorted(out)} and none is 'logits'",
                          "wrap it: brittle.models.loading.LogitsAdapter(model, select='<key of the logits>')")
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return 0
+        matrices = [i for i, o in enumerate(out) if isinstance(o, torch.Tensor) and o.ndim == 2
+                    and o.is_floating_point()]
+        if len(matrices) == 1:
+            return matrices[0]
+        shapes = ", ".join(f"{i}: {tuple(o.shape)}" if isinstance(o, torch.Tensor) else f"{i}: {type(o).__name__}"
+                           for i, o in enumerate(out))
+        raise ModelError(f"the model returns a {type(out).__name__} ({shapes}) and brittle cannot tell which "
+                         "element holds the logits",
+                         "wrap it: brittle.models.loading.LogitsAdapter(model, select=<index of the logits>)")
     if hasattr(out, "logits") and isinstance(out.logits, torch.Tensor):
         return "logits"
     raise ModelError(f"the model returns {type(out).__name__}, not a tensor of logits",
@@ -181,6 +190,7 @@ def checked_forward(model: nn.Module, x: torch.Tensor, num_classes: int | None =
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         _refuse_device_mismatch(model, x.device, exc)
         _refuse_missing_channel(model, x)
+        _refuse_dtype_mismatch(model, x)
         raise ModelError(f"the model failed on inputs of shape {tuple(x.shape)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                          "check the input shape/channels the model expects against the data") from None
@@ -232,6 +242,17 @@ def _refuse_device_mismatch(model: nn.Module, dev: torch.device, exc: Exception)
                          f"({text.splitlines()[0][:160]})",
                          "register the model's tensors as parameters or buffers so that model.to(device) moves "
                          "them, or create them on the input's device in forward") from None
+
+
+def _refuse_dtype_mismatch(model: nn.Module, x: torch.Tensor) -> None:
+    """After a failed forward: name the dtypes when the model's floating parameters are not the inputs'."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    dtypes |= {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if dtypes and dtypes != {x.dtype}:
+        names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        raise ModelError(f"the model's parameters are {names} but brittle runs it on "
+                         f"{str(x.dtype).replace('torch.', '')} inputs",
+                         "cast the model with model.float() before passing it")
 
 
 def _refuse_missing_channel(model: nn.Module, sample: torch.Tensor) -> None:
@@ -336,9 +357,57 @@ def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -
         raise ModelError(*PROBABILITY_OUTPUT)
 
 
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _plain_setting(value: Any) -> str | None:
+    """A module attribute as text when it can change what forward computes (numbers, strings, tuples of them,
+    functions by name), else None."""
+    if isinstance(value, _PLAIN):
+        return repr(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value):
+        return repr(tuple(value))
+    if callable(value) and not isinstance(value, (nn.Module, torch.Tensor)) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _class_code(cls: type) -> str:
+    """The source of a module class (its forward and helpers), or its bytecode where no source is at hand."""
+    try:
+        return inspect.getsource(cls)
+    except (OSError, TypeError):
+        forward = getattr(cls, "forward", None)
+        code = getattr(forward, "__code__", None)
+        return "" if code is None else repr((code.co_code, code.co_consts, code.co_names))
+
+
 def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of the model's class name and state dict (parameters and buffers)."""
+    """SHA-256 of what the model computes: every module's class and code (TorchScript: its compiled code),
+    its plain settings (numbers, strings, functions it stores: an activation, a temperature) and the state
+    dict (parameters and buffers). A run resumes only on a model with the same fingerprint, so a changed
+    ``forward`` with the same weights is a different model."""
     h = hashlib.sha256(type(model).__qualname__.encode())
+    for path, module in model.named_modules():
+        cls = type(module)
+        h.update(f"\0{path}\0{cls.__module__}.{cls.__qualname__}\0".encode())
+        code = getattr(module, "code", None) if isinstance(module, torch.jit.ScriptModule) else None
+        h.update((code if isinstance(code, str) else _class_code(cls)).encode())
+        for key, value in sorted(vars(module).items()):
+            setting = None if key.startswith("_") or key == "training" else _plain_setting(value)
+            if setting is not None:
+                h.update(f"\0{key}={setting}".encode())
+    h.update(b"\0state")
+    return weights_fingerprint(model, h)
+
+
+def weights_fingerprint(model: nn.Module, h: Any = None) -> str:
+    """SHA-256 of the model's class name and state dict only (parameters and buffers): the fingerprint of
+    brittle 0.3.0 and earlier, which monitors saved then carry. With ``h``, the state dict is added to that
+    hash instead."""
+    if h is None:
+        h = hashlib.sha256(type(model).__qualname__.encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()

@@ -56,6 +56,7 @@ from ..models.loading import (
     keeps_model_mode,
     model_fingerprint,
     prepare_model,
+    weights_fingerprint,
 )
 from ..scores.base import Scorer, scorer_from_dict
 from ..scores.logit_margin import LogitMarginScorer
@@ -332,7 +333,8 @@ class Monitor:
         if not isinstance(model, nn.Module):
             raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}", "pass the classifier")
         fp = model_fingerprint(model)
-        if fp != d.get("model_fingerprint"):
+        # monitors saved by brittle 0.3.0 and earlier carry the fingerprint of the weights alone
+        if d.get("model_fingerprint") not in (fp, weights_fingerprint(model)):
             raise ModelError(f"the model's fingerprint {fp[:12]}… differs from the one the monitor was calibrated on "
                              f"({str(d.get('model_fingerprint'))[:12]}…)",
                              "load the same architecture and weights, or recalibrate the monitor for this model")
