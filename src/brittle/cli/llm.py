@@ -59,6 +59,8 @@ def _check_out(out: Path, overwrite: bool, is_dir: bool) -> None:
 
     if is_dir and out.exists() and not out.is_dir():
         raise StoreError(f"--out '{out}' is a file, not a folder", "pass the path of a new or empty folder")
+    if not is_dir and out.is_dir():  # refused even with --overwrite: a folder is never replaced by a file
+        raise StoreError(f"--out '{out}' is a folder", "pass a file path, e.g. --out calib.pt")
     if out.exists() and not overwrite and (not is_dir or any(out.iterdir())):
         raise StoreError(f"'{out}' already exists", "pass --overwrite or another --out")
     if not out.parent.exists():
@@ -150,10 +152,12 @@ def wm_generate(prompt: List[str] = typer.Argument(..., help="One or more prompt
                 plain: bool = typer.Option(False, "--plain", help="Generate without the watermark.")) -> None:
     """Answer prompts with (or, with --plain, without) the KGW watermark."""
     from ..errors import InputError
+    from ..llm.watermark import check_prompts
 
     cfg = _kgw(gamma, delta, key, 4.0, 16)
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens {max_new_tokens} must be >= 1", "pass e.g. 64")
+    check_prompts(prompt)
     _require()
     from ..llm.watermark import KGWDetector, generate
 

@@ -7,8 +7,8 @@ import numpy as np
 from ..errors import InputError
 
 
-def as_matrix(X, what: str, n_features: int | None = None, names: list[str] | None = None,
-              allow_nan: bool = True) -> tuple[np.ndarray, list[str] | None]:
+def as_matrix(X, what: str, n_features: int | None = None,
+              names: list[str] | None = None) -> tuple[np.ndarray, list[str] | None]:
     """A float64 ``(n, d)`` array and the column names if ``X`` is a DataFrame (reordered to ``names``)."""
     cols = None
     if hasattr(X, "columns") and hasattr(X, "to_numpy"):
@@ -40,6 +40,17 @@ def as_matrix(X, what: str, n_features: int | None = None, names: list[str] | No
                          "pass the same feature columns the model was trained on")
     if np.isinf(arr).any():
         raise InputError(f"{what} contains infinite values", "replace infinities (NaN marks a missing value)")
-    if not allow_nan and np.isnan(arr).any():
-        raise InputError(f"{what} contains NaN", "impute or drop missing values")
     return arr, cols
+
+
+def refuse_missing(X: np.ndarray, what: str, model_name: str, names: list[str], rows=None) -> None:
+    """Refuse NaN for a model whose own predict refuses it; names the first missing cell (``rows``: row labels)."""
+    nan = np.isnan(X)
+    if nan.any():
+        r, c = np.argwhere(nan)[0]
+        row = r if rows is None else rows[r]
+        row = row.item() if isinstance(row, np.generic) else row
+        raise InputError(f"{model_name} does not accept missing values, and {what} has {int(nan.any(axis=1).sum())} "
+                         f"row(s) with NaN, first at row index {row!r} (column {str(names[c])!r})",
+                         "impute them first (e.g. sklearn.impute.SimpleImputer), or use a model that accepts "
+                         "missing values")

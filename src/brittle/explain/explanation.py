@@ -55,11 +55,21 @@ class Explanation:
         return np.abs(vals).mean(axis=0)
 
     def to_frame(self):
-        """pandas DataFrame: one row per explained row, one column per player, plus base value and prediction."""
+        """pandas DataFrame: one row per explained row, one column per player, then the base value and the
+        prediction as the last two columns, named ``base_value`` and ``prediction`` unless a player has that name
+        (then the first free one of ``base_value_``, ``base_value__``, …; see :func:`free_name`)."""
         import pandas as pd
 
         vals = self.values.sum(axis=1) if self.values.ndim == 3 else self.values
         df = pd.DataFrame(vals, columns=list(self.feature_names))
-        df["base_value"] = self.base_value
-        df["prediction"] = self.prediction
+        df[free_name("base_value", df.columns)] = self.base_value
+        df[free_name("prediction", df.columns)] = self.prediction
         return df
+
+
+def free_name(name: str, taken) -> str:
+    """The first of ``name``, ``name_``, ``name__``, … that is not in ``taken`` (a column added next to features)."""
+    taken = set(map(str, taken))
+    while name in taken:
+        name += "_"
+    return name

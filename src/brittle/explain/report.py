@@ -1,6 +1,7 @@
 """The HTML report of an explanation run: beeswarm-style summary, interaction heat map, Hasse diagram.
 
-Figures are drawn with matplotlib (SVG, text escaped by matplotlib) and the page with jinja2 (autoescape on);
+Figures are drawn with matplotlib (SVG, text escaped by matplotlib; feature names are drawn as plain text, never
+parsed as mathtext, so ``$`` in a name is a dollar sign) and the page with jinja2 (autoescape on);
 the Hasse diagram comes from :func:`brittle.explain.hasse.hasse_svg`, which escapes its labels.
 """
 
@@ -91,7 +92,7 @@ def beeswarm_svg(values: np.ndarray, data: np.ndarray, names: list[str], groups,
         ax.scatter(v[~ok], y[~ok], s=8, c="#aaaaaa", linewidths=0)
         ax.scatter(v[ok], y[ok], s=8, c=color[ok], cmap="coolwarm", vmin=0, vmax=1, linewidths=0)
     ax.axvline(0, color="#888", lw=0.8)
-    ax.set_yticks(range(len(order)), [names[g] for g in order])
+    ax.set_yticks(range(len(order)), [names[g] for g in order], parse_math=False)  # "$" is text, not math
     ax.set_xlabel("Shapley value φ (interventional)")
     return _svg(fig)
 
@@ -106,8 +107,8 @@ def heatmap_svg(matrix: np.ndarray, names: list[str], top: int = 20) -> str:
     M = matrix[np.ix_(keep, keep)]
     fig, ax = plt.subplots(figsize=(0.38 * len(keep) + 2.6, 0.38 * len(keep) + 1.8))
     im = ax.imshow(M, cmap="viridis")
-    ax.set_xticks(range(len(keep)), [names[g] for g in keep], rotation=90)
-    ax.set_yticks(range(len(keep)), [names[g] for g in keep])
+    ax.set_xticks(range(len(keep)), [names[g] for g in keep], rotation=90, parse_math=False)
+    ax.set_yticks(range(len(keep)), [names[g] for g in keep], parse_math=False)
     fig.colorbar(im, ax=ax, shrink=0.8, label="mean |index|")
     return _svg(fig)
 

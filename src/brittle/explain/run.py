@@ -1,9 +1,10 @@
 """``explain_to_dir``: the whole explanation run behind ``brittle explain`` — load, validate, explain, write.
 
-Every input is checked before the output directory is created. The directory receives ``values.parquet``
-(one row per explained row: a column per feature, ``base_value``, ``prediction``), ``interactions.parquet``
-(long form: row, feature_i, feature_j, index; with interactions), ``consensus.json``, ``summary.json`` and
-``report.html``.
+Every input is checked, and the whole explanation computed and its report rendered, before the output directory is
+created. The directory receives ``values.parquet`` (one row per explained row: ``row``, a column per feature,
+``base_value``, ``prediction``; an added column that a feature's name takes is renamed ``row_``, ``base_value_``, …,
+as ``summary.json``'s ``columns`` records), ``interactions.parquet`` (long form: row, feature_i, feature_j, index;
+with interactions), ``consensus.json``, ``summary.json`` (written last) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, StoreError
+from ._validate import refuse_missing
+from .explanation import free_name
 
 BAGGED = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
+#: every file an explanation writes into --out (--overwrite removes them all before writing the new ones)
+OUTPUTS = ("values.parquet", "interactions.parquet", "consensus.json", "report.html", "summary.json")
 
 
 def read_table(path) -> "pd.DataFrame":  # noqa: F821
@@ -129,15 +134,16 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
         raise InputError(f"--background {background} exceeds the {len(df)} data rows",
                          f"pass --background {len(df)} or fewer")
     rng = np.random.default_rng(seed)
-    bg = df.iloc[np.sort(rng.choice(len(df), background, replace=False))]
+    bg_rows = np.sort(rng.choice(len(df), background, replace=False))
+    bg = df.iloc[bg_rows]
     fg = df.iloc[: (limit or len(df))]
+    if not ens.extra.get("allow_nan", True):  # checked here to name the data's own row index
+        used = df.iloc[np.union1d(bg_rows, np.arange(len(fg)))]
+        refuse_missing(used.to_numpy(dtype=np.float64, na_value=np.nan), "the data", type(model).__name__,
+                       list(used.columns), rows=list(used.index))
     bagged = type(model).__name__ in BAGGED
     explainer = TreeExplainer(output=output, per_tree=bagged).fit(model, bg)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create --out {str(out)!r}: {exc.strerror}", "pass a writable directory") from None
-
+    # everything is computed and rendered before --out is touched: a failure leaves no half-written folder
     e = explainer.explain(fg)
     if interactions:
         ei = TreeExplainer(output=output).fit(model, bg).explain_interactions(fg)
@@ -146,8 +152,10 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
     order, how = consensus_of(explainer, e, seed=seed)
     flat = e.values.sum(axis=1) if e.values.ndim == 3 else e.values
     frame = e.to_frame()
-    frame.insert(0, "row", np.asarray(fg.index))
-    frame.to_parquet(out / "values.parquet", index=False)
+    columns = {"row": free_name("row", frame.columns), "base_value": str(frame.columns[-2]),
+               "prediction": str(frame.columns[-1])}
+    frame.insert(0, columns["row"], np.asarray(fg.index))
+    long = None
     if ei is not None:
         import pandas as pd
 
@@ -160,15 +168,13 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
             "feature_i": np.tile(np.array(e.feature_names, dtype=object)[ii.ravel()[keep]], len(fg)),
             "feature_j": np.tile(np.array(e.feature_names, dtype=object)[jj.ravel()[keep]], len(fg)),
             "index": P.reshape(len(fg), -1)[:, keep].ravel()})
-        long.to_parquet(out / "interactions.parquet", index=False)
-    (out / "consensus.json").write_text(json.dumps({**order.summary(), "how": how,
-                                                     "features": order.feature_names,
-                                                     "relation": order.relation.astype(int).tolist()}, indent=2))
+    consensus = json.dumps({**order.summary(), "how": how, "features": order.feature_names,
+                            "relation": order.relation.astype(int).tolist()}, indent=2)
     imp = np.abs(flat).mean(axis=0)
     summary = {
         "model": model_label, "model_type": type(model).__name__, "output": explainer.output_,
         "n_explained": int(len(fg)), "n_background": int(background), "n_trees": explainer.n_trees_,
-        "features": list(e.feature_names), "base_value": explainer.base_value_,
+        "features": list(e.feature_names), "columns": columns, "base_value": explainer.base_value_,
         "efficiency_error": e.efficiency_error(), "interactions": bool(interactions),
         "mean_abs_attribution": {n: float(v) for n, v in zip(e.feature_names, imp)},
         "consensus": {k: v for k, v in order.summary().items() if k != "hasse_edges"}, "consensus_how": how,
@@ -176,7 +182,17 @@ def explain_to_dir(model, data, out, *, background: int = 100, interactions: boo
         "command": command, "seconds": round(time.perf_counter() - t0, 3),
     }
     html = render_report(summary, ei if ei is not None else e, order, how)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create --out {str(out)!r}: {exc.strerror}", "pass a writable directory") from None
+    for name in OUTPUTS:  # an earlier explanation (--overwrite): none of its files may outlive it
+        (out / name).unlink(missing_ok=True)
+    frame.to_parquet(out / "values.parquet", index=False)
+    if long is not None:
+        long.to_parquet(out / "interactions.parquet", index=False)
+    (out / "consensus.json").write_text(consensus)
     (out / "report.html").write_text(html, encoding="utf-8")
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))  # last: it marks a finished explanation
     return summary

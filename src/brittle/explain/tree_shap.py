@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ._kernel import HAVE_NUMBA, run_game
-from ._validate import as_matrix
+from ._validate import as_matrix, refuse_missing
 from .explanation import Explanation
 from .groups import resolve_groups
 from .trees import TreeEnsemble, check_traversal, from_model, model_output
@@ -67,6 +67,8 @@ class TreeExplainer:
                                  "pass one name per feature column")
             names = [str(n) for n in self.feature_names]
         names = names or [f"x{j}" for j in range(ens.n_features)]
+        if not ens.extra.get("allow_nan", True):
+            refuse_missing(bg, "the background", type(model).__name__, names)
         owner, group_names = resolve_groups(self.groups, ens.n_features, names)
         leaves = ens.leaves(bg)
         check_traversal(ens, bg, leaves)
@@ -107,6 +109,8 @@ class TreeExplainer:
         x, _ = as_matrix(X, "X", ens.n_features, ens.feature_names)
         if self.per_tree and with_inter:
             raise InputError("per-tree interactions are not computed", "use per_tree=False for interactions")
+        if not ens.extra.get("allow_nan", True):
+            refuse_missing(x, "X", type(self.model_).__name__, self.feature_names_)
         leaves = ens.leaves(x)
         check_traversal(ens, x, leaves)
         pred = ens.intercept + ens.value[leaves].sum(axis=1)

@@ -12,8 +12,10 @@ scikit-learn's gradient boosting), and an intercept, so that the explained outpu
 - LightGBM: float64 input, ``|x| <= 1e-35`` read as 0, then ``x <= threshold``; NaN is read as 0 unless the node's missing type is NaN; a
   missing value (NaN, or 0 for missing type Zero) follows ``default_left``.
 
-Models whose structure cannot be read this way (categorical splits, linear trees, multi-output leaves) are
-refused with a :class:`~brittle.errors.ModelError`.
+The trees read are those the model's own ``predict`` uses: an XGBoost scikit-learn model trained with early
+stopping up to ``best_iteration`` (its ``iteration_range``); a ``Booster`` all of them, as ``Booster.predict``
+does by default. Models whose structure cannot be read this way (categorical splits, linear trees, multi-output
+leaves) are refused with a :class:`~brittle.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -171,7 +173,12 @@ def _sk_tree(tree, values: np.ndarray, weight: float) -> dict:
             "value": np.where(feature < 0, values * weight, 0.0)}
 
 
-def _resolve_output(output, n_outputs: int, names: list[str], what: str) -> int:
+def _plain(value) -> str:
+    """A class label as the user wrote it: ``1``, ``'yes'`` (not numpy's ``np.int64(1)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _resolve_output(output, n_outputs: int, names: list, what: str) -> int:
     if output in (None, "auto"):
         if n_outputs == 1:
             return 0
@@ -183,13 +190,35 @@ def _resolve_output(output, n_outputs: int, names: list[str], what: str) -> int:
         # a class label given by value
         matches = [i for i, n in enumerate(names) if str(n) == str(output)]
         if len(matches) != 1:
-            raise InputError(f"output {output!r} is not one of the model's outputs {names}",
+            raise InputError(f"output {output!r} is not one of the model's outputs "
+                             f"[{', '.join(_plain(n) for n in names)}]",
                              "pass output as an index 0..K-1 or one of the listed labels")
         return matches[0]
     if not 0 <= int(output) < n_outputs:
         raise InputError(f"output={output} is out of range for a model with {n_outputs} outputs",
                          f"pass an index between 0 and {n_outputs - 1}")
     return int(output)
+
+
+def _check_binary_output(output, labels: list, model, score: str = "the log-odds") -> None:
+    """A binary classifier with one raw score, for class ``labels[1]``: only that class (or "auto")."""
+    if output in (None, "auto") or _resolve_output(output, 2, labels, "class") == 1:
+        return
+    raise InputError(f"output={output!r} asks for class {_plain(labels[0])}, but {type(model).__name__} has one raw "
+                     f"score, {score} of class {_plain(labels[1])}",
+                     f"pass output=1 or auto (for class {_plain(labels[0])}, negate the attributions and the base "
+                     "value)")
+
+
+def _not_fitted(model) -> ModelError:
+    return ModelError(f"{type(model).__name__} is not fitted", "fit the model before explaining it")
+
+
+def _sklearn_allows_nan(model) -> bool:
+    """Whether the estimator's own predict accepts NaN, from scikit-learn's estimator tags."""
+    if hasattr(model, "__sklearn_tags__"):  # scikit-learn >= 1.6
+        return bool(model.__sklearn_tags__().input_tags.allow_nan)
+    return bool(model._get_tags().get("allow_nan", False))  # scikit-learn < 1.6
 
 
 def _quiet(fn):
@@ -209,7 +238,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
     from sklearn.tree import BaseDecisionTree
 
     if not hasattr(model, "n_features_in_"):
-        raise ModelError(f"{type(model).__name__} is not fitted", "fit the model before explaining it")
+        raise _not_fitted(model)
     names = [str(c) for c in getattr(model, "feature_names_in_", [])] or None
     d = model.n_features_in_
     is_clf = hasattr(model, "classes_")
@@ -218,12 +247,11 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         n_out = stages.shape[1]
         labels = list(model.classes_) if is_clf else list(range(n_out))
         if is_clf and len(labels) == 2:
-            k, desc = 0, f"decision_function: log-odds of class {labels[1]!r} (raw score, before the sigmoid)"
-            if output not in (None, "auto"):
-                _resolve_output(output, 2, labels, "class")  # validates; binary GB has one raw score
+            _check_binary_output(output, labels, model)
+            k, desc = 0, f"decision_function: log-odds of class {_plain(labels[1])} (raw score, before the sigmoid)"
         else:
             k = _resolve_output(output, n_out, labels, "class" if is_clf else "target")
-            desc = (f"decision_function[:, {k}]: raw score of class {labels[k]!r} (before the softmax)" if is_clf
+            desc = (f"decision_function[:, {k}]: raw score of class {_plain(labels[k])} (before the softmax)" if is_clf
                     else "predict (raw output)")
         lr = float(model.learning_rate)
         trees = [_sk_tree(stages[s, k], stages[s, k].tree_.value[:, 0, 0], lr) for s in range(stages.shape[0])]
@@ -232,6 +260,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         ens.extra["raw_index"] = None if (not is_clf or len(labels) == 2) else k
         ens.extra["intercept_from_model"] = True
         ens.extra["leaf_ids"] = _quiet(lambda X: model.apply(X).reshape(len(X), stages.shape[0], -1)[:, :, k])
+        ens.extra["allow_nan"] = _sklearn_allows_nan(model)
         return ens
     if isinstance(model, BaseDecisionTree):
         estimators, weight = [model], 1.0
@@ -258,7 +287,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
             tot = v.sum(axis=1)
             proba = np.divide(v[:, k], tot, out=np.zeros_like(tot), where=tot > 0)
             trees.append(_sk_tree(est, proba, weight))
-        desc = f"predict_proba[:, {k}]: probability of class {labels[k]!r}"
+        desc = f"predict_proba[:, {k}]: probability of class {_plain(labels[k])}"
         ens = _concat(trees, SKLEARN, d, output=desc, feature_names=names)
         ens.extra["raw"] = _quiet(model.predict_proba)
         ens.extra["raw_index"] = k
@@ -272,11 +301,34 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         ens.extra["raw"] = _quiet(model.predict)
         ens.extra["raw_index"] = None if n_out == 1 else k
     ens.extra["leaf_ids"] = leaf_ids
+    ens.extra["allow_nan"] = _sklearn_allows_nan(model)
     return ens
 
 
 def _xgb_booster(model):
-    return model.get_booster() if hasattr(model, "get_booster") else model
+    if not hasattr(model, "get_booster"):  # a Booster
+        return model
+    is_fitted = getattr(model, "__sklearn_is_fitted__", None)
+    if is_fitted is not None and not is_fitted():
+        raise _not_fitted(model)
+    return model.get_booster()
+
+
+def _xgb_rounds(model, model_js: dict, trees_per_round: int) -> tuple[int | None, int]:
+    """``(best_iteration, number of trees)`` that the model's own ``predict`` uses.
+
+    The scikit-learn wrappers predict with ``iteration_range=(0, best_iteration + 1)`` after early stopping; a
+    ``Booster``'s ``predict`` uses every tree by default, even when the model records a ``best_iteration``."""
+    n_trees = len(model_js["trees"])
+    if not hasattr(model, "get_booster"):
+        return None, n_trees
+    try:
+        best = int(model.best_iteration)
+    except AttributeError:  # no early stopping
+        return None, n_trees
+    indptr = model_js.get("iteration_indptr")  # tree offsets per round (XGBoost >= 2)
+    used = int(indptr[best + 1]) if indptr is not None else (best + 1) * trees_per_round
+    return best, min(used, n_trees)
 
 
 def _from_xgboost(model, output) -> TreeEnsemble:
@@ -300,16 +352,20 @@ def _from_xgboost(model, output) -> TreeEnsemble:
     model_js = gb["model"]
     info = list(model_js["tree_info"])
     n_groups = max(n_class, n_target, 1)
-    labels = list(getattr(model, "classes_", range(n_groups)))
     objective = learner.get("objective", {}).get("name", "")
-    if n_groups == 1:
+    binary = n_groups == 1 and objective.startswith("binary:")
+    labels = list(getattr(model, "classes_", range(2 if binary else n_groups)))
+    if binary:
+        _check_binary_output(output, labels, model, "the log-odds" if "logi" in objective else "the margin")
         k = 0
-        if output not in (None, "auto") and not (n_class == 0 and len(labels) == 2):
-            _resolve_output(output, 1, labels[:1], "target")
+    elif n_groups == 1:
+        k = _resolve_output(output, 1, labels[:1], "target")
     else:
         k = _resolve_output(output, n_groups, labels, "class" if n_class else "target")
+    per_round = int(model_js.get("gbtree_model_param", {}).get("num_parallel_tree", "1")) * n_groups
+    best, n_used = _xgb_rounds(model, model_js, per_round)
     trees = []
-    for i, t in enumerate(model_js["trees"]):
+    for i, t in enumerate(model_js["trees"][:n_used]):
         if info[i] != k:
             continue
         if int(t["tree_param"].get("size_leaf_vector", "1")) > 1:
@@ -328,32 +384,55 @@ def _from_xgboost(model, output) -> TreeEnsemble:
                       "value": np.where(feature < 0, cond * w, 0.0)})
     names = booster.feature_names
     desc = (f"margin (output_margin=True) of output {k}" + (f" ({objective})" if objective else ""))
-    if objective in ("binary:logistic", "reg:logistic"):
+    if objective in ("binary:logistic", "binary:logitraw"):
+        desc = f"margin (output_margin=True): log-odds of class {_plain(labels[1])} ({objective})"
+    elif binary:
+        desc = f"margin (output_margin=True) of class {_plain(labels[1])} ({objective})"
+    elif objective == "reg:logistic":
         desc = f"margin (output_margin=True): log-odds ({objective})"
+    if best is not None:
+        desc += f", trees of rounds 0..{best} (best_iteration={best} from early stopping, as predict uses)"
+    elif booster.attr("best_iteration") is not None:  # a Booster: its predict uses every round by default
+        desc += (f", every round as Booster.predict uses (the recorded best_iteration="
+                 f"{booster.attr('best_iteration')} is not applied)")
     ens = _concat(trees, XGBOOST, d, output=desc, float32_output=True,
                   feature_names=list(names) if names else None)
+    rounds = (0, 0) if best is None else (0, best + 1)  # (0, 0): every tree
 
     def raw(X):
         import xgboost
 
-        return booster.predict(xgboost.DMatrix(X, feature_names=names), output_margin=True)
+        return booster.predict(xgboost.DMatrix(X, feature_names=names), output_margin=True, iteration_range=rounds)
 
     def leaf_ids(X):
         import xgboost
 
-        return booster.predict(xgboost.DMatrix(X, feature_names=names), pred_leaf=True)
+        return booster.predict(xgboost.DMatrix(X, feature_names=names), pred_leaf=True, iteration_range=rounds)
 
     ens.extra.update(raw=raw, raw_index=None if n_groups == 1 else k, intercept_from_model=True,
-                     leaf_ids=leaf_ids, tree_rows=np.flatnonzero(np.asarray(info) == k))
+                     leaf_ids=leaf_ids, tree_rows=np.flatnonzero(np.asarray(info[:n_used]) == k))
     return ens
 
 
 def _from_lightgbm(model, output) -> TreeEnsemble:
-    booster = model.booster_ if hasattr(model, "booster_") else model
+    if hasattr(model, "fit"):  # a scikit-learn wrapper (LGBMRegressor, ...): booster_ is missing until fitted
+        if not hasattr(model, "booster_"):
+            raise _not_fitted(model)
+        booster = model.booster_
+    else:
+        booster = model
     dump = booster.dump_model()
     n_class = int(dump.get("num_tree_per_iteration", 1))
-    labels = list(getattr(model, "classes_", range(n_class)))
-    k = 0 if n_class == 1 else _resolve_output(output, n_class, labels, "class")
+    objective = dump.get("objective", "").split(" ")[0]
+    binary = n_class == 1 and objective == "binary"
+    labels = list(getattr(model, "classes_", range(2 if binary else n_class)))
+    if binary:
+        _check_binary_output(output, labels, model)
+        k = 0
+    elif n_class == 1:
+        k = _resolve_output(output, 1, labels[:1], "target")
+    else:
+        k = _resolve_output(output, n_class, labels, "class")
     infos = dump["tree_info"]
     n_iter = len(infos) // n_class
     weight = 1.0 / n_iter if dump.get("average_output") else 1.0
@@ -390,11 +469,13 @@ def _from_lightgbm(model, output) -> TreeEnsemble:
         trees.append({"feature": feats, "threshold": thr, "left": left, "right": right,
                       "default_left": dl, "missing_type": mt, "value": val, "label": lab})
     names = [str(n) for n in dump.get("feature_names", [])] or None
-    desc = "raw_score" + (f"[:, {k}]" if n_class > 1 else "") + (f" ({dump.get('objective', '').split(' ')[0]})"
-                                                                 if dump.get("objective") else "")
-    ens = _concat(trees, LIGHTGBM, int(dump["max_feature_idx"]) + 1, output=desc, feature_names=names)
+    desc = "raw_score" + (f"[:, {k}]" if n_class > 1 else "")
+    if binary:
+        desc += f": log-odds of class {_plain(labels[1])}"
+    desc += f" ({objective})" if objective else ""
     if dump.get("average_output"):  # boosting_type="rf": predict averages the trees, raw_score sums them
         desc += ", averaged over the trees as predict does (boosting_type='rf')"
+    ens = _concat(trees, LIGHTGBM, int(dump["max_feature_idx"]) + 1, output=desc, feature_names=names)
     ens.extra.update(raw=lambda X: booster.predict(X, raw_score=True) * weight, raw_index=None if n_class == 1 else k,
                      leaf_ids=lambda X: booster.predict(X, pred_leaf=True),
                      tree_rows=np.arange(k, len(infos), n_class),

@@ -90,10 +90,10 @@ def kmeans_medoids(X: np.ndarray, n: int, seed: int = 0) -> list[int]:
     X = np.asarray(X, dtype=np.float64)
     _check_n(n, len(X))
     km = KMeans(n_clusters=n, n_init=4, random_state=seed).fit(X)
-    d2 = ((X[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
     chosen: list[int] = []
     for c in np.argsort(np.bincount(km.labels_, minlength=n))[::-1]:  # big clusters first
-        for i in np.argsort(d2[:, c]):
+        d2 = ((X - km.cluster_centers_[c]) ** 2).sum(1)  # one centroid at a time: memory O(len(X))
+        for i in np.argsort(d2):
             if int(i) not in chosen:
                 chosen.append(int(i))
                 break

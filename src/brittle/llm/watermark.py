@@ -14,10 +14,12 @@ generated tokens only) and tests the concatenation for the watermark.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..core.randomness import seeded
@@ -38,24 +40,36 @@ class KGWConfig:
     ignore_repeated_ngrams: bool = False
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.gamma, (int, float)) and 0.0 < self.gamma < 1.0):
+        # numpy scalars are accepted and stored as Python numbers; bools are refused everywhere
+        if not (_real(self.gamma) and 0.0 < self.gamma < 1.0):
             raise InputError(f"gamma={self.gamma!r} must lie strictly between 0 and 1", "pass e.g. gamma=0.25")
-        if not (isinstance(self.delta, (int, float)) and math.isfinite(self.delta) and self.delta >= 0):
+        if not (_real(self.delta) and math.isfinite(self.delta) and self.delta >= 0):
             raise InputError(f"delta={self.delta!r} must be a finite number >= 0", "pass e.g. delta=2.0")
-        if not isinstance(self.hashing_key, int) or isinstance(self.hashing_key, bool) or self.hashing_key <= 0:
+        if not (_integer(self.hashing_key) and self.hashing_key > 0):
             raise InputError(f"hashing_key={self.hashing_key!r} must be a positive integer", "pass e.g. 15485863")
-        if not (isinstance(self.min_tokens, int) and self.min_tokens >= 1):
+        if not (_integer(self.min_tokens) and self.min_tokens >= 1):
             raise InputError(f"min_tokens={self.min_tokens!r} must be an integer >= 1", "pass e.g. min_tokens=16")
         z = self.z_threshold
-        if isinstance(z, bool) or not (isinstance(z, (int, float)) and math.isfinite(z) and z > 0):
+        if not (_real(z) and math.isfinite(z) and z > 0):
             raise InputError(f"z_threshold={z!r} must be a finite number > 0",
                              "pass e.g. z_threshold=4.0 (at z_threshold <= 0 at least half of all unwatermarked "
                              "texts would be flagged)")
+        for name, cast in (("gamma", float), ("delta", float), ("hashing_key", int), ("z_threshold", float),
+                           ("min_tokens", int)):
+            object.__setattr__(self, name, cast(getattr(self, name)))
 
     @property
     def false_positive_rate(self) -> float:
         """One-sided normal tail above ``z_threshold``: the stated false-positive rate on unwatermarked text."""
         return 0.5 * math.erfc(self.z_threshold / math.sqrt(2.0))
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _integer(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 class GreenLists:
@@ -143,7 +157,7 @@ class KGWDetector:
 
     def detect(self, tokens: Sequence[int] | torch.Tensor) -> Detection:
         """Test one sequence of token ids (a leading BOS token is dropped, like transformers' detector)."""
-        toks = _as_token_list(tokens)
+        toks = _as_token_list(tokens, self.green.vocab_size)
         if toks and self.bos_token_id is not None and toks[0] == self.bos_token_id:
             toks = toks[1:]
         green, scored = self.count(toks)
@@ -162,19 +176,40 @@ class KGWDetector:
         return self.detect(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _as_token_list(tokens: Sequence[int] | torch.Tensor) -> list[int]:
+def _as_token_list(tokens: Sequence[int] | torch.Tensor, vocab_size: int) -> list[int]:
+    """Token ids as Python ints, each in ``[0, vocab_size)``."""
     if isinstance(tokens, torch.Tensor):
         if tokens.dim() != 1 or tokens.dtype.is_floating_point:
             raise InputError(f"token ids must be a 1-D integer tensor, got shape {tuple(tokens.shape)} "
                              f"dtype {tokens.dtype}", "pass one sequence of token ids at a time")
-        return [int(t) for t in tokens.tolist()]
-    try:
-        toks = [int(t) for t in tokens]
-    except (TypeError, ValueError):
-        raise InputError("token ids must be a sequence of integers", "tokenize the text first") from None
+        toks = [int(t) for t in tokens.tolist()]
+    else:
+        try:
+            toks = [int(t) for t in tokens]
+        except (TypeError, ValueError):
+            raise InputError("token ids must be a sequence of integers", "tokenize the text first") from None
     if any(t < 0 for t in toks):
         raise InputError("token ids must be >= 0", "pass token ids produced by the model's tokenizer")
+    bad = next((t for t in toks if t >= vocab_size), None)
+    if bad is not None:
+        raise InputError(f"token id {bad} is outside the vocabulary of {vocab_size} tokens",
+                         "pass token ids produced by the model's own tokenizer")
     return toks
+
+
+def check_prompts(prompts: Sequence[str] | str) -> list[str]:
+    """The prompts as a list; refuses no prompts, a prompt that is not a string, and an empty prompt."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise InputError("no prompts given", "pass at least one prompt")
+    for i, p in enumerate(prompts, 1):
+        if not isinstance(p, str):
+            raise InputError(f"prompt {i} is a {type(p).__name__}, not a string", "pass prompts as text")
+        if not p:
+            raise InputError(f"prompt {i} is empty", "pass a non-empty prompt")
+    return prompts
 
 
 def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:
@@ -190,10 +225,7 @@ def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> list[int]:
 def generate(lm: Any, prompts: Sequence[str], *, config: KGWConfig | None = None, max_new_tokens: int = 64,
              do_sample: bool = True, temperature: float = 1.0, seed: int = 0, chat: bool = True) -> list[list[int]]:
     """Generate an answer to each prompt (watermarked when ``config`` is given); returns the new token ids only."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not prompts:
-        raise InputError("no prompts given", "pass at least one prompt")
+    prompts = check_prompts(prompts)
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise InputError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1", "pass e.g. 64")
     procs = None
