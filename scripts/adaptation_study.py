@@ -575,6 +575,24 @@ brittle audit -m brittle.models.zoo.architectures:mnist_bn_cnn --weights tent-fo
               -d mnist --limit 300 --eps 0.05 --out audit-clean-tent        # (and the same for bn-fog, source)
 brittle compare audit-fog-source audit-fog-tent --out fog-compare.html
 ```
+
+## Checks and counters (Python API)
+
+- `adapt_stream` makes the checks of `adapt_run` / `brittle adapt` before its first step (one place,
+  `brittle.adaptation.stream._prepare`): labels beyond the model's classes and inputs the model cannot take are
+  one `ModelError` line; `Adapter.step` and `Adapter.predict` on inputs the model cannot take likewise
+  (`the model fails on inputs of shape (3, 28, 28) (RuntimeError: …). Fix: pass data the model was built for`).
+- `bn_stats="batch"` cannot normalise a batch of one sample: a stream read with `batch_size=1`, or whose last
+  batch has one sample (`--limit 129` with the default `--batch-size 128`), is refused before the first step and
+  before `--out` is created, with the fix (`--bn-stats ema` or `auto`, which take the moving average for such a
+  batch, or another `--limit` / `--batch-size`). The clean hold-out is evaluated in batches of 128 with a last
+  batch of one merged into the batch before it, so `--holdout 129` works with `"batch"` and `"auto"` statistics
+  (it failed at the end of the pass).
+- `episodic=True` resets the model, optimiser, gate and method state before every batch, while `n_samples_`,
+  `n_steps_`, `updates_` and the gate's `accepted_` / `resets_` count the whole stream; each batch is adapted
+  exactly as a fresh adapter would adapt it alone (tested for every method and gate).
+- Unknown settings are refused by name: `make_adapter("tent", lrr=1)` →
+  `tent has no parameter 'lrr'. Fix: use one of bn_momentum, bn_stats, device, …`.
 """
 
 

@@ -98,6 +98,30 @@ def test_early_layer_mixup_on_zoo_model():
     assert s.shape == (40,) and np.isfinite(s).all()
 
 
+def test_early_layer_mixup_runs_where_the_model_is(monkeypatch):
+    """The mix-up extracts the early layer on the model's own device (it extracted on the CPU, which would move a
+    CUDA model there): a model on "meta" (standing for a GPU) is asked for features on "meta" and stays there."""
+    import brittle.models.features as F
+    from brittle.data.loading import load_mnist
+    from brittle.models import zoo
+
+    model = zoo.load("standard").to("meta")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(net, data, layer=None, *, batch_size=512, device="auto"):
+        seen["device"] = torch.device(device)
+        raise Stop
+
+    monkeypatch.setattr(F, "extract_features", spy)
+    with pytest.raises(Stop):
+        GROOD().fit_ood_prototype(model, load_mnist("test").head(50))
+    assert seen["device"] == torch.device("meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+
+
 @pytest.mark.parametrize("kwargs", [{"lam": 2.0}, {"temperature": 0}, {"k": 0}, {"early_layer": ""}, {"layer": 3}])
 def test_bad_parameters(kwargs):
     with pytest.raises(BrittleError):

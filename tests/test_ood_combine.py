@@ -194,3 +194,57 @@ def test_combined_detector_is_a_scorer():
     # a margin (flag_below=True) is oriented by risk: the combined ID acceptance still hits the target
     cm = CombinedDetector(["logit_margin", "msp"], strategy="vote").fit(f)
     assert np.mean(cm.score(f) <= cm.threshold(0.9)) >= 0.9
+
+
+def test_popcount_table_equals_bitwise_count_and_drives_the_ecdf_on_numpy_1(monkeypatch):
+    """NumPy < 2.0 has no ``np.bitwise_count``: the ECDF then counts bits with a byte lookup table, which must give
+    the same counts (checked against Python's own bit count and, where NumPy has it, np.bitwise_count)."""
+    from brittle.ood.combine.ecdf import EmpiricalCDF, popcount_rows
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, 2**63, size=(64, 5), dtype=np.uint64) | (rng.integers(0, 2, (64, 5), dtype=np.uint64) << 63)
+    words[0], words[1] = 0, np.iinfo(np.uint64).max
+    ref = np.array([sum(bin(int(v)).count("1") for v in row) for row in words])
+    np.testing.assert_array_equal(popcount_rows(words, table=True), ref)
+    if hasattr(np, "bitwise_count"):
+        np.testing.assert_array_equal(popcount_rows(words, table=True), np.bitwise_count(words).sum(axis=1))
+        np.testing.assert_array_equal(popcount_rows(words, table=False), ref)
+    a, q = rng.normal(size=(300, 3)), rng.normal(size=(50, 3))
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # as on NumPy 1.x
+    c = EmpiricalCDF().fit(a)
+    assert c._bits is not None  # the bit-set path, not the brute-force fallback
+    np.testing.assert_array_equal(c.score(q), ecdf_brute_force(a, q))
+
+
+def test_combined_detector_scores_model_detectors_through_the_model():
+    """ODIN (eps > 0) and Mahalanobis with noise preprocess their inputs: in a combination, fit_model /
+    score_model route them through their own score_model (the same numbers as scoring them alone), the monitor's
+    score_batch agrees, and fit / score on features alone are refused with a fix that applies."""
+    from brittle.data.loading import load_mnist
+    from brittle.models import zoo
+    from brittle.models.features import extract_features
+    from brittle.ood import MSP, ODIN, Mahalanobis
+    from brittle.scores.base import scorer_from_dict
+
+    model, mnist = zoo.load("standard"), load_mnist()
+    fit, test = mnist.subset(slice(0, 200)), mnist.subset(slice(5000, 5060))
+    c = CombinedDetector(["odin", "msp"], strategy="ecdf").fit_model(model, fit)
+    msp = MSP()
+
+    def matrix(d):
+        return np.column_stack([ODIN().score_model(model, d), msp.risk(msp.score(extract_features(model, d)))])
+
+    ref = make_combiner("ecdf").fit(matrix(fit))  # no detector needs fitting: the strategy sees every input
+    np.testing.assert_array_equal(c.score_model(model, test), ref.score(matrix(test)))
+    np.testing.assert_allclose(c.score_batch(model, test.x).numpy(), c.score_model(model, test), atol=1e-12)
+    feats = extract_features(model, test, ["6"])
+    for call in (lambda: c.score(feats), lambda: CombinedDetector(["odin", "msp"]).fit(feats)):
+        with pytest.raises(InputError, match=r"scores through the model .* Fix: use fit_model\(model, data\) and "
+                                             r"score_model\(model, data\)"):
+            call()
+    # a member that needs fitting and the model: fitted on the detector part, scored through the model
+    cm = CombinedDetector([Mahalanobis(noise=0.01), "knn"], strategy="vote").fit_model(model, fit)
+    s = cm.score_model(model, test)
+    assert s.shape == (60,) and np.isfinite(s).all()
+    np.testing.assert_allclose(cm.score_batch(model, test.x).numpy(), s, atol=1e-9)
+    np.testing.assert_array_equal(scorer_from_dict(json.loads(json.dumps(cm.to_dict()))).score_model(model, test), s)

@@ -264,6 +264,32 @@ def test_rmd_and_mahalanobis_equal_brute_force(zoo_world):
     _check(_pair(Mahalanobis().bind(w["model"]).fit(w["ff"], y), w), (maha(w["ft"]), maha(w["fo"])), w, rtol=1e-3)
 
 
+def test_degenerate_fit_sets_are_refused(zoo_world):
+    """Fit sets that make a detector's score meaningless: one input (zero covariance: Mahalanobis / RMD scores
+    all 0; ViM's α ≈ 1e16), one class for RMD (MD_k − MD_0 ≡ 0, the AUROC is rounding noise), every input its
+    own class (zero within-class covariance), fewer ViM fit inputs than its principal dimension (no residual)."""
+    w = zoo_world
+    m, f, y = w["model"], w["ff"], w["y"]
+    for det in (Mahalanobis(), RMD(), ViM(dim=50)):
+        with pytest.raises(InputError, match=rf"^{type(det).__name__} needs at least 2 fit inputs, got 1 .*Fix: "):
+            det.bind(m).fit(f.subset(slice(0, 1)), y[:1])
+        assert not det.is_fitted
+    threes = y == 3
+    rmd = RMD().bind(m)
+    with pytest.raises(InputError, match="RMD needs fit inputs of at least 2 classes, the fit labels hold only class "
+                                         "3. Fix: .*mahalanobis or knn"):
+        rmd.fit(f.subset(threes), y[threes])
+    # one class is a proper Gaussian for Mahalanobis: fitted and scored
+    assert np.isfinite(Mahalanobis().bind(m).fit(f.subset(threes), y[threes]).score(w["ft"])).all()
+    first = [int(np.flatnonzero(y == k)[0]) for k in (0, 1)]   # two inputs, each its own class
+    with pytest.raises(InputError, match="the within-class covariance of the fit features is zero"):
+        Mahalanobis().bind(m).fit(f.subset(first), y[first])
+    with pytest.raises(InputError, match=r"no component outside ViM's 50-dimensional principal space.*Fix: fit on "
+                                         r"more in-distribution inputs"):
+        ViM(dim=50).bind(m).fit(f.subset(slice(0, 20)))
+    assert ViM(dim=50).bind(m).fit(f.subset(slice(0, 200))).is_fitted
+
+
 def test_multi_layer_mahalanobis_averages_standardised_layer_scores(zoo_world):
     w = zoo_world
     multi = Mahalanobis(layer=["5", "6"]).fit(w["ff"], w["y"])

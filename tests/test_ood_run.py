@@ -39,6 +39,63 @@ def test_benchmark_splits_sets_and_evaluate(model):
         Benchmark.mnist(["nope"])  # neither a generated set nor loadable data
 
 
+def test_detectors_sharing_a_name_are_labelled_by_their_parameters(model, tmp_path):
+    """ViM(dim=10) and ViM(dim=60) in one evaluation: two rows each, equal to evaluating the detector alone
+    (before, the second overwrote the first under the label 'vim'); run_ood stores and reports both."""
+    from brittle.ood import Benchmark, Energy, ViM
+    from brittle.ood.run import run_ood
+
+    b = Benchmark.mnist(["fashion-mnist", "uniform"], limit=100)
+    r = b.evaluate(model, [ViM(dim=10), ViM(dim=60), Energy()])
+    assert list(dict.fromkeys(r.table["detector"])) == ["vim(dim=10)", "vim(dim=60)", "energy"]
+    assert len(r.table) == 6
+    for dim in (10, 60):
+        alone = b.evaluate(model, [ViM(dim=dim)])
+        label = f"vim(dim={dim})"
+        assert r.detectors[label].dim == dim
+        np.testing.assert_array_equal(r.pivot().loc[label].to_numpy(), alone.pivot().loc["vim"].to_numpy())
+        for name, scores in alone.scores["vim"].items():
+            np.testing.assert_array_equal(r.scores[label][name], scores)
+    assert r.pivot().loc["vim(dim=10)", "mean"] != r.pivot().loc["vim(dim=60)", "mean"]
+    out = tmp_path / "run"
+    summary = run_ood(model, b, [ViM(dim=10), ViM(dim=60)], out, config={"test": 1}, report=False)
+    assert {k: v["params"]["dim"] for k, v in summary["detectors"].items()} == {"vim(dim=10)": 10, "vim(dim=60)": 60}
+    for label in ("vim(dim=10)", "vim(dim=60)"):
+        assert summary["mean_auroc"][label] == pytest.approx(r.pivot().loc[label, "mean"], abs=1e-12)
+    scores = pd.read_parquet(out / "scores.parquet")
+    np.testing.assert_array_equal(scores.loc[scores["set"] == "uniform", "vim(dim=60)"], r.scores["vim(dim=60)"]["uniform"])
+    # two detectors equal in name and parameters would overwrite each other: refused before anything is written
+    with pytest.raises(InputError, match="detectors 1 and 2 are both 'vim' with the same parameters"):
+        b.evaluate(model, [ViM(dim=10), ViM(dim=10)])
+    with pytest.raises(InputError, match="both 'vim' with the same parameters"):
+        run_ood(model, b, [ViM(dim=10), ViM(dim=10)], tmp_path / "same", config={"test": 1}, report=False)
+    assert not (tmp_path / "same").exists()
+
+
+def test_fit_data_that_makes_a_detector_degenerate_is_refused_before_the_run(model, tmp_path):
+    """One-class ID data: RMD (whose score would be rounding noise) and GROOD (nothing to mix) are refused by
+    run_ood before its directory is created, and by evaluate before any detector is fitted; Mahalanobis runs."""
+    from brittle.data.loading import load_mnist
+    from brittle.data.ood_sets import uniform_noise
+    from brittle.ood import Benchmark
+    from brittle.ood.grood import GROOD
+    from brittle.ood.rmd import RMD
+    from brittle.ood.run import run_ood
+
+    mnist = load_mnist()
+    threes = mnist.subset(np.flatnonzero(mnist.y.numpy() == 3)[:200])
+    b = Benchmark.from_data(threes, {"uniform": uniform_noise(40, seed=0)})
+    for det in (RMD(), GROOD()):
+        name = type(det).__name__
+        with pytest.raises(InputError, match=f"{name} needs fit inputs of at least 2 classes, the fit labels hold "
+                                             "only class 3"):
+            run_ood(model, b, [det], tmp_path / name, config={"test": 1}, report=False)
+        assert not (tmp_path / name).exists()
+        with pytest.raises(InputError, match=f"{name} needs fit inputs of at least 2 classes"):
+            b.evaluate(model, ["msp", det])
+    assert b.evaluate(model, ["mahalanobis"]).pivot().loc["mahalanobis", "uniform"] > 0.9
+
+
 def test_ood_sets_are_deterministic():
     from brittle.data.loading import load_mnist
     from brittle.data.ood_sets import OOD_SETS, load_ood_set

@@ -102,6 +102,55 @@ def test_bn_policies_and_batch_of_one():
     assert all(torch.equal(v, b.model_.state_dict()[k]) for k, v in before.items())
 
 
+def _img_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 4 * 4, 5),
+                         nn.BatchNorm1d(5), nn.Linear(5, 3)).eval()
+
+
+def test_batch_statistics_with_a_batch_of_one_are_refused_before_any_step(tmp_path):
+    """bn_stats='batch' cannot normalise one sample: a stream whose batch size is 1 or whose last batch has one
+    sample is refused up front by adapt_stream and adapt_run (nothing written), not at the step that meets it."""
+    import re
+
+    from brittle.adaptation import adapt_run, adapt_stream
+    from brittle.errors import InputError
+
+    net = _img_bn_net()
+    x, y = torch.rand(33, 1, 6, 6), torch.zeros(33, dtype=torch.long)
+    for bs, why in ((16, "the stream's last batch has 1 sample (33 samples in batches of 16)"),
+                    (1, "every batch has 1 sample (batch size 1)")):
+        want = re.escape(f"bn_stats='batch' needs batches of at least 2 samples, but {why}. Fix: use bn_stats='ema'")
+        with pytest.raises(InputError, match=want):
+            adapt_stream(Tent(bn_stats="batch"), (x, y), model=net, batch_size=bs)
+        with pytest.raises(InputError, match=want):
+            adapt_run(Tent(bn_stats="batch"), net, (x, y), tmp_path / "run", batch_size=bs)
+        assert not (tmp_path / "run").exists()
+    for policy in ("auto", "ema"):  # these take the EMA for a batch of one: the stream runs to its end
+        assert adapt_stream(Tent(bn_stats=policy), (x, y), model=net, batch_size=16).summary["steps"] == 3
+    assert adapt_stream(Tent(bn_stats="batch"), (x[:32], y[:32]), model=net, batch_size=16).summary["steps"] == 2
+
+
+def test_clean_hold_out_with_a_last_batch_of_one_is_evaluated():
+    """The forgetting measurement with batch statistics ('batch', or 'auto' after batches of >= 16): a clean set of
+    129 images ends in a batch of one, which is merged into the batch before (it crashed at the end of the pass)."""
+    from brittle.adaptation import adapt_stream
+    from brittle.adaptation.stream import clean_accuracy
+    from brittle.data.loading import as_data
+    from brittle.errors import InputError
+
+    net = _img_bn_net()
+    x, y = torch.rand(32, 1, 6, 6), torch.zeros(32, dtype=torch.long)
+    clean = as_data((torch.rand(129, 1, 6, 6), torch.randint(0, 3, (129,))))
+    for policy in ("auto", "batch"):
+        r = adapt_stream(Tent(bn_stats=policy), (x, y), model=net, batch_size=16, clean=clean)
+        whole = float((r.adapter.predict(clean.x, 129).argmax(1) == clean.y).float().mean())  # one batch of 129
+        assert clean_accuracy(r.adapter, clean) == pytest.approx(whole)
+        assert r.summary["clean_accuracy"]["after_pass"] == [round(whole, 5)]
+    with pytest.raises(InputError, match="the clean hold-out has 1 sample"):
+        adapt_stream(Tent(bn_stats="batch"), (x, y), model=net, batch_size=16, clean=clean.subset(slice(0, 1)))
+
+
 def test_checkpoint_round_trip_continues_identically():
     net = bn_net()
     x = torch.randn(40, 2)

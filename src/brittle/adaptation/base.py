@@ -15,7 +15,9 @@ Use::
 
 Online adaptation is one `step` per incoming batch (any size down to 1: see `brittle.adaptation.norm` for
 how BatchNorm normalises small batches); ``episodic=True`` resets the model to the source before every
-batch (each batch adapted on its own, nothing carried over).
+batch (each batch adapted on its own: parameters, statistics, optimiser, gate and method state are not carried
+over, while the counters ``n_samples_`` / ``n_steps_`` / ``updates_`` and the gate's ``accepted_`` keep counting
+the whole stream).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, ModelError
+from ..errors import BrittleError, InputError, ModelError
 from .gate import LayerGate, make_gate
 from .norm import batchnorm_layers, check_policy, convert_batchnorm, set_frozen
 
@@ -189,11 +191,23 @@ class Adapter:
         """Subclasses with state of their own (e.g. a running class marginal) reset it here."""
 
     def reset(self) -> "Adapter":
-        """Back to the source model: parameters, BatchNorm statistics, optimiser and gate state."""
+        """Back to the source model: parameters, BatchNorm statistics, optimiser and gate state, and the
+        counters (``n_samples_``, ``n_steps_``, ``updates_``)."""
         self._check_fitted()
         self.model_.load_state_dict(self.source_state_)
         self._init_state()
         return self
+
+    def _reset_episode(self) -> None:
+        """``episodic=True``, before each batch: `reset` the model, optimiser, gate and method state, but keep
+        the counters of the stream (``n_samples_``, ``n_steps_``, ``updates_``, the gate's ``accepted_`` and
+        ``resets_``)."""
+        kept = (self.n_samples_, self.n_steps_, self.updates_.copy())
+        gate = None if self.gate_ is None else (self.gate_.accepted_.copy(), self.gate_.resets_)
+        self.reset()
+        self.n_samples_, self.n_steps_, self.updates_ = kept
+        if gate is not None and self.gate_ is not None:
+            self.gate_.accepted_, self.gate_.resets_ = gate
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -219,13 +233,13 @@ class Adapter:
         self._check_fitted()
         x = self._batch(x)
         if self.episodic:
-            self.reset()
+            self._reset_episode()
         set_frozen(self.model_, False)
         updated = np.zeros(len(self.layers_), dtype=bool)
         cos = np.full(len(self.layers_), np.nan)
         if not self.has_params:
             with torch.no_grad():
-                logits = self.model_(x)
+                logits = self._forward(x)
             first_logits, loss_value = logits, float("nan")
         else:
             first_logits, loss_value = None, float("nan")
@@ -250,7 +264,7 @@ class Adapter:
         if gate is not None:
             gate.maybe_reset()
         with torch.enable_grad():
-            logits = self.model_(x)
+            logits = self._forward(x)
             loss = self.loss(logits)
             self.optimizer_.zero_grad(set_to_none=True)
             if loss.requires_grad:
@@ -274,6 +288,15 @@ class Adapter:
             updated = np.array([bool(accept[i]) and not torch.equal(before[i], after[i]) for i in range(n)])
             gate.advance(int(x.shape[0]))
         return logits.detach(), float(loss.detach()), updated, cos
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapted model on a batch; a model that cannot take it is one `ModelError` line (`model_failure`)."""
+        try:
+            return self.model_(x)
+        except BrittleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of a user model on the inputs
+            raise model_failure(exc, x.shape[1:], "inputs") from None
 
     def _opt_state(self, p: nn.Parameter) -> dict[str, Any] | None:
         assert self.optimizer_ is not None
@@ -303,7 +326,7 @@ class Adapter:
         x = self._batch(x)
         set_frozen(self.model_, True)
         try:
-            out = [self.model_(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
+            out = [self._forward(x[i:i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]
         finally:
             set_frozen(self.model_, False)
         return torch.cat(out)
@@ -363,6 +386,14 @@ class Adapter:
     def __repr__(self) -> str:
         p = self.get_params()
         return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in p.items() if k != "method") + ")"
+
+
+def model_failure(exc: BaseException, shape: Any, what: str) -> ModelError:
+    """The one-line `ModelError` for a model that fails on inputs of ``shape`` (per sample) — shared by
+    `Adapter.step` / `Adapter.predict` and the stream's first check (`brittle.adaptation.stream`)."""
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return ModelError(f"the model fails on {what} of shape {tuple(shape)} ({type(exc).__name__}: {text})",
+                      "pass data the model was built for")
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.registry import check_params, init_param_names
 from ..errors import InputError
 from .base import Adapter
 from .bn import BNStats, Source
@@ -20,4 +21,5 @@ def make_adapter(method: str, **kwargs: Any) -> Adapter:
     key = {"shot": "shot-im", "shot_im": "shot-im", "pseudo-label": "pl", "none": "source"}.get(method, method)
     if key not in METHODS:
         raise InputError(f"unknown adaptation method {method!r}", f"use one of {', '.join(METHODS)}")
+    check_params(key, kwargs, init_param_names(METHODS[key]))  # an unknown setting: InputError naming the known ones
     return METHODS[key](**kwargs)

@@ -36,7 +36,7 @@ from .._version import __version__
 from ..data.corruptions import Stream
 from ..data.loading import Data
 from ..errors import InputError
-from .base import Adapter
+from .base import Adapter, model_failure
 from ..core.serialize import json_default
 
 JOB = "adapt"
@@ -84,14 +84,24 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
     return int(value)
 
 
+def _eval_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Evaluation batches ``[a, b)`` of ``n`` samples, a final batch of one sample merged into the one before
+    (with ``"batch"`` statistics a single sample cannot be normalised)."""
+    bounds = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 @torch.no_grad()
 def clean_accuracy(adapter: Adapter, data: Data, batch_size: int = 128) -> float:
-    """Accuracy of the adapted model on ``data`` without changing it (the forgetting measurement)."""
+    """Accuracy of the adapted model on ``data`` without changing it (the forgetting measurement); batches of
+    ``batch_size``, a final batch of one sample merged into the one before."""
     if data.y is None:
         raise InputError("clean held-out data needs labels", "pass labelled data")
     correct = 0
-    for _, xb, yb in data.batches(batch_size):
-        correct += int((adapter.predict(xb, batch_size).argmax(1) == yb).sum())
+    for a, b in _eval_bounds(len(data), batch_size):
+        correct += int((adapter.predict(data.x[a:b], b - a).argmax(1) == data.y[a:b]).sum())
     return correct / len(data)
 
 
@@ -201,12 +211,10 @@ def adapt_stream(adapter: Adapter, stream: Stream | Data | Any, *, model: torch.
     ``adapter`` is fitted on ``model`` when given (else it must be fitted). ``clean`` (labelled) measures
     forgetting after each pass. Returns an `AdaptationResult` with the fitted adapter.
     """
-    st = _check_stream(stream)
-    batch_size, passes = _check_int("batch_size", batch_size), _check_int("passes", passes)
     if model is not None:
         adapter.fit(model)
     adapter._check_fitted()
-    source_model = _source_model(adapter)
+    st, batch_size, passes, source_model = _prepare(adapter, stream, batch_size, passes, clean)
     seg_names = st.segment_names()
     source_pred = source_predictions(source_model, st.data)
     clean_info = _clean_start(source_model, clean)
@@ -225,6 +233,41 @@ def adapt_stream(adapter: Adapter, stream: Stream | Data | Any, *, model: torch.
     summary.update(settings=adapter.get_params(), batch_size=batch_size, n_passes=passes,
                    seconds=round(time.perf_counter() - t0, 2))
     return AdaptationResult(summary, steps, samples, adapter)
+
+
+def _prepare(adapter: Adapter, stream: Any, batch_size: Any, passes: Any,
+             clean: Data | None) -> tuple[Stream, int, int, torch.nn.Module]:
+    """The checks `adapt_stream` and `adapt_run` share, before any step (and before a run writes anything): the
+    stream and the counts, the model on the stream's inputs and labels (`_probe`), and batch sizes the
+    BatchNorm policy can normalise (`_check_batches`). Returns the stream, the counts and the source model."""
+    st = _check_stream(stream)
+    batch_size, passes = _check_int("batch_size", batch_size), _check_int("passes", passes)
+    source_model = _source_model(adapter)
+    _probe(source_model, st.data)
+    _check_batches(adapter, len(st), batch_size, None if clean is None else len(clean))
+    return st, batch_size, passes, source_model
+
+
+def _check_batches(adapter: Adapter, n: int, batch_size: int, n_clean: int | None) -> None:
+    """Refuse up front what BatchNorm with batch statistics would refuse at the step that meets it: a batch of
+    one sample in the stream with ``bn_stats='batch'``, or a clean hold-out of one sample evaluated with batch
+    statistics (``'batch'``, or ``'auto'`` after a last stream batch of at least `AUTO_MIN_BATCH` samples)."""
+    from .norm import AUTO_MIN_BATCH, batchnorm_layers
+
+    if not batchnorm_layers(adapter.model_):
+        return
+    policy = adapter.bn_stats
+    last = n - (math.ceil(n / batch_size) - 1) * batch_size     # samples in the stream's last batch
+    if policy == "batch" and (batch_size == 1 or last == 1):
+        where = ("every batch has 1 sample (batch size 1)" if batch_size == 1 else
+                 f"the stream's last batch has 1 sample ({n} samples in batches of {batch_size})")
+        raise InputError(f"bn_stats='batch' needs batches of at least 2 samples, but {where}",
+                         "use bn_stats='ema' or 'auto' (CLI: --bn-stats ema), or a --limit / --batch-size that "
+                         "leaves no batch of one sample")
+    evaluates_batch = policy == "batch" or (policy == "auto" and last >= AUTO_MIN_BATCH)
+    if n_clean == 1 and evaluates_batch:
+        raise InputError("the clean hold-out has 1 sample, which BatchNorm cannot normalise with batch statistics",
+                         "hold out at least 2 images (CLI: --holdout), none (--holdout 0), or use bn_stats='ema'")
 
 
 def _source_model(adapter: Adapter) -> torch.nn.Module:
@@ -278,12 +321,9 @@ def adapt_run(adapter: Adapter, model: torch.nn.Module, stream: Stream, out: str
     """
     from ..execution.store import RunStore
 
-    st = _check_stream(stream)
-    batch_size, passes = _check_int("batch_size", batch_size), _check_int("passes", passes)
     chunk_samples = _check_int("chunk_samples", chunk_samples)
     adapter.fit(model)
-    source_model = _source_model(adapter)
-    _probe(source_model, st.data)
+    st, batch_size, passes, source_model = _prepare(adapter, stream, batch_size, passes, clean)
     seg_names = st.segment_names()
     n_steps = math.ceil(len(st) / batch_size)
     per_chunk = max(1, chunk_samples // batch_size)
@@ -358,9 +398,7 @@ def _probe(model: torch.nn.Module, data: Data) -> None:
         with torch.no_grad():
             logits = model(data.x[:2].to(next((p.device for p in model.parameters()), torch.device("cpu"))))
     except Exception as exc:  # noqa: BLE001 - any failure of a user model on the data
-        raise ModelError(f"the model fails on the stream's inputs of shape {tuple(data.x.shape[1:])} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
-                         "pass data the model was built for") from None
+        raise model_failure(exc, data.x.shape[1:], "the stream's inputs") from None
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ModelError(f"the model returns shape {tuple(logits.shape)}, not (batch, classes) logits",
                          "pass a classifier returning one logit per class")

@@ -3,13 +3,15 @@
     brittle ood -m standard --id mnist --ood fashion-mnist,uniform,rotated --detectors all --out runs/ood
 
 Every input is validated before the output directory is created (model, ID data, OOD sets, detector names,
-target TPR, ``--combine`` strategies). Writes ``DIR/summary.json``, ``DIR/scores.parquet``, ``DIR/report.html``
+target TPR, ``--combine`` strategies and that they have two detectors to combine; fit data too small or of too
+few classes for a detector is refused by `brittle.ood.run.run_ood` before it opens the store). Writes ``DIR/summary.json``, ``DIR/scores.parquet``, ``DIR/report.html``
 and the resumable ``DIR/run.sqlite`` (see `brittle.ood.run`).
 
 Extension point for combinations of detectors (issue #16): ``--combine a,b`` is parsed here and handed to
-``brittle.ood.combine`` when that module exists — it must provide ``validate_cli(names: list[str]) -> list[str]``
-(called during validation, before the output directory exists) and ``cli_extension(names, options) ->
-callable(RunContext) -> dict`` (run after the detectors, see `brittle.ood.run.RunContext`). Until then
+``brittle.ood.combine`` when that module exists — it must provide ``validate_cli(names: list[str],
+detectors: list[str]) -> list[str]`` (called during validation, before the output directory exists;
+``detectors`` are the run's detector names) and ``cli_extension(names, options) -> callable(RunContext) -> dict``
+(run after the detectors, see `brittle.ood.run.RunContext`). Until then
 ``--combine`` is refused with a one-line error.
 """
 
@@ -138,7 +140,7 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
     strategies: list[str] = []
     if combine:
         mod = _combine_module()
-        strategies = mod.validate_cli([p.strip() for p in combine.split(",") if p.strip()])
+        strategies = mod.validate_cli([p.strip() for p in combine.split(",") if p.strip()], [d.name for d in dets])
     net = load_model(model, weights, device=device)
     root = str(data_root) if data_root is not None else None
     for n in names:

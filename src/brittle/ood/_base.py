@@ -146,7 +146,9 @@ class OODDetector(Scorer):
     """Base of brittle's OOD detectors: higher score = more out-of-distribution (``flag_below = False``).
 
     Class attributes say what a detector needs: ``uses_layer`` (the penultimate features, or ``layer=``),
-    ``uses_head`` (the final linear layer's ``W``, ``b``). ``bind(model)`` resolves both from a model.
+    ``uses_head`` (the final linear layer's ``W``, ``b``), ``min_fit_inputs`` / ``min_fit_classes`` (what a fit
+    set must hold, checked by `check_fit_data`). ``bind(model)`` resolves the layer and head from a model.
+    ``fit`` records the class count and layer widths that ``score`` then checks (`Scorer.check_score_features`).
     Subclasses implement ``_fit(features, target)`` (when ``requires_fit``), ``score_tensor`` and
     ``_params`` / ``_state`` / ``_set_state`` for persistence.
     """
@@ -154,6 +156,10 @@ class OODDetector(Scorer):
     flag_below: ClassVar[bool] = False
     uses_layer: ClassVar[bool] = False
     uses_head: ClassVar[bool] = False
+    #: fewest fit inputs ``fit`` accepts (2 where a covariance or a spread is estimated)
+    min_fit_inputs: ClassVar[int] = 1
+    #: fewest classes among the fit labels ``fit`` accepts (2 where scores are relative to other classes)
+    min_fit_classes: ClassVar[int] = 1
     #: short paper reference, shown in reports
     paper: ClassVar[str] = ""
 
@@ -167,6 +173,12 @@ class OODDetector(Scorer):
         self.head_weight_: np.ndarray | None = None
         self.head_bias_: np.ndarray | None = None
         self._fitted = False
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Constructor arguments, without the base's ``layer`` / ``head`` for detectors that read neither."""
+        drop = {n for n, used in (("layer", cls.uses_layer), ("head", cls.uses_head)) if not used}
+        return [n for n in super().param_names() if n not in drop]
 
     # --- structure ------------------------------------------------------------------------------
     @property
@@ -229,12 +241,35 @@ class OODDetector(Scorer):
     def is_fitted(self) -> bool:
         return self._fitted or not self.requires_fit
 
+    def check_fit_data(self, n: int, labels: Any = None) -> None:
+        """`InputError` when ``n`` fit inputs with class ``labels`` (None: not known yet) make this detector
+        degenerate (``min_fit_inputs``, ``min_fit_classes``). `fit` calls it; so do `brittle.ood.run.run_ood` and
+        `brittle.ood.Benchmark.evaluate` before any detector runs."""
+        name = type(self).__name__
+        if n < self.min_fit_inputs:
+            raise InputError(f"{name} needs at least {self.min_fit_inputs} fit inputs, got {n} (its covariance / "
+                             "spread would be zero and every score meaningless)",
+                             "fit on more in-distribution inputs")
+        if self.min_fit_classes > 1 and labels is not None:
+            present = np.unique(np.asarray(labels))
+            if len(present) < self.min_fit_classes:
+                which = f"only class {present[0]}" if len(present) else "no class"
+                raise InputError(f"{name} needs fit inputs of at least {self.min_fit_classes} classes, the fit labels "
+                                 f"hold {which}",
+                                 f"fit on in-distribution data of several classes, or drop {self.name} (for one-class "
+                                 "data use e.g. mahalanobis or knn)")
+
     def fit(self, features: Features, target: Any = None) -> OODDetector:
         """Learn from in-distribution features (``target``: class labels where a detector is class-conditional;
         None = the predicted classes)."""
         features = check_features(features)
+        labels = None
+        if self.min_fit_classes > 1:
+            labels = as_labels(target, len(features), features.logits.shape[1], features.logits)
+        self.check_fit_data(len(features), labels)
         self._fit(features, target)
         self._fitted = True
+        self.remember_fit_shapes(features)
         return self
 
     def _fit(self, features: Features, target: Any) -> None:

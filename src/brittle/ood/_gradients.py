@@ -56,12 +56,14 @@ def input_gradient(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.T
 
 def score_dataset(scorer: Any, model: nn.Module, data: Any, *, batch_size: int = 256,
                   device: str | torch.device | None = "auto") -> np.ndarray:
-    """``scorer.score_batch(model, x)`` over every batch of ``data`` (float64, shape (N,))."""
+    """``scorer.score_batch(model, x)`` over every batch of ``data`` (float64, shape (N,)), in eval mode; the
+    model is given back in the train/eval mode it came in (`brittle.models.loading.evaluation_mode`)."""
     from ..data.loading import as_data
-    from ..models.loading import prepare_model, resolve_device
+    from ..models.loading import evaluation_mode, prepare_model, resolve_device
 
     d = as_data(data)
     dev = resolve_device(device)
-    net = prepare_model(model, device=dev, sample=d.x[:2], num_classes=d.num_classes)
-    out = [scorer.score_batch(net, xb.to(dev)).detach().double().cpu() for _, xb, _ in d.batches(batch_size)]
+    with evaluation_mode(model):
+        net = prepare_model(model, device=dev, sample=d.x[:2], num_classes=d.num_classes)
+        out = [scorer.score_batch(net, xb.to(dev)).detach().double().cpu() for _, xb, _ in d.batches(batch_size)]
     return torch.cat(out).numpy()

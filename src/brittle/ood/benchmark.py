@@ -61,7 +61,49 @@ def as_detectors(detectors: Any) -> list[Scorer]:
 
 
 def detector_label(det: Scorer) -> str:
+    """The label of one detector on its own: its ``label`` attribute when set, else its registry name."""
     return getattr(det, "label", None) or det.name
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, dict) and "scorer" in value:  # a wrapped detector's description
+        inner = ", ".join(f"{k}={_param_text(v)}" for k, v in (value.get("params") or {}).items())
+        return f"{value['scorer']}({inner})" if inner else str(value["scorer"])
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_param_text(v) for v in value) + "]"
+    return str(value) if isinstance(value, str) else repr(value)
+
+
+def detector_labels(detectors: Sequence[Scorer]) -> list[str]:
+    """One distinct label per detector (the keys of `Benchmark.evaluate`'s results and `run_ood`'s store): the
+    plain `detector_label` where it is unique, else the name with the parameters that differ among the
+    detectors sharing it, e.g. ``vim(dim=10)`` and ``vim(dim=60)``. Two detectors equal in name and parameters
+    are an `InputError` (their results would overwrite each other)."""
+    import json
+
+    base = [detector_label(d) for d in detectors]
+    params = [d.get_params() for d in detectors]
+    labels = list(base)
+    for label in dict.fromkeys(base):
+        group = [i for i, b in enumerate(base) if b == label]
+        if len(group) < 2:
+            continue
+        keys = list(dict.fromkeys(k for i in group for k in params[i]))
+        text = {i: {k: json.dumps(params[i].get(k), sort_keys=True, default=str) for k in keys} for i in group}
+        differ = [k for k in keys if len({text[i][k] for i in group}) > 1]
+        if not differ:
+            continue  # identical detectors: refused below
+        for i in group:
+            inner = ", ".join(f"{k}={_param_text(params[i].get(k))}" for k in differ)
+            labels[i] = f"{label}({inner})"
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        if lab in seen:
+            raise InputError(f"detectors {seen[lab] + 1} and {i + 1} are both {lab!r} with the same parameters, so "
+                             "their results would overwrite each other",
+                             "pass each detector once (or give one a different label: det.label = 'NAME')")
+        seen[lab] = i
+    return labels
 
 
 @dataclass
@@ -196,11 +238,12 @@ class Benchmark:
         dets = as_detectors(detectors)
         s = self.session(model, batch_size=batch_size, device=device)
         s.prepare(dets)
+        labels = detector_labels(dets)
+        s.check_fit(dets)
         scores: dict[str, dict[str, np.ndarray]] = {}
         fitted: dict[str, Scorer] = {}
         seconds: dict[str, dict[str, float]] = {}
-        for det in dets:
-            label = detector_label(det)
+        for det, label in zip(dets, labels):
             if progress:
                 progress(label)
             t0 = time.perf_counter()
@@ -241,11 +284,31 @@ class Session:
     def features(self, set_name: str):
         return self.cache.get(set_name, self.bench.data(set_name), self.layers)
 
+    def check_fit(self, detectors: Sequence[Scorer]) -> None:
+        """Refuse, before any detector runs, a fit set that would make one degenerate (too few inputs, too few
+        classes: ``check_fit_data``; the members of a combination too). Without ID labels the classes are the
+        model's predictions on the fit set."""
+        members = [m for d in detectors for m in (d, *getattr(d, "detectors", ()))]
+        checks = [d for d in members if d.requires_fit and hasattr(d, "check_fit_data")]
+        if not checks:
+            return
+        fit = self.bench.fit_data
+        labels = None
+        if fit.y is not None:
+            labels = fit.y.numpy()
+        elif any(getattr(d, "min_fit_classes", 1) > 1 for d in checks):
+            labels = np.asarray(self.features("id_fit").logits).argmax(1)
+        for det in checks:
+            det.check_fit_data(len(fit), labels)
+
     def fit(self, det: Scorer) -> Scorer:
         if not det.requires_fit:
             return det
-        f = self.features("id_fit")
         y = self.bench.fit_data.y
+        if det.needs_model and hasattr(det, "fit_model"):  # fitted through the model (a combination with ODIN)
+            return det.fit_model(self.model, self.bench.fit_data, None if y is None else y.numpy(),
+                                 batch_size=min(self.batch_size, 256), device=self.device)
+        f = self.features("id_fit")
         if hasattr(det, "prepare_fit"):  # detectors that need the model on the fit data first (GROOD's mix-up)
             det.prepare_fit(self.model, self.bench.fit_data, None if y is None else y.numpy())
         return det.fit(f.select(det.layers) if det.layers else f, None if y is None else y.numpy())

@@ -44,6 +44,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.features import Features, capture_many, resolve_layer
+from ..models.loading import keeps_model_mode
 from ..scores.base import register
 from ._base import OODDetector, as_labels, check_positive, decode_array, encode_array, layer_matrix, t64
 
@@ -77,6 +78,7 @@ class GROOD(OODDetector):
     name = "grood"
     requires_fit = True
     uses_layer = True
+    min_fit_classes = 2   # the OOD prototype mixes the means of two classes
     paper = "ElAraby et al., TMLR 2025"
 
     def __init__(self, layer: str | None = None, early_layer: str | None = None, lam: float = 0.5,
@@ -118,13 +120,16 @@ class GROOD(OODDetector):
                              self.temperature)
         self.bank_ = g.numpy()
 
+    @keeps_model_mode  # evaluated in eval mode; the caller's model comes back in the mode it was given
     def fit_ood_prototype(self, model: nn.Module, data: Any, target: Any = None, *, batch_size: int = 512) -> "GROOD":
         """The OOD prototype by early-layer mix-up (module docstring): class means of ``early_layer``'s output,
-        mixed pairwise, pushed through the rest of ``model``; their mean penultimate feature."""
+        mixed pairwise, pushed through the rest of ``model``; their mean penultimate feature. Runs where the model
+        is (it is not moved) and leaves its train/eval mode as it was."""
         from ..data.loading import as_data
         from ..models.features import extract_features
 
         self.bind(model)
+        device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
         layer = self._require_layer()
         early = self.early_layer or first_parametric_layer(model)
         early_module = resolve_layer(model, early)
@@ -135,20 +140,16 @@ class GROOD(OODDetector):
             idx = np.sort(np.random.default_rng(self.seed).choice(len(d), self.max_train, replace=False))
             d = d.subset(idx)
             target = None if target is None else np.asarray(target)[idx]
-        feats = extract_features(model, d, [early], batch_size=batch_size, device="cpu")
+        feats = extract_features(model, d, [early], batch_size=batch_size, device=device)
         e = np.asarray(feats.output(early), dtype=np.float64)
         num_classes = feats.logits.shape[1]
         y = as_labels(target, len(e), num_classes, feats.logits)
+        self.check_fit_data(len(e), y)
         present = [c for c in range(num_classes) if (y == c).any()]
-        if len(present) < 2:
-            raise InputError("the early-layer mix-up needs inputs of at least two classes",
-                             "pass fit data covering several classes")
         means = {c: e[y == c].mean(0) for c in present}
         mixes = np.stack([self.lam * means[i] + (1 - self.lam) * means[j] for i, j in combinations(present, 2)])
         x = d.x[np.arange(len(mixes)) % len(d.x)]
         shape: dict[str, Any] = {}
-        model = model.eval()
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         mix_t = torch.as_tensor(mixes)
 
         def replace(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:

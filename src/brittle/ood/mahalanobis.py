@@ -9,6 +9,9 @@ pseudo-inverse ``P = Σ⁺`` (``scipy.linalg.pinvh``, as sklearn's ``EmpiricalCo
 
     M(h) = min_k (h − μ_k)ᵀ P (h − μ_k)                           (higher = more OOD)
 
+Fitting needs at least two inputs and a non-zero within-class covariance (`InputError` otherwise: with one
+input, or one input per class, every distance would be 0). One class is fine (a single Gaussian).
+
 **Several layers** (``layer=[...]``): each layer's ``M_l`` is standardised by its mean and standard deviation
 on the fit data and the standardised scores are averaged — the paper instead weights layers by a logistic
 regression fitted on OOD validation data, which an OOD-free benchmark cannot use. Layers are used flattened
@@ -56,6 +59,10 @@ def class_gaussians(h: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[np.
         means[k] = h[sel].mean(0) if sel.any() else h.mean(0)
         centred[sel] = h[sel] - means[k]
     cov = centred.T @ centred / len(h)
+    if not np.any(cov):
+        raise InputError("the within-class covariance of the fit features is zero (every fit input equals the mean "
+                         "of its class), so every Mahalanobis distance would be 0",
+                         "fit on more in-distribution inputs per class")
     return means, pinvh(cov, check_finite=False)
 
 
@@ -84,6 +91,7 @@ class Mahalanobis(OODDetector):
     name = "mahalanobis"
     requires_fit = True
     uses_layer = True
+    min_fit_inputs = 2
     paper = "Lee et al., NeurIPS 2018"
 
     def __init__(self, layer: str | Sequence[str] | None = None, noise: float | Sequence[float] = 0.0) -> None:

@@ -9,7 +9,9 @@ background Gaussian of all fit features (mean ``μ_0``, covariance ``Σ_0``). Wi
 
     score(x) = min_k [ MD_k(h) − MD_0(h) ] = min_k MD_k(h) − MD_0(h)        (higher = more OOD)
 
-Labels ``target`` are used when given, else the predicted classes.
+Labels ``target`` are used when given, else the predicted classes. Fitting needs at least two inputs and two
+classes among the labels (with one class the class Gaussian *is* the background one and ``MD_k − MD_0 ≡ 0``):
+`InputError` otherwise — for one-class data use `Mahalanobis` or `KNN`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class RMD(OODDetector):
     name = "rmd"
     requires_fit = True
     uses_layer = True
+    min_fit_inputs = 2
+    min_fit_classes = 2   # with one class MD_k − MD_0 ≡ 0: the score would be rounding noise
     paper = "Ren et al., 2021"
 
     def __init__(self, layer: str | None = None) -> None:

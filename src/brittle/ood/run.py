@@ -4,7 +4,8 @@ Files written into ``out``: ``run.sqlite`` (the crash-safe `RunStore`: one artif
 one job per detector × set holding its scores — re-running the same command resumes, a different run is
 refused unless ``overwrite``), ``summary.json`` (detector × OOD set metrics, winners, timings, settings),
 ``scores.parquet`` (one row per input: ``set``, ``index`` and one column per detector; sets ``id_val``,
-``id_test`` and each OOD set) and ``report.html``.
+``id_test`` and each OOD set) and ``report.html``. Detectors are keyed by `brittle.ood.benchmark.detector_labels`
+(the name, or the name and the parameters that differ where several detectors share a name).
 
 **Extension point** (combinations of detectors, issue #16): ``extensions`` is a list of callables
 ``ext(ctx: RunContext) -> dict | None`` run after every detector is scored; each may add rows to
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..execution.store import RunStore
 from ..scores.base import Scorer, scorer_from_dict
-from .benchmark import Benchmark, Session, detector_label
+from .benchmark import Benchmark, Session, detector_labels
 from ..core.serialize import json_default
 
 CONVENTION = ("higher score = more OOD; AUROC with either class positive; AUPR-In: ID positives; AUPR-Out: OOD "
@@ -64,14 +65,15 @@ def run_ood(model: nn.Module, bench: Benchmark, detectors: Sequence[Scorer], out
     out = Path(out)
     session = bench.session(model, batch_size=batch_size, device=device)
     session.prepare(detectors)
+    labels = detector_labels(detectors)  # distinct store keys, e.g. vim(dim=10) and vim(dim=60)
+    session.check_fit(detectors)         # a degenerate fit set is refused before out/ is created
     fitted: dict[str, Scorer] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, dict[str, float]] = {}
     sets = bench.score_sets
     total, step = len(detectors) * (len(sets) + 1), 0
     with RunStore(out, config, overwrite=overwrite) as store:
-        for det in detectors:
-            label = detector_label(det)
+        for det, label in zip(detectors, labels):
             t0 = time.perf_counter()
             saved = store.get_artifact(f"detector/{label}")
             if saved is not None:

@@ -11,7 +11,8 @@ principal space's complement); ``α = mean max_k z_k / mean ‖(h − o)ᵀ R‖
 
 (the official score ``−vlogit + energy`` with the sign flipped). ``dim`` = ``D``; by default the official
 rule: 1000 for features of ≥ 2048 dims, 512 for ≥ 768, else half the feature dimension. Needs the head
-(validated: ``h Wᵀ + b`` must rebuild the logits).
+(validated: ``h Wᵀ + b`` must rebuild the logits). Fitting needs at least two inputs and a non-zero residual
+(fit features that do not all lie in the principal space, i.e. usually more fit inputs than ``D``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ViM(OODDetector):
     requires_fit = True
     uses_layer = True
     uses_head = True
+    min_fit_inputs = 2
     paper = "Wang et al., CVPR 2022"
 
     def __init__(self, dim: int | None = None, layer: str | None = None, head: str | None = None) -> None:
@@ -61,6 +63,12 @@ class ViM(OODDetector):
         order = np.argsort(eig_vals * -1)
         self.residual_space_ = np.ascontiguousarray(eig_vecs.T[order[dim:]].T)
         vlogit = np.linalg.norm(x @ self.residual_space_, axis=-1)
+        scale = float(np.linalg.norm(x, axis=-1).mean())
+        if not vlogit.mean() > 1e-8 * max(scale, 1e-300):
+            raise InputError(f"the {len(x)} fit inputs have no component outside ViM's {dim}-dimensional principal "
+                             f"space (mean residual norm {vlogit.mean():.3g} against a mean feature norm {scale:.3g}), "
+                             "so its virtual logit cannot be scaled",
+                             f"fit on more in-distribution inputs (many more than dim={dim}), or pass a smaller dim")
         self.alpha_ = float(np.asarray(features.logits, dtype=np.float64).max(axis=-1).mean() / vlogit.mean())
 
     def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:

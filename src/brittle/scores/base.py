@@ -10,12 +10,17 @@ scikit-learn's estimators:
   the same data come from one forward pass: extract the union of their layers once with
   `brittle.models.extract_features` and hand each scorer the same `Features`;
 * ``score(features)`` returns a float64 array of shape ``(N,)``; ``score_tensor(logits, outputs)`` computes the
-  same in the serving forward pass (used by `brittle.monitoring.Monitor`);
+  same in the serving forward pass (used by `brittle.monitoring.Monitor`). ``score`` checks its features in one
+  place (`Scorer.check_score_features`): finite logits and layer outputs, and — for a scorer that recorded them
+  at fit time (`Scorer.remember_fit_shapes`) — the same number of classes and the same width of every layer it
+  reads as at fit time;
+* unknown constructor arguments are refused by name (`make_scorer`, `scorer_from_dict`: ``param_names``);
 * **orientation** is declared once per class by ``flag_below``: margins are *low* on the inputs they flag
   (``flag_below = True``: a small margin is a brittle decision), detectors are *high* on the inputs they flag
   (``flag_below = False``: a high OOD score is an out-of-distribution input). `risk` turns either into
   "higher = flag", which is what thresholds, AUROC and the monitor use;
-* ``to_dict`` / `scorer_from_dict` round-trip a fitted scorer through plain JSON (never pickle).
+* ``to_dict`` / `scorer_from_dict` round-trip a fitted scorer through plain JSON (never pickle), the widths
+  recorded at fit time (``fit_shapes``) included.
 
 Scorers that need more than a forward pass (input gradients, input preprocessing) set ``needs_model = True``
 and override `score_model` / `score_batch`.
@@ -29,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.registry import import_builtins, lookup, lookup_description
+from ..core.registry import check_params, import_builtins, init_param_names, lookup, lookup_description
 from ..errors import InputError
 from ..models.features import Features, extract_features
 
@@ -78,11 +83,41 @@ class Scorer:
             name = type(self).__name__
             raise InputError(f"this {name} is not fitted yet", f"call {name}.fit(features) first, or load a fitted one")
 
+    def remember_fit_shapes(self, features: Features) -> None:
+        """Record what `check_score_features` compares at score time: the number of classes of the logits and
+        the width of every layer this scorer reads (fitted detectors call it at the end of ``fit``)."""
+        self.fit_shapes_: dict[str, int] = {"logits": int(np.shape(features.logits)[1]),
+                                            **{name: _width(features.output(name)) for name in self.layers}}
+
+    def check_score_features(self, features: Any) -> Features:
+        """``features`` validated for scoring (`InputError` otherwise): `check_features`, every layer this scorer
+        reads present with one finite row per input, and the class count / layer widths of fit time."""
+        features = check_features(features)
+        shapes = getattr(self, "fit_shapes_", None) or {}
+        name = type(self).__name__
+        classes = int(features.logits.shape[1])
+        if "logits" in shapes and classes != shapes["logits"]:
+            raise InputError(f"the logits have {classes} classes, {name} was fitted on {shapes['logits']}",
+                             "score features of the model it was fitted on (the same classes)")
+        for layer in self.layers:
+            out = np.asarray(features.output(layer))
+            if len(out) != len(features):
+                raise InputError(f"layer {layer!r} has {len(out)} rows but the logits have {len(features)}",
+                                 "pass the features of one forward pass (extract_features)")
+            width = _width(out)
+            if layer in shapes and width != shapes[layer]:
+                raise InputError(f"layer {layer!r} has {width} features, {name} was fitted on {shapes[layer]}",
+                                 "score features of the layer (and model) it was fitted on")
+            if not np.isfinite(out).all():
+                raise InputError(f"the output of layer {layer!r} contains NaN or infinite values",
+                                 "check the model and the inputs")
+        return features
+
     # --- scoring --------------------------------------------------------------------------------
     def score(self, features: Features) -> np.ndarray:
         """Score of every input, float64 of shape ``(N,)`` (orientation: see ``flag_below``)."""
         self.check_fitted()
-        features = check_features(features)
+        features = self.check_score_features(features)
         logits = torch.from_numpy(np.ascontiguousarray(features.logits, dtype=np.float32))
         outputs = {name: torch.from_numpy(np.ascontiguousarray(features.output(name), dtype=np.float32))
                    for name in self.layers}
@@ -118,6 +153,11 @@ class Scorer:
         raise NotImplementedError(f"{type(self).__name__} scores from forward outputs; use score_tensor")
 
     # --- persistence --------------------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The keyword arguments the constructor takes (what `make_scorer` and `from_dict` accept)."""
+        return init_param_names(cls)
+
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters (JSON-able)."""
         return {}
@@ -130,13 +170,23 @@ class Scorer:
         """Restore what `get_state` wrote."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scorer": self.name, "params": self.get_params(), "state": self.get_state()}
+        d = {"scorer": self.name, "params": self.get_params(), "state": self.get_state()}
+        if getattr(self, "fit_shapes_", None):
+            d["fit_shapes"] = dict(self.fit_shapes_)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scorer":
         """Rebuild from `to_dict` output."""
-        scorer = cls(**(d.get("params") or {}))
+        params = d.get("params") or {}
+        check_params(cls.name, params, cls.param_names())
+        scorer = cls(**params)
         scorer.set_state(d.get("state") or {})
+        if d.get("fit_shapes"):
+            try:
+                scorer.fit_shapes_ = {str(k): int(v) for k, v in dict(d["fit_shapes"]).items()}
+            except (TypeError, ValueError):
+                raise InputError(f"the stored {cls.__name__} has corrupt fit_shapes", "re-fit and save it again") from None
         return scorer
 
     def __repr__(self) -> str:
@@ -160,10 +210,17 @@ def check_features(features: Any) -> Features:
     return features
 
 
+def _width(a: Any) -> int:
+    """Features per input of an ``(N, ...)`` layer output."""
+    return int(np.prod(np.shape(a)[1:], dtype=np.int64))
+
+
 def make_scorer(name: str, **params: Any) -> Scorer:
-    """A scorer by registry name, e.g. ``make_scorer("logit_margin")``."""
+    """A scorer by registry name, e.g. ``make_scorer("logit_margin")``; an unknown parameter is an `InputError`."""
     _load_builtin()
-    return lookup(SCORERS, name, "scorer")(**params)
+    cls = lookup(SCORERS, name, "scorer")
+    check_params(name, params, cls.param_names())
+    return cls(**params)
 
 
 def scorer_from_dict(d: dict[str, Any]) -> Scorer:

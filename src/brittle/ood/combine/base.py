@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import InputError
-from ...core.registry import import_builtins, lookup, lookup_description
+from ...core.registry import check_params, import_builtins, init_param_names, lookup, lookup_description
 
 #: name → strategy class (filled by `register_combiner`)
 COMBINERS: dict[str, type["Combiner"]] = {}
@@ -164,17 +164,22 @@ def _load_builtin() -> None:
     import_builtins(BUILTIN_COMBINERS, __package__)
 
 
+def _build(cls: type[Combiner], params: dict[str, Any]) -> Combiner:
+    check_params(cls.name, params, init_param_names(cls))  # an unknown parameter: InputError naming the known ones
+    return cls(**params)
+
+
 def make_combiner(name: str, **params: Any) -> Combiner:
     """A strategy by name: ``"vote"``, ``"ecdf"``, ``"copula"`` or ``"ot"``."""
     _load_builtin()
-    return lookup(COMBINERS, name, "combination strategy")(**params)
+    return _build(lookup(COMBINERS, name, "combination strategy"), params)
 
 
 def combiner_from_dict(d: dict[str, Any]) -> Combiner:
     """Rebuild a strategy written by `Combiner.to_dict` (plain JSON; never unpickles)."""
     _load_builtin()
     cls = lookup_description(COMBINERS, d, "combiner", "combination strategy", "pass Combiner.to_dict() output")
-    c = cls(**(d.get("params") or {}))
+    c = _build(cls, dict(d.get("params") or {}))
     c.set_state(d.get("state") or {})
     return c
 

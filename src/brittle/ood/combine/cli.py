@@ -1,9 +1,10 @@
 """``brittle ood --combine vote,ecdf,copula,ot``: the combination strategies as an extension of the ``ood`` run.
 
-`validate_cli` checks the strategy names before the output directory exists; `cli_extension` returns the
-callable `brittle.ood.run.run_ood` runs after every detector is scored: each strategy is fitted on the
-detectors' scores of the **ID validation** split (``id_val``; never OOD data) over all the detectors of the run
-(``--detectors``), scores ``id_test`` and every OOD set, and adds a row per OOD set to the run's table
+`validate_cli` checks the strategy names (and, given the run's detectors, that there are at least two) before
+the output directory exists; `cli_extension` returns the callable `brittle.ood.run.run_ood` runs after every
+detector is scored: each strategy is fitted on the detectors' scores of the **ID validation** split
+(``id_val``; never OOD data) over all the detectors of the run (``--detectors``), scores ``id_test`` and every
+OOD set, and adds a row per OOD set to the run's table
 (detector label ``combine:<strategy>``) — so the combinations appear in ``summary.json``, ``scores.parquet``
 and the report next to the single detectors — plus a ``combination`` section in ``summary.json``: per strategy,
 the detectors, mean AUROC, whether it beats the best single detector, and its threshold at the target TPR.
@@ -19,7 +20,18 @@ from ...errors import InputError
 from .base import make_combiner, strategy_names
 
 
-def validate_cli(names: list[str]) -> list[str]:
+def check_enough_detectors(detectors: list[str]) -> None:
+    """A combination needs the scores of at least two detectors (checked by `validate_cli` before the run, and
+    by the extension itself for callers of `brittle.ood.run.run_ood`)."""
+    if len(detectors) < 2:
+        got = f"only {detectors[0]!r}" if detectors else "none"
+        raise InputError(f"--combine needs at least two detectors, got {got}",
+                         "pass --detectors with two or more names (or drop --combine)")
+
+
+def validate_cli(names: list[str], detectors: list[str] | None = None) -> list[str]:
+    """The strategy names (``all`` expanded), checked; with ``detectors`` (the run's detector names) also that
+    there are enough of them — all before the output directory exists."""
     known = strategy_names()
     if not names:
         raise InputError("--combine is empty", f"pass some of {', '.join(known)}")
@@ -33,6 +45,8 @@ def validate_cli(names: list[str]) -> list[str]:
             import ot  # noqa: F401
         except ImportError:
             raise InputError("--combine ot needs POT (Python Optimal Transport)", "pip install 'brittle[ood]'") from None
+    if detectors is not None:
+        check_enough_detectors(list(detectors))
     return list(dict.fromkeys(names))
 
 
@@ -41,8 +55,7 @@ def cli_extension(names: list[str], options: dict[str, Any]) -> Callable[[Any], 
         from ...analysis.detection import ood_metrics
 
         labels = [lab for lab in ctx.detectors if not lab.startswith("combine:")]
-        if len(labels) < 2:
-            raise InputError("--combine needs at least two detectors", "pass --detectors with two or more names")
+        check_enough_detectors(labels)
         if "id_val" not in ctx.scores[labels[0]]:
             raise InputError("--combine needs an ID validation split to fit on", "use a benchmark with a val split")
         dets = ctx.detectors

@@ -11,6 +11,10 @@ scores of the remaining **validation** part (so the strategy sees scores of inpu
 on — in-sample scores of e.g. KNN or Mahalanobis would be optimistic). When no detector needs fitting, the
 strategy is fitted on all inputs. `fit_combiner` fits only the strategy, on validation features, for detectors
 fitted beforehand.
+
+**Detectors that score through the model** (``needs_model``: ODIN with ``eps > 0``, Mahalanobis with noise) are
+scored with their own ``score_model`` by `fit_model` / `score_model` (and ``score_batch`` in the monitor), on the
+same inputs as the others; `fit` and `score` on features alone refuse such a combination with that fix.
 """
 
 from __future__ import annotations
@@ -74,10 +78,29 @@ class CombinedDetector(Scorer):
     def is_fitted(self) -> bool:
         return self.combiner.is_fitted and all(d.is_fitted for d in self.detectors)
 
-    def score_matrix(self, features: Features) -> np.ndarray:
-        """``(N, d)``: each detector's score on ``features``, oriented higher = more OOD."""
+    def score_matrix(self, features: Features, model: nn.Module | None = None, data: Any = None,
+                     **score_options: Any) -> np.ndarray:
+        """``(N, d)``: each detector's score on ``features``, oriented higher = more OOD. Detectors that score
+        through the model (``needs_model``: ODIN with ``eps > 0``, Mahalanobis with noise) score ``data`` with
+        their ``score_model(model, data)``; without a model they are refused."""
         features = check_features(features)
-        return np.column_stack([det.risk(det.score(features.select(det.layers))) for det in self.detectors])
+        if model is None:
+            self._refuse_without_model()
+        cols = []
+        for det in self.detectors:
+            if det.needs_model:
+                s = det.score_model(model, data, **score_options)
+            else:
+                s = det.score(features.select(det.layers))
+            cols.append(det.risk(s))
+        return np.column_stack(cols)
+
+    def _refuse_without_model(self) -> None:
+        need = [det for det in self.detectors if det.needs_model]
+        if need:
+            raise InputError(f"{need[0]!r} in this combination scores through the model (input preprocessing), "
+                             "so the combination cannot be fitted or scored from features alone",
+                             "use fit_model(model, data) and score_model(model, data) (or score_batch in a monitor)")
 
     def bind(self, model: nn.Module) -> "CombinedDetector":
         """Bind every detector that reads the model's structure (penultimate layer, head)."""
@@ -94,18 +117,25 @@ class CombinedDetector(Scorer):
         return self
 
     def fit_model(self, model: nn.Module, data: Any, target: Any = None, **extract_options: Any) -> "CombinedDetector":
-        """`bind`, `prepare_fit`, then `fit` on the features of ``data`` (its labels when ``target`` is None)."""
+        """`bind`, `prepare_fit`, then `fit` on the features of ``data`` (its labels when ``target`` is None);
+        detectors that score through the model score their part of ``data`` with it."""
         from ...data.loading import as_data
 
         d = as_data(data)
         if target is None and d.y is not None:
             target = d.y.numpy()
         self.bind(model).prepare_fit(model, d, target)
-        return self.fit(self.extract(model, d, **extract_options), target)
+        return self._fit(self.extract(model, d, **extract_options), target, model, d, extract_options)
 
     # --- fitting --------------------------------------------------------------------------------------
     def fit(self, features: Features, target: Any = None) -> "CombinedDetector":
+        return self._fit(features, target)
+
+    def _fit(self, features: Features, target: Any, model: nn.Module | None = None, data: Any = None,
+             options: dict[str, Any] | None = None) -> "CombinedDetector":
         features = check_features(features)
+        if model is None:
+            self._refuse_without_model()
         n = len(features)
         must_fit = [d for d in self.detectors if d.requires_fit]
         if must_fit:
@@ -119,21 +149,36 @@ class CombinedDetector(Scorer):
             for det in must_fit:
                 det.fit(features.subset(fit_idx).select(det.layers), fit_target)
             val = features.subset(val_idx)
+            val_data = None if data is None else data.subset(val_idx)
         else:
-            val = features
-        return self.fit_combiner(val)
+            val, val_data = features, data
+        self.fit_combiner(val, model, val_data, **(options or {}))
+        self.remember_fit_shapes(features)
+        return self
 
-    def fit_combiner(self, val_features: Features) -> "CombinedDetector":
-        """Fit only the strategy, on the (already fitted) detectors' scores of ID validation features."""
+    def fit_combiner(self, val_features: Features, model: nn.Module | None = None, data: Any = None,
+                     **score_options: Any) -> "CombinedDetector":
+        """Fit only the strategy, on the (already fitted) detectors' scores of ID validation features (and, for
+        detectors that score through the model, of the same inputs ``data`` under ``model``)."""
         for det in self.detectors:
             det.check_fitted()
-        self.combiner.fit(self.score_matrix(val_features))
+        self.combiner.fit(self.score_matrix(val_features, model, data, **score_options))
         return self
 
     # --- scoring ----------------------------------------------------------------------------------
     def score(self, features: Features) -> np.ndarray:
         self.check_fitted()
-        return self.combiner.score(self.score_matrix(features))
+        return self.combiner.score(self.score_matrix(self.check_score_features(features)))
+
+    def score_model(self, model: nn.Module, data: Any, **extract_options: Any) -> np.ndarray:
+        """Scores of every input of ``data`` under ``model`` (one forward pass for the feature-based detectors,
+        ``score_model`` for those that score through the model)."""
+        from ...data.loading import as_data
+
+        self.check_fitted()
+        d = as_data(data)
+        features = self.check_score_features(self.extract(model, d, **extract_options))
+        return self.combiner.score(self.score_matrix(features, model, d, **extract_options))
 
     def score_tensor(self, logits: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         self.check_fitted()

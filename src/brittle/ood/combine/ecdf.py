@@ -9,7 +9,8 @@ atypical on one detector only dominates few ID vectors, so it is accepted — th
 Computation: for each column the prefix sets "ID rows whose value is ≤ the r-th smallest" are precomputed as
 bit sets (``(n+1) × n`` bits per column); a query ANDs ``d`` of them and counts bits — ``O(d·n/64)`` word
 operations per query instead of the ``O(d·n)`` comparisons of `ecdf_brute_force` (the reference, also used when
-the bit sets would exceed ``max_bitset_bytes``). Both give the same count exactly (tested).
+the bit sets would exceed ``max_bitset_bytes``). Both give the same count exactly (tested). Bits are counted with
+``np.bitwise_count`` on NumPy >= 2.0 and with a byte lookup table on NumPy 1.x (`popcount_rows`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ import numpy as np
 
 from ...errors import InputError
 from .base import Combiner, check_score_matrix, register_combiner
+
+#: bits set in each byte value (the popcount of NumPy < 2.0, which lacks ``np.bitwise_count``)
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def popcount_rows(words: np.ndarray, *, table: bool | None = None) -> np.ndarray:
+    """Set bits per row of an unsigned-integer matrix ``(m, w)``, as int64 ``(m,)``: ``np.bitwise_count`` where
+    NumPy has it (>= 2.0), else (or with ``table=True``) a 256-entry lookup table over the bytes."""
+    if table is None:
+        table = not hasattr(np, "bitwise_count")
+    words = np.ascontiguousarray(words)
+    if not table:
+        return np.bitwise_count(words).sum(axis=1, dtype=np.int64)
+    return _POPCOUNT8[words.view(np.uint8).reshape(len(words), -1)].sum(axis=1, dtype=np.int64)
 
 
 def ecdf_brute_force(reference: Any, query: Any, chunk: int = 512) -> np.ndarray:
@@ -78,7 +93,7 @@ class EmpiricalCDF(Combiner):
             acc = self._bits[0][ranks[0][a:a + chunk]].copy()
             for k in range(1, s.shape[1]):
                 acc &= self._bits[k][ranks[k][a:a + chunk]]
-            out[a:a + chunk] = np.bitwise_count(acc).sum(axis=1, dtype=np.int64)
+            out[a:a + chunk] = popcount_rows(acc)
         return out / n
 
     def get_params(self) -> dict[str, Any]:
