@@ -36,6 +36,7 @@ from .._version import __version__
 from ..data.corruptions import Stream
 from ..data.loading import Data
 from ..errors import InputError
+from ..models.loading import model_fingerprint
 from .base import Adapter, model_failure
 from ..core.serialize import json_default
 
@@ -332,7 +333,7 @@ def adapt_run(adapter: Adapter, model: torch.nn.Module, stream: Stream, out: str
               "passes": passes, "chunk_steps": per_chunk, "stream": st.data.fingerprint(),
               "segments": [(s.name, s.start, s.stop) for s in st.segments],
               "clean": None if clean is None else clean.fingerprint(),
-              "model": _model_fingerprint(source_model), **(run_config or {})}
+              "model": model_fingerprint(source_model), **(run_config or {})}
     t0 = time.perf_counter()
     with RunStore(out, config, overwrite=overwrite) as store:
         source_pred = _stored_source(store, source_model, st.data)
@@ -416,16 +417,6 @@ def _stored_source(store: Any, model: torch.nn.Module, data: Data) -> np.ndarray
     pred = source_predictions(model, data)
     store.put_artifact(SOURCE_JOB, pack_arrays({"pred": pred}))
     return pred
-
-
-def _model_fingerprint(model: torch.nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:
