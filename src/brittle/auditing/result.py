@@ -4,7 +4,6 @@ saved to and read back from a run directory (`load_run`, from `brittle.core.runs
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.runs import EpsDict, Run, eps_keyed, json_ready, load_run, lookup_eps, with_eps_keys  # noqa: F401
+from ..core.serialize import jsonable as _jsonable  # shared with the CLI's --json output
 from ..errors import InputError, StoreError
 
 #: summary sections keyed by ε (one level deep, or two for the pseudo-margin's per-ε metrics)
@@ -84,22 +84,3 @@ def _atomic_write(path: Path, payload: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(payload)
     os.replace(tmp, path)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..core.serialize import json_default
+from ..core.serialize import json_default, jsonable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,9 +24,10 @@ class State:
 
 
 def emit(payload: dict[str, Any], table: Table | None = None) -> None:
-    """Print a result: JSON with ``--json``, else the rich table unless ``--quiet``."""
+    """Print a result: strict JSON with ``--json`` (non-finite numbers as ``null``, as in summary.json), else the
+    rich table unless ``--quiet``."""
     if State.as_json:
-        print(json.dumps(payload, indent=2, default=json_default))
+        print(json.dumps(jsonable(payload), indent=2, default=json_default))
     elif table is not None and not State.quiet:
         console.print(table)
 
@@ -38,6 +39,9 @@ def parse_floats(text: str, what: str = "eps") -> list[float]:
     from ..core.validation import parse_number
     from ..errors import InputError
 
+    if not text.strip():  # e.g. --eps "$EPS" with the variable unset: refused, never read as "not given"
+        raise InputError(f"--{what} is empty", f"pass numbers or fractions like --{what} 0.1,8/255, or leave "
+                                               f"--{what} out for the default")
     values = []
     for part in text.split(","):
         try:
@@ -61,7 +65,7 @@ def load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optio
     from ..data.loading import DEFAULT_DOMAIN, load_data
     from ..models.loading import load_model
 
-    dom = tuple(parse_floats(domain, "domain")) if domain else DEFAULT_DOMAIN
+    dom = tuple(parse_floats(domain, "domain")) if domain is not None else DEFAULT_DOMAIN
     if len(dom) != 2:
         from ..errors import InputError
         raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")

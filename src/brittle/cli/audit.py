@@ -79,6 +79,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     from ..execution.executor import make_executor
 
     options = attack_options(method, strength)
+    budgets = parse_floats(eps) if eps is not None else None  # --eps "" is refused, not read as the default
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     if shift:  # checked before anything is loaded or written
         from ..data.corruptions import apply_shift, parse_shifts
@@ -89,7 +90,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
     if shift:
         dataset = apply_shift(dataset, shift, seed=seed)
-    result = run_audit(net, dataset, norm=norm, eps=parse_floats(eps) if eps else None, method=method, lower=lower,
+    result = run_audit(net, dataset, norm=norm, eps=budgets, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,
                        progress=not State.quiet, model_name=model, command=command_line(), executor=executor,
                        pseudo_margin=pseudo_margin, monitor_eps=monitor_eps, monitor_recall=monitor_recall,
@@ -137,8 +138,16 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written
 def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more audit run directories."),
             out: Path = typer.Option(Path("comparison.html"), help="Output HTML file.")) -> None:
     """One HTML report comparing several audit runs side by side."""
+    from ..errors import InputError
     from ..report import render_comparison
+    from ..report._load import load_run
+    from ..report._render import check_audit
 
+    if len(run_dirs) < 2:
+        raise InputError(f"brittle compare needs two or more run directories, got {len(run_dirs)}",
+                         "pass two or more audit --out directories (`brittle report DIR` renders one run)")
+    for run_dir in run_dirs:  # every run is a finished audit: checked before the comparison is written
+        check_audit(load_run(run_dir))
     path = render_comparison(run_dirs, out)
     emit({"report": str(path)})
     if not State.quiet:

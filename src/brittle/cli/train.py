@@ -8,7 +8,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, torch_seed
+from ._common import (DATA_ROOT, OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit,
+                      torch_seed)
 
 
 def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root: Optional[Path], limit: Optional[int],
@@ -18,6 +19,14 @@ def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root
 
     train_data = load_data(data, data_root, limit=limit)
     val = load_data(val_data, data_root, limit=eval_n) if val_data else None
+    modes = [(module, module.training) for module in net.modules()]
+    net.eval()  # the probe for a missing channel must not update batch-norm statistics before training
+    try:  # (N, H, W) grayscale images: the channel is added with a note, as `brittle audit` does
+        train_data = add_missing_channel(net, train_data)
+        val = add_missing_channel(net, val) if val is not None else None
+    finally:
+        for module, training in modes:
+            module.training = training
     summary = train_run(net, train_data, out, val_data=val, overwrite=overwrite, progress=not State.quiet,
                         command=command_line(), eval_n=eval_n, **options)
     table = Table(title=f"training run {out}")

@@ -4,9 +4,12 @@ with one-line errors."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import InputError
 
@@ -19,6 +22,30 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as strict JSON values: non-finite floats (``inf``, ``nan``) become ``None`` (JSON ``null``, which
+    ``json.dumps`` would otherwise write as the non-standard ``Infinity`` / ``NaN``); numpy and torch scalars and
+    arrays become numbers and lists; dict keys become strings. Anything else is left to
+    ``json.dumps(..., default=json_default)``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())  # nested lists (a 0-d array: its scalar)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if not isinstance(obj, (str, bytes, int)) and (hasattr(obj, "tolist") or
+                                                    (hasattr(obj, "item") and getattr(obj, "ndim", None) == 0)):
+        return jsonable(json_default(obj))  # a torch tensor or 0-d array: its values, sanitised the same way
+    return obj
 
 
 def read_json_file(path: str | os.PathLike, what: str, fix: str) -> Any:

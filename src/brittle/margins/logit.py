@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..core.validation import check_positive_int
 from ..data.loading import as_data
 from ..models.loading import (check_input_scale, check_logits_shape, checked_forward, keeps_model_mode,
                               logit_value_flags, prepare_model, raise_logit_values, resolve_device)
@@ -80,6 +81,7 @@ def logit_margins(model: nn.Module, data: Any, *, batch_size: int = 1024,
     structured outputs); the value checks of every batch (finite, not probabilities) are flags kept on the
     device and read once, with the results.
     """
+    batch_size = check_positive_int(batch_size, "batch_size", "pass e.g. batch_size=1024")
     data = as_data(data)
     dev = resolve_device(device, like=data.x)
     model = prepare_model(model, device=dev)

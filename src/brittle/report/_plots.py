@@ -45,6 +45,19 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def legend(target: Any, *args: Any, handles: Sequence[Any] | None = None, **kwargs: Any) -> None:
+    """``target.legend(...)`` (an axes or a figure) only when there is something to name: without labelled
+    artists (a run with nothing flipped, no curve drawn) matplotlib would draw an empty box and warn "No artists
+    with labels found to put in legend" on stderr."""
+    if handles is None:
+        axes = target.axes if isinstance(target, Figure) else [target]
+        handles = [h for ax in axes for h, label in zip(*ax.get_legend_handles_labels()) if label]
+        if handles:
+            target.legend(*args, **kwargs)
+    elif handles:
+        target.legend(*args, handles=handles, **kwargs)
+
+
 def to_data_uri(fig: Figure) -> str:
     """Encode ``fig`` as a base64 PNG ``data:`` URI (no timestamp metadata, so output is reproducible)."""
     buf = io.BytesIO()
@@ -149,9 +162,7 @@ def _draw_scatter(ax: Any, run: Run, *, thumbnail: bool = False) -> bool:
                             textcoords="offset points", va="center", fontsize=8, color="#4a5568")
         ax.set_xlabel("logit margin (top-1 − runner-up logit)")
         ax.set_ylabel(f"input margin ({norm_symbol(run.norm)}, attack upper bound)")
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, labels, loc="lower right", markerscale=1.6, frameon=True, framealpha=0.9,
-                  edgecolor="#e2e8f0")
+        legend(ax, loc="lower right", markerscale=1.6, frameon=True, framealpha=0.9, edgecolor="#e2e8f0")
     return True
 
 
@@ -224,8 +235,8 @@ def detection_curves(run: Run) -> str | None:
               title="Precision–recall  (dotted: share of non-robust inputs)")
     ax_roc.set_aspect("equal")
     ax_pr.set_aspect("equal")
-    ax_roc.legend(loc="lower right")
-    ax_pr.legend(loc="lower left")
+    legend(ax_roc, loc="lower right")
+    legend(ax_pr, loc="lower left")
     return to_data_uri(fig)
 
 
@@ -324,7 +335,7 @@ def robust_accuracy_plot(run: Run) -> str | None:
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, max(eps_max_of(run), max(run.eps or [0])) * 1.02 or 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower left", frameon=True, framealpha=0.9)
+    legend(ax, loc="lower left", frameon=True, framealpha=0.9)
     return to_data_uri(fig)
 
 
@@ -350,7 +361,7 @@ def margin_histograms(run: Run) -> str | None:
         if sel.any():
             ax_l.hist(lm[sel], bins=bins, color=color, alpha=0.6, label=f"{name} (n={int(sel.sum())})")
     ax_l.set(title="Logit margin", xlabel="logit margin", ylabel="inputs")
-    ax_l.legend()
+    legend(ax_l)
     finite = im[np.isfinite(im) & (im > 0)]
     n_cens = int(np.isinf(im).sum())
     if finite.size:
@@ -361,7 +372,7 @@ def margin_histograms(run: Run) -> str | None:
         for e, color in zip(run.eps, eps_colors(len(run.eps))):
             ax_i.axvline(e, color=color, lw=1.4, ls="--", label=f"ε = {e:g}")
         if run.eps:
-            ax_i.legend(loc="best")
+            legend(ax_i, loc="best")
     else:
         ax_i.text(0.5, 0.5, "no finite input margin:\nthe attack found no adversarial example", ha="center",
                   va="center", transform=ax_i.transAxes, color="#4a5568")
@@ -393,7 +404,7 @@ def pseudo_margin_scatter(run: Run) -> str | None:
     for e, color in zip(run.eps, eps_colors(len(run.eps))):  # every audited ε (the axis extends to show it)
         ax.axhline(e, color=color, lw=0.9, ls=":", zorder=0, label=f"ε = {e:g}")
     if run.eps:
-        ax.legend(loc="lower right", fontsize=7.5, frameon=True, framealpha=0.9)
+        legend(ax, loc="lower right", fontsize=7.5, frameon=True, framealpha=0.9)
     ax.set(xlabel="pseudo-margin", ylabel="input margin", title="Input margin against pseudo-margin")
     return to_data_uri(fig)
 
@@ -425,7 +436,7 @@ def subset_plot(rows: Sequence[dict[str, Any]]) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel("robust accuracy")
     ax.set_title("Robust accuracy estimated from an attacked subset")
-    fig.legend(loc="outside lower center", ncols=min(len(seen), 4))
+    legend(fig, loc="outside lower center", ncols=min(len(seen), 4))
     return to_data_uri(fig)
 
 
@@ -502,7 +513,7 @@ def compare_robust(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
     handles.append(Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"))
     if dashed:
         handles.append(Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound"))
-    ax.legend(handles=handles, loc="upper right")
+    legend(ax, handles=handles, loc="upper right")
     return to_data_uri(fig)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
-from ..errors import InputError, StoreError
+from ..errors import InputError, RunNotFoundError, StoreError
 from . import _plots as plots
 from ..analysis.consistency import share_robust
 from ._load import Run, load_run, lookup_eps, num
@@ -394,16 +394,38 @@ def _write(html: str, out: Path) -> Path:
     return out
 
 
+#: keys that every audit's summary.json holds; a summary with none of them is not an audit's
+AUDIT_KEYS = ("eps", "n", "norm", "clean_accuracy", "robust_accuracy", "kendall_tau", "detection")
+
+
+def check_audit(run: Run) -> Run:
+    """``run``, checked to be a finished audit: it has a summary.json holding an audit's summary. A margins-only
+    run (``brittle margins``: margins.parquet, no summary) or an unfinished audit raises `RunNotFoundError`; a
+    summary.json that is empty or holds none of an audit's keys raises `StoreError`."""
+    summary_path = run.path / "summary.json"
+    if not summary_path.is_file():
+        if (run.path / "margins.parquet").is_file() and not (run.path / "samples.parquet").is_file():
+            raise RunNotFoundError(f"{run.path} holds a margins-only run (margins.parquet, no summary.json), not an "
+                                   "audit", f"audit the model with `brittle audit ... --out DIR` and pass that "
+                                   f"directory, or leave {run.path} out")
+        raise RunNotFoundError(f"{run.path} has no summary.json, so it is not a finished audit",
+                               "run the audit to completion (re-running the same command resumes), or pass its "
+                               "--out directory")
+    if not any(key in run.summary for key in AUDIT_KEYS):
+        what = ("an empty JSON object" if not run.summary
+                else f"none of the keys an audit writes: {', '.join(AUDIT_KEYS)}")
+        raise StoreError(f"{summary_path} is not a valid audit summary (it holds {what})",
+                         "re-run the audit that wrote it to rewrite it (the same command resumes from run.sqlite)")
+    return run
+
+
 def render_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Render the HTML report of one audit and return its path (default ``run_dir/report.html``).
 
     The page is a single self-contained file: figures are embedded PNGs, styles are inline, nothing is
     fetched over the network. Every user-supplied string is HTML-escaped.
     """
-    run = load_run(run_dir)
-    if not run.summary:
-        raise StoreError(f"{run.path} has no summary.json, so it is not a finished audit",
-                         "run the audit to completion, or pass its --out directory")
+    run = check_audit(load_run(run_dir))
     html = _environment().get_template("report.html.j2").render(**report_context(run))
     return _write(html, Path(out) if out is not None else run.path / "report.html")
 

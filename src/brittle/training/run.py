@@ -20,10 +20,13 @@ import torch
 from torch import nn
 
 from ..analysis.robustness import expected_robustness, robust_accuracy_curve
+from ..core.serialize import json_default, jsonable
+from ..core.validation import check_eps_for_domain, check_eps_grid, check_positive_int
 from ..data.loading import Data
-from ..errors import InputError, StoreError
+from ..errors import StoreError
 from ..execution.store import RunStore
 from ..margins.compute import versions
+from ..models.checkpoint import short_message
 from ..models.loading import model_fingerprint, resolve_device
 from .trainer import History, Trainer
 
@@ -40,7 +43,8 @@ def _load_state(payload: bytes) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-        raise StoreError(f"the saved training checkpoint cannot be read ({str(exc).splitlines()[0][:120]})",
+        reason = short_message(exc) or type(exc).__name__  # an empty file's EOFError has no message
+        raise StoreError(f"the saved training checkpoint cannot be read ({reason})",
                          "pass --overwrite to restart the training run") from None
 
 
@@ -82,20 +86,23 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
     ``eval_eps_grid`` (starting at 0; default ``[0, ε/4, ε/2, 3ε/4, ε]`` of the training ε) sets the APGD-CE
     grid on up to ``eval_n`` samples of ``val_data`` for the final clean / robust / expected-robust accuracy.
     Returns the summary written to ``out/summary.json``. Every setting (``train_options`` as for
-    `brittle.training.trainer.train`), the data and the grid are checked before ``out`` is written.
+    `brittle.training.trainer.train`), the data, the model on the data and the grid are checked before ``out`` is
+    written (`brittle.training.trainer.Trainer.check`: ε against the data's domain, one forward pass of the model
+    on each data set, the labels against the model's outputs).
     """
     out = Path(out)
-    # every check before the run directory is written: settings, data, model, evaluation grid
+    # every check before the run directory is written: settings, data, model on the data, evaluation grid
     fit_options = {k: v for k, v in train_options.items() if k == "callback"}
     trainer = Trainer(progress=progress, **{k: v for k, v in train_options.items() if k not in fit_options})
-    data = trainer.labelled(data)
+    data, val_data = trainer.check(model, data, val_data)
+    eps = trainer.eps
+    grid = list(eval_eps_grid) if eval_eps_grid is not None else (
+        [0.0] + [eps * f for f in (0.25, 0.5, 0.75, 1.0)] if eps > 0 else [0.0])
     if val_data is not None:
-        val_data = trainer.labelled(val_data, "validation")
-    trainer.trained_modules(model)
-    eps = float(train_options.get("eps", 0.0))
-    grid = eval_eps_grid or ([0.0] + [eps * f for f in (0.25, 0.5, 0.75, 1.0)] if eps > 0 else [0.0])
-    if val_data is not None and grid[0] != 0:
-        raise InputError("the evaluation ε grid must start at 0", "prepend 0 to --eval-eps")
+        check_positive_int(eval_n, "eval_n", "pass the number of validation samples to evaluate, e.g. 1000")
+        grid = [float(e) for e in check_eps_grid(grid)]  # starts at 0 (the clean accuracy), increasing
+        if len(grid) > 1:  # the final evaluation's budgets, in the validation data's units
+            check_eps_for_domain(grid[1:], trainer.norm, val_data.domain, int(np.prod(val_data.input_shape)))
     settings = {k: _setting(v) for k, v in sorted(train_options.items())}
     config = {"job": "train", "initial_model_fingerprint": model_fingerprint(model),
               "data_fingerprint": data.fingerprint(),
@@ -118,7 +125,7 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
     summary: dict[str, Any] = {"epochs": len(history), "history": history.to_dicts(),
                                "train_seconds": time.perf_counter() - t0}
     if val_data is not None:
-        norm = train_options.get("norm", "linf")
+        norm = trainer.norm
         curve = robust_accuracy_curve(model, val_data.head(min(eval_n, len(val_data))), norm, grid,
                                       seed=int(train_options.get("seed", 0)),
                                       device=train_options.get("device", "cpu"))
@@ -130,7 +137,7 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
                         "eval_n": int(min(eval_n, len(val_data)))})
     summary.update({"versions": versions(), "device": str(resolve_device(train_options.get("device", "cpu"))),
                     "seed": train_options.get("seed", 0), "command": command or "brittle.train_run(...)"})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2, default=json_default))
     return summary
 
 
@@ -142,9 +149,3 @@ def _setting(value: Any) -> Any:
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     return repr(value)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return str(obj)

@@ -15,18 +15,21 @@ import copy
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..core.validation import check_nonnegative, check_norm
+from ..core.validation import check_eps_for_domain, check_nonnegative, check_norm
 from ..data.loading import Data, as_data
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..margins.attacks.pgd import run_attack
-from ..models.loading import resolve_device
+from ..models.checkpoint import short_message
+from ..models.loading import check_input_scale, checked_forward, model_devices, resolve_device
 from .objectives import OBJECTIVES, BatchContext, Objective, make_objective
 from .schedules import Schedule, make_schedule
 
@@ -114,6 +117,46 @@ def evaluate(model: nn.Module, data: Data, *, norm: str = "linf", eps: float = 0
         model.train(was_training)
     n = len(data)
     return clean / n, (robust / n if eps > 0 else None)
+
+
+def check_model_on(model: nn.Module, data: Data, what: str = "training") -> None:
+    """Refuse, in one line naming ``what`` data, a model that cannot train on ``data``: one forward pass on two
+    inputs with the audit's checks (`brittle.models.loading.checked_forward`: input shape and channels, logits of
+    shape (N, classes), finite, not probabilities; `check_input_scale`: inputs far outside the model's own domain),
+    then the labels against the model's outputs (`brittle.margins.compute.check_labels_fit`).
+
+    The pass runs in eval mode on the device the model is on; every module's mode is restored afterwards and the
+    model is neither moved nor changed. A model whose forward returns a tuple or dict is refused: training needs
+    the logits themselves (wrap it in `brittle.models.loading.LogitsAdapter`).
+    """
+    devices = model_devices(model)
+    dev = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+    sample = data.x[:2].to(dev)
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        _probe(model, data, sample, dev)
+    except (InputError, ModelError) as exc:  # the same message, naming the data set
+        raise type(exc)(f"{what} data: {exc.problem}", exc.fix) from None
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _probe(model: nn.Module, data: Data, sample: torch.Tensor, dev: torch.device) -> None:
+    from ..margins.compute import check_labels_fit
+
+    check_input_scale(model, sample)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # checked_forward's note that it adapts a tuple output: refused below
+        adapted, _ = checked_forward(model, sample, data.num_classes)
+        kind = type(model(sample)).__name__ if adapted is not model else ""
+    if kind:
+        raise ModelError(f"the model returns {kind}, not a tensor of logits; training needs forward to return "
+                         "the logits",
+                         "wrap it: brittle.models.loading.LogitsAdapter(model, select=<index or key of the logits>), "
+                         "or make forward return a (batch, num_classes) tensor")
+    check_labels_fit(model, data, dev)
 
 
 def _lr_factor(kind: str, total: int) -> Callable[[int], float]:
@@ -221,11 +264,30 @@ class Trainer:
                              f"pass last_k <= {len(modules)}")
         return modules[-k:]
 
+    def check(self, model: nn.Module, data: Data | Any, val_data: Data | Any | None = None
+              ) -> tuple[Data, Data | None]:
+        """``(data, val_data)`` as labelled `Data`, checked with the model before anything is trained or written:
+        ε against each data's domain (`check_eps_for_domain`), one forward pass of the model on two inputs of each
+        (the audit's model check: input shape and channels, logits of shape (N, classes)) and the labels against
+        the model's outputs (`brittle.margins.compute.check_labels_fit`)."""
+        data = self.labelled(data)
+        if val_data is not None:
+            val_data = self.labelled(val_data, "validation")
+        self.trained_modules(model)
+        for part, what in ((data, "training"), (val_data, "validation")):
+            if part is None:
+                continue
+            budgets = [e for e in (self.eps, self.val_eps if what == "validation" else None) if e]
+            if budgets:  # e.g. 8 meant as 8/255: refused now, not after every epoch has been trained at it
+                check_eps_for_domain(budgets, self.norm, part.domain, int(np.prod(part.input_shape)))
+            check_model_on(model, part, what)
+        return data, val_data
+
     @staticmethod
     def _check_resume(model: nn.Module, state: dict[str, Any]) -> None:
         """Refuse a ``resume_state`` of another model or run before the model is touched."""
         def refuse(why: str) -> InputError:
-            return InputError(f"resume_state does not fit this run ({why[:120]})",
+            return InputError(f"resume_state does not fit this run ({short_message(why)})",
                               "resume from a state saved by checkpoint_fn of the same model and settings")
 
         if not isinstance(state, dict):
@@ -245,9 +307,7 @@ class Trainer:
             checkpoint_fn: Callable[[int, dict[str, Any]], None] | None = None,
             resume_state: dict[str, Any] | None = None) -> History:
         """Train ``model`` in place on labelled ``data`` and return its `History` (see `train`)."""
-        data = self.labelled(data)
-        if val_data is not None:
-            val_data = self.labelled(val_data, "validation")
+        data, val_data = self.check(model, data, val_data)
         train_mods = self.trained_modules(model)
         if resume_state is not None:
             self._check_resume(model, resume_state)
@@ -306,7 +366,7 @@ class Trainer:
             history = History([EpochRecord(**r) for r in state.get("history", [])])
             return history, int(state["epoch"]) + 1
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(f"resume_state does not fit this run ({type(exc).__name__}: {str(exc)[:120]})",
+            raise InputError(f"resume_state does not fit this run ({type(exc).__name__}: {short_message(exc)})",
                              "resume from a state saved by checkpoint_fn of the same model and settings") from None
 
     def _train_epoch(self, model: nn.Module, data: Data, opt: torch.optim.Optimizer, lr_sched: Any,
