@@ -124,6 +124,17 @@ def test_empty_eps_or_domain_is_refused(models_on_path, tmp_path, capsys, flag, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("command", "flag"), [("margins", "--budgets"), ("margins", "--domain"),
+                                               ("adapt", "--domain")])
+def test_empty_number_lists_of_other_commands_are_refused(models_on_path, tmp_path, capsys, command, flag):
+    out = tmp_path / "o"
+    model = ["-m", "standard_bn", "--shift", "fog:3", "--limit", "64"] if command == "adapt" else \
+        ["-m", "edge_models:small", "-d", str(models_on_path / "d.npz"), "--strength", "fast"]
+    assert main(["--quiet", command, *model, "--out", str(out), flag, ""]) == 2
+    assert f"{flag} is empty" in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------- legends
 
 def test_report_of_a_run_where_nothing_flips_draws_no_empty_legend(runs, tmp_path):

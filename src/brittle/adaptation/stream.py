@@ -38,7 +38,7 @@ from ..data.loading import Data
 from ..errors import InputError
 from ..models.loading import model_fingerprint
 from .base import Adapter, model_failure
-from ..core.serialize import json_default
+from ..core.serialize import json_default, jsonable
 
 JOB = "adapt"
 SOURCE_JOB = "source"
@@ -431,7 +431,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _write_bytes(path, (json.dumps(obj, indent=2, default=json_default) + "\n").encode())
+    _write_bytes(path, (json.dumps(jsonable(obj), indent=2, default=json_default) + "\n").encode())
 
 
 

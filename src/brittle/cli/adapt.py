@@ -93,7 +93,7 @@ def adapt(model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. s
     if out.exists() and not out.is_dir():
         from ..errors import StoreError
         raise StoreError(f"--out {out} is a file", "choose a directory")
-    dom = tuple(parse_floats(domain, "domain")) if domain else DEFAULT_DOMAIN
+    dom = tuple(parse_floats(domain, "domain")) if domain is not None else DEFAULT_DOMAIN
     if len(dom) != 2:
         raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")
     dataset = load_data(data, data_root, domain=dom)

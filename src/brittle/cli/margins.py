@@ -37,7 +37,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
     from ..execution.executor import make_executor
     from ..margins.compute import compute_margins
 
-    options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets else None)
+    options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets is not None else None)
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
     net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .checkpoint import INPUT_DOMAIN_ATTR, _load_state, load_checkpoint  # noqa: F401 - re-exported
+from .checkpoint import INPUT_DOMAIN_ATTR, _load_state, load_checkpoint, short_message  # noqa: F401 - re-exported
 
 _LOGIT_KEYS = ("logits", "logit", "output", "out", "scores")
 
@@ -460,12 +460,12 @@ def _load_torchscript(path: Path) -> nn.Module:
         try:
             return _Exported(torch.export.load(str(path)).module())
         except Exception as exc:  # noqa: BLE001 - torch.export raises many types on bad archives
-            raise ModelError(f"{path} is not a loadable torch.export archive ({str(exc).splitlines()[0][:120]})",
+            raise ModelError(f"{path} is not a loadable torch.export archive ({short_message(exc)})",
                              "re-export it with torch.export.save(torch.export.export(model, (x,)), path)") from None
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0][:120]})",
+        raise ModelError(f"{path} is not a TorchScript file ({short_message(exc)})",
                          "for a state dict pass the architecture too: --model module:factory --weights PATH") from None
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from ..execution.store import RunStore
 from ..scores.base import Scorer, scorer_from_dict
 from .benchmark import Benchmark, Session, detector_labels
-from ..core.serialize import json_default
+from ..core.serialize import json_default, jsonable
 
 CONVENTION = ("higher score = more OOD; AUROC with either class positive; AUPR-In: ID positives; AUPR-Out: OOD "
               "positives; FPR@TPR: ID positives — the threshold accepts the target share of ID test inputs and "
@@ -154,6 +154,6 @@ def _write(out: Path, bench: Benchmark, ctx: RunContext, summary: dict[str, Any]
         frames.append(pd.DataFrame(cols))
     pd.concat(frames, ignore_index=True).to_parquet(out / "scores.parquet", index=False)
     tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=json_default))
+    tmp.write_text(json.dumps(jsonable(summary), indent=2, default=json_default))  # strict JSON: inf -> null
     tmp.replace(out / "summary.json")
 
