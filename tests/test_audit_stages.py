@@ -87,6 +87,19 @@ def test_bad_stage_settings_are_refused_at_construction(stage, message):
         stage()
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"hidden": 64}, r"^hidden must be a tuple of ints .*got 64"),
+    ({"lr": "0.01"}, r"^lr must be a finite number > 0, got '0.01'"),
+    ({"weight_decay": None}, r"^weight_decay must be a number"),
+    ({"hiden": (8,)}, r"^unknown pseudo_margin_options 'hiden'\. Fix: use only loss, inputs, hidden"),
+    ({"hiden": (8,), "hidden": 64}, r"^unknown pseudo_margin_options 'hiden'"),
+])
+def test_pseudo_margin_options_name_the_bad_value_or_the_unknown_key(options, message):
+    model, _, _, _ = _binary_linear(n=30)
+    with pytest.raises(InputError, match=message):
+        PseudoMarginStage("logits", options).check(model, 30, "l2")
+
+
 def test_stage_checks_run_before_the_run_directory_exists(tmp_path):
     model, data, _, _ = _binary_linear(n=30)
     out = tmp_path / "run"

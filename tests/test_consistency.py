@@ -78,6 +78,19 @@ def test_censored_margins_rank_last_and_tie():
     assert detection_metrics(d, [1, 2, 3, 4], 1e9)[0].n_positive == 2
 
 
+def test_bootstrap_interval_always_contains_its_point_estimate():
+    # one finite input margin among nine censored ones: resamples without it give no coefficient
+    d, lm = np.array([0.5] + [np.inf] * 9), np.arange(10.0)
+    res = margin_correlations(d, lm, n_boot=1000, seed=0)
+    assert res.kendall.value == pytest.approx(stats.kendalltau(np.r_[0.5, [2.0] * 9], lm).statistic)
+    for c in (res.kendall, res.spearman):
+        assert c.ci_low <= c.value <= c.ci_high
+    assert res.kendall.ci_low == res.kendall.value and res.kendall.ci_high > res.kendall.value
+    assert any("widened" in note and "Kendall" in note and "Spearman" in note for note in res.notes)
+    usual = margin_correlations(*_noisy(100, seed=3), n_boot=200, seed=0)  # no note where nothing was widened
+    assert not any("widened" in note for note in usual.notes)
+
+
 def test_pearson_uses_finite_pairs_only():
     d, lm = _noisy(200, seed=5)
     d2 = d.copy()

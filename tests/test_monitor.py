@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -179,3 +180,188 @@ def test_monitor_refuses_unfitted_or_foreign_scorers():
         Monitor(model, object(), threshold=0.0)
     with pytest.raises(InputError, match="not fitted"):
         Monitor(model, PseudoMargin(), threshold=0.0)
+
+
+# --- serving: threads, modes, bad batches, corrupt files, the calibrated threshold ---------------
+
+class _SlowNet(nn.Module):
+    """A small MLP whose forward pauses between its layers, so concurrent calls overlap for certain."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.l2 = nn.Linear(4, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        import time
+
+        h = self.l1(x)
+        time.sleep(0.002)
+        return self.l2(torch.relu(h))
+
+
+def test_threads_sharing_a_monitor_get_the_single_threaded_results():
+    import threading
+
+    model = _SlowNet().eval()
+    x = _data(400, 11)
+    d = np.abs(x[:, 0].numpy() - 0.5) + 0.01
+    pm = PseudoMargin(inputs="both", hidden=(8,), epochs=3).fit(extract_features(model, x, "l1", device="cpu"), d)
+    mon = Monitor(model, pm, threshold=0.1)
+    batches = {3: [x[i:i + 3] for i in range(0, 90, 3)], 5: [x[200 + i:205 + i] for i in range(0, 150, 5)]}
+    expected = {k: [mon(b) for b in v] for k, v in batches.items()}  # one thread
+    wrong, errors = {3: 0, 5: 0}, []
+
+    def serve(k):
+        try:
+            for b, ref in zip(batches[k], expected[k]):
+                out = mon(b)
+                same = all(torch.equal(getattr(out, f), getattr(ref, f)) for f in ("pred", "score", "flag", "logits"))
+                wrong[k] += not same
+        except Exception as exc:  # noqa: BLE001 - any failure counts
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=serve, args=(k,)) for k in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and wrong == {3: 0, 5: 0}
+    assert not model.training and not model.l1._forward_hooks  # no hook left behind
+    import copy
+    import pickle
+
+    again = pickle.loads(pickle.dumps(copy.deepcopy(mon)))  # the lock is not copied: every copy has its own
+    assert again._lock is not mon._lock and torch.equal(again(batches[3][0]).score, expected[3][0].score)
+
+
+def _bn_dropout_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # some running statistics
+            model(_data(64, 12))
+    return model
+
+
+def test_combined_monitor_runs_in_eval_mode_and_gives_the_model_back():
+    from brittle.monitoring.combined import CombinedMonitor
+
+    model = _bn_dropout_model()
+    x = _data(200, 13)
+    mon = Monitor(model, "logit", threshold=1.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    both = CombinedMonitor({"brittle": mon})
+    with pytest.warns(UserWarning, match="train mode"):
+        first, second, single = both(x[:50]), both(x[:50]), mon(x[:50])
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # BatchNorm statistics untouched
+    assert torch.equal(first.scores["brittle"], second.scores["brittle"])
+    assert torch.equal(first.scores["brittle"], single.score) and torch.equal(first.flags["brittle"], single.flag)
+    assert torch.equal(first.pred, single.pred)
+    model.eval()
+    assert torch.equal(first.logits, model(x[:50]).detach())  # eval-mode logits
+
+
+def test_combined_monitor_adapts_a_dict_output_as_monitor_does():
+    from brittle.monitoring.combined import CombinedMonitor
+
+    class DictNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _linear_model()
+
+        def forward(self, x):
+            return {"logits": self.body(x)}
+
+    model = DictNet().eval()
+    x = _data(30, 14)
+    mon = Monitor(model, "logit", threshold=0.5)
+    with pytest.warns(UserWarning, match="element 'logits'"):
+        single = mon(x)
+    with pytest.warns(UserWarning, match="element 'logits'"):
+        out = CombinedMonitor({"m": mon})(x)
+    assert torch.equal(out.scores["m"], single.score) and torch.equal(out.logits, model.body(x).detach())
+
+
+def test_bad_serving_batches_get_one_line_errors_and_an_empty_batch_an_empty_output():
+    from brittle.monitoring.combined import CombinedMonitor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = _data(200, 15)
+    d = np.abs(x[:, 0].numpy() - 0.5) + 0.01
+    pm = PseudoMargin(inputs="both", hidden=(8,), epochs=2).fit(extract_features(model, x, "1", device="cpu"), d)
+    for mon in (Monitor(model, "logit", threshold=0.1), Monitor(model, pm, threshold=0.1)):
+        for call in (mon, CombinedMonitor({"m": mon})):
+            with pytest.raises(InputError, match=r"x has shape \(4,\): expected \(N, \.\.\.\).*Fix: add a batch dimension"):
+                call(x[0])
+            with pytest.raises(ModelError, match=r"the model failed on inputs of shape \(5, 7\).*Fix: check the input"):
+                call(torch.rand(5, 7))
+            out = call(x[:0])
+            assert len(out.pred) == 0 and tuple(out.logits.shape) == (0, 3)
+        empty = mon(x[:0])
+        assert len(empty) == 0 and empty.score.dtype == torch.float64 and empty.flag.dtype == torch.bool
+        assert not model[0]._forward_hooks
+
+
+def test_corrupt_monitor_files_are_refused(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    x = _data(300, 16)
+    d = np.abs(x[:, 0].numpy() - 0.5) + 0.01
+    pm = PseudoMargin(hidden=(8,), epochs=3).fit(extract_features(model, x, device="cpu"), d)
+    path = tmp_path / "monitor.json"
+    Monitor.calibrate(model, x, d, 0.1, score=pm).save(path)
+    base = json.loads(path.read_text())
+    assert Monitor.load(path, model).threshold == base["threshold"]
+
+    def corrupt(mutate):
+        doc = json.loads(json.dumps(base))
+        mutate(doc)
+        path.write_text(json.dumps(doc))
+
+    for mutate, match in (
+            (lambda doc: doc["pseudo_margin"]["linear_layers"][0].update(weight=[[0.0]]), "corrupt.*weight"),
+            (lambda doc: doc["pseudo_margin"]["linear_layers"][1].update(bias=[0.0, 1.0]), "corrupt.*bias"),
+            (lambda doc: doc["pseudo_margin"].update(x_mean=doc["pseudo_margin"]["x_mean"][:1]), "corrupt.*x_mean"),
+            (lambda doc: doc["pseudo_margin"].update(x_std=[0.0] * len(doc["pseudo_margin"]["x_std"])), "corrupt.*x_std"),
+            (lambda doc: doc["pseudo_margin"].update(hidden=64), "corrupt.*hidden"),
+            (lambda doc: doc.update(calibration=[1, 2]), "corrupt: 'calibration' is a list")):
+        corrupt(mutate)
+        with pytest.raises(InputError, match=match):
+            Monitor.load(path, model)
+    with pytest.raises(InputError, match="calibration must be a dict"):
+        Monitor(model, "logit", threshold=0.1, calibration=[1, 2])
+
+
+def _spread_linear(seed=0, d=20, c=4):
+    """A linear model whose weight rows have very different norms (logit margin inconsistent with L2 margin)."""
+    g = torch.Generator().manual_seed(seed)
+    m = nn.Linear(d, c)
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(c, d, generator=g) * torch.tensor([0.3, 1.0, 3.0, 10.0])[:c, None])
+        m.bias.copy_(-(m.weight @ torch.full((d,), 0.5)))
+    return nn.Sequential(m).eval()
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.95])
+def test_calibration_recall_holds_whatever_batches_the_inputs_are_served_in(target):
+    model = _spread_linear()
+    x = torch.rand(600, 20, generator=torch.Generator().manual_seed(100))
+    d = _exact_l2_margins(model, x)
+    xc, dc = x[:300], d[:300]
+    eps = float(np.quantile(d, 0.3))
+    mon = Monitor.calibrate(model, xc, dc, eps, target_recall=target, norm="l2")
+    pos = dc <= eps
+    batch = mon(xc).score.numpy()
+    single = np.array([float(mon(xc[i:i + 1]).score[0]) for i in range(len(xc))])
+    k = math.ceil(target * pos.sum())
+    # strictly between the k-th non-robust score and the next calibration score, clear of both
+    kth = np.sort(batch[pos])[k - 1]
+    assert kth < mon.threshold and not ((batch > kth) & (batch <= mon.threshold)).any()
+    assert np.abs(batch - mon.threshold).min() > 1e-5 * np.median(np.abs(batch))
+    for scores in (batch, single, mon.scores(xc, batch_size=7)):
+        assert (scores[pos] <= mon.threshold).mean() >= target
+    assert mon.calibration["recall"] == (batch[pos] <= mon.threshold).mean() >= target

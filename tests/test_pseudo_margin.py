@@ -74,6 +74,25 @@ def test_save_load_round_trip_is_exact(tmp_path):
         PseudoMargin.load(tmp_path / "other.json")
 
 
+def test_corrupt_descriptions_are_refused_by_shape(tmp_path):
+    X, d, _ = _scrambled(200)
+    pm = PseudoMargin(hidden=(8,), epochs=2).fit(X, d)
+    base = pm.to_dict()
+    assert np.array_equal(PseudoMargin.from_dict(json.loads(json.dumps(base))).predict(X), pm.predict(X))
+    for key, value, match in (("x_mean", [0.0], "x_mean has shape"), ("x_std", [1.0] * 5 + [float("nan")], "x_std"),
+                              ("t_std", 0.0, "t_std"), ("n_features", 6.0, "n_features"),
+                              ("hidden", 8, "hidden must be"), ("source", "pickle", "source")):
+        doc = json.loads(json.dumps(base))
+        doc[key] = value
+        with pytest.raises(InputError, match=f"pseudo-margin description is corrupt .*{match}"):
+            PseudoMargin.from_dict(doc)
+    for layer, key, value in ((0, "weight", [[0.0]]), (0, "bias", [0.0] * 9), (1, "weight", [[0.0] * 8, [0.0] * 8])):
+        doc = json.loads(json.dumps(base))
+        doc["linear_layers"][layer][key] = value
+        with pytest.raises(InputError, match=f"corrupt .*linear layer {layer} {key} has shape"):
+            PseudoMargin.from_dict(doc)
+
+
 def _net_and_data(n=64):
     torch.manual_seed(0)
     net = mlp(5, (7,), 3).eval()  # Flatten, Linear, ReLU, Linear
@@ -124,6 +143,17 @@ def test_fit_on_features_records_the_layer():
     (lambda: PseudoMargin("magic"), "loss"),
     (lambda: PseudoMargin(censored="keep"), "censored"),
     (lambda: PseudoMargin(epochs=0), "epochs"),
+    (lambda: PseudoMargin(epochs=True), "epochs must be an integer"),
+    (lambda: PseudoMargin(hidden=64), r"hidden must be a tuple of ints.*got 64"),
+    (lambda: PseudoMargin(hidden="64"), "hidden must be a tuple of ints"),
+    (lambda: PseudoMargin(hidden=(8.5,)), "hidden must be a tuple of ints"),
+    (lambda: PseudoMargin(hidden=(0,)), "hidden widths must be >= 1"),
+    (lambda: PseudoMargin(lr="0.01"), "lr must be a finite number > 0, got '0.01'"),
+    (lambda: PseudoMargin(lr=float("nan")), "lr must be"),
+    (lambda: PseudoMargin(weight_decay=None), "weight_decay must be a number, got None"),
+    (lambda: PseudoMargin(weight_decay=-1.0), "weight_decay must be finite and >= 0"),
+    (lambda: PseudoMargin(batch_size=2.5), "batch_size must be an integer"),
+    (lambda: PseudoMargin(seed="0"), "seed must be an integer"),
     (lambda: PseudoMargin(epochs=1).fit(np.zeros((4, 2)), [1, 2, 3]), "samples"),
     (lambda: PseudoMargin(epochs=1).fit(np.zeros((3, 2)), [1, -2, 3]), "negative"),
     (lambda: PseudoMargin(epochs=1).fit(np.zeros((3, 2)), [1, np.nan, 3]), "NaN"),

@@ -58,11 +58,24 @@ def test_paper_threshold_without_nonrobust_points_flags_nothing():
     assert paper_threshold(np.array([1.0, 2.0]), np.array([False, False]), None) == -math.inf
 
 
-def test_threshold_method_predicts_with_lambda_on_all_points():
+def test_threshold_method_predicts_the_unattacked_points_with_lambda_and_counts_the_attacked_ones():
     lm, correct, d = _population()
     res = estimate_robust_accuracy(lm, correct, d, 0.2, 300, method="threshold", seed=1)
-    assert res.estimate == pytest.approx(np.mean(correct & (lm > res.threshold)))
+    attacked = np.zeros(len(lm), bool)
+    attacked[res.indices] = True
+    assert res.threshold == paper_threshold(lm[attacked], d[attacked] <= 0.2, correct[attacked])
+    measured = np.sum(attacked & correct & (d > 0.2))
+    predicted = np.sum(~attacked & correct & (lm > res.threshold))
+    assert res.estimate == pytest.approx((measured + predicted) / len(lm))
     assert res.n_attacked == 300 and res.ci_low <= res.estimate <= res.ci_high
+
+
+@pytest.mark.parametrize("eps", [0.2, 100.0])
+def test_threshold_method_attacking_every_point_is_exact(eps):
+    lm, correct, d = _population(400)
+    res = estimate_robust_accuracy(lm, correct, d, eps, 10_000, method="threshold", n_boot=50)
+    assert res.n_attacked == 400 and res.truth == np.mean(correct & (d > eps))
+    assert res.estimate == res.ci_low == res.ci_high == pytest.approx(res.truth)
 
 
 # --- isotonic fit ------------------------------------------------------------------------------
@@ -134,8 +147,32 @@ def test_without_correctness_estimates_fraction_robust():
     assert abs(res.error) < 0.1
 
 
+def test_n_strata_above_the_budget_is_refused_and_the_default_fits_the_budget():
+    lm, correct, d = _population(2000)
+    for method in ("stratified", "isotonic"):
+        with pytest.raises(InputError, match=r"n_strata must be <= n .*n_strata=100 with n=50"):
+            estimate_robust_accuracy(lm, correct, d, 0.2, 50, method=method, n_strata=100)
+        assert estimate_robust_accuracy(lm, correct, d, 0.2, 50, method=method, n_strata=50).n_attacked == 50
+    # one attacked point: the default strata (2 for stratified) never leave the upper half unattacked for ever
+    upper = lm > np.median(lm[correct])
+    for method, selection in (("stratified", "random"), ("stratified", "adaptive"), ("isotonic", "adaptive")):
+        hits = [bool(upper[estimate_robust_accuracy(lm, correct, d, 0.2, 1, method=method, selection=selection,
+                                                    seed=s, n_boot=10).indices[0]]) for s in range(30)]
+        assert 5 <= sum(hits) <= 25
+
+
+def test_stratified_coverage_with_as_many_strata_as_attacked_points():
+    rng = np.random.default_rng(0)
+    d = rng.exponential(0.2, 2000)
+    lm, correct = d + rng.normal(0, 0.1, 2000), rng.random(2000) < 0.9
+    covered = [estimate_robust_accuracy(lm, correct, d, 0.1, 50, method="stratified", n_strata=50, seed=s).covered
+               for s in range(60)]
+    assert np.mean(covered) >= 0.85
+
+
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(eps=0.0), "eps"), (dict(eps=-1.0), "eps"), (dict(n=0), "n must"), (dict(method="magic"), "method"),
+    (dict(eps=0.0), "eps"), (dict(eps=-1.0), "eps"), (dict(n=0), "n must"), (dict(n=True), "n must"),
+    (dict(n_strata=6, method="stratified"), "n_strata must be <= n"), (dict(method="magic"), "method"),
     (dict(selection="adaptive", method="threshold"), "threshold"), (dict(ci=1.0), "ci"),
     (dict(input_margins=lambda idx: np.ones(len(idx) + 1)), "attack_fn"),
     (dict(input_margins=np.ones(5)), "samples"), (dict(logit_margin=[np.nan] * 10), "NaN"),

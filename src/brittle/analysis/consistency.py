@@ -133,6 +133,13 @@ def _percentile_ci(point: float, reps: np.ndarray, ci: float, scale: float = 1.0
     return float(np.clip(lo_q, -1, 1)), float(np.clip(hi_q, -1, 1))
 
 
+def _reaching(point: float, lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` widened, where needed, to contain ``point`` (unchanged when any of them is NaN)."""
+    if not (math.isfinite(point) and math.isfinite(lo) and math.isfinite(hi)):
+        return lo, hi
+    return min(lo, point), max(hi, point)
+
+
 def _boot_ranks(dense: np.ndarray, levels: int, idx: np.ndarray) -> np.ndarray:
     """Average ranks (1-based, ties averaged) within each bootstrap resample, without sorting.
 
@@ -234,6 +241,21 @@ def margin_correlations(input_margin: Any, logit_margin: Any, *, n_boot: int = 1
         s_lo, s_hi = _percentile_ci(rho, np.concatenate(s_reps), ci)
         if p_reps:
             p_lo, p_hi = _percentile_ci(r, np.concatenate(p_reps), ci)
+        # Resamples without two distinct values give no coefficient and are left out, so with few distinct values
+        # (heavy censoring, ties) the replicates describe the resamples that kept them: the interval can then
+        # miss its own point estimate. It is widened to reach it, and a note says so.
+        widened = []
+        for name, value, (lo_, hi_) in (("Kendall", tau, (k_lo, k_hi)), ("Spearman", rho, (s_lo, s_hi)),
+                                        ("Pearson", r, (p_lo, p_hi))):
+            if math.isfinite(value) and math.isfinite(lo_) and not lo_ - 1e-9 <= value <= hi_ + 1e-9:
+                widened.append(f"{name} [{lo_:.3f}, {hi_:.3f}]")  # (rounding-level misses are widened quietly)
+        k_lo, k_hi = _reaching(tau, k_lo, k_hi)
+        s_lo, s_hi = _reaching(rho, s_lo, s_hi)
+        p_lo, p_hi = _reaching(r, p_lo, p_hi)
+        if widened:
+            notes.append(f"the bootstrap interval of {', '.join(widened)} excluded its point estimate (typical of "
+                         "few distinct values, e.g. heavy censoring: resamples with a constant margin give no "
+                         "coefficient and are left out); widened to include the point estimate")
     return MarginCorrelations(
         kendall=Correlation("kendall_tau_b", tau, k_lo, k_hi, n, float(kt.pvalue)),
         spearman=Correlation("spearman_rho", rho, s_lo, s_hi, n, float(sp.pvalue)),

@@ -8,21 +8,24 @@ and an OOD flag (any fitted detector) for every input at once.
 
 Each monitor keeps its own scorer, threshold and orientation; the combined monitor hooks the union of their
 layers once, runs the model once, and scores every monitor from the same logits and layer outputs (scorers
-that need the model — ODIN, Mahalanobis with noise — run their own gradient pass after it).
+that need the model — ODIN, Mahalanobis with noise — run their own gradient pass after it). As `Monitor`, it runs
+the model in eval mode and gives it back in the mode it was in, adapts a tuple / dict output once, and takes
+its turn with the member monitors' own calls (it holds their locks during a call).
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
 from ..errors import InputError, ModelError
-from ..models.features import capture_many, resolve_layer
-from ..models.loading import check_logits
-from .monitor import Monitor, _model_device
+from ..models.features import resolve_layer
+from ..models.loading import evaluation_mode
+from .monitor import Monitor, _as_batch, _forward_pass, _model_device
 
 
 @dataclass
@@ -53,25 +56,26 @@ class CombinedMonitor:
         self.model = next(iter(monitors.values())).model
         layers = list(dict.fromkeys(name for m in monitors.values() for name in m.scorer.layers))
         self._layers = {name: resolve_layer(self.model, name) for name in layers}
+        self._net: nn.Module = self.model  # adapted once if the model returns a tuple / dict
 
     def __call__(self, x: Any) -> CombinedOutput:
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        if not isinstance(x, torch.Tensor) or x.ndim == 0:
-            raise InputError("x must be a batch tensor or array", "pass inputs of shape (N, ...)")
-        x = x.to(_model_device(self.model), dtype=torch.float32)
-        with capture_many(self._layers) as holder, torch.inference_mode():
-            logits = self.model(x)
-            check_logits(logits, len(x))
-            logits = logits.float()
-            outputs = dict(holder)
-        scores, flags = {}, {}
-        for name, mon in self.monitors.items():
-            if mon.scorer.needs_model:
-                s = mon.scorer.score_batch(self.model, x)
-            else:
-                with torch.inference_mode():
-                    s = mon.scorer.score_tensor(logits, {k: outputs[k] for k in mon.scorer.layers})
-            s = s.to(logits.device).double()
-            scores[name], flags[name] = s, mon.flags(s)
+        """Predictions, logits and every monitor's scores and flags of a batch ``(N, ...)`` (empty: empty)."""
+        x = _as_batch(x, _model_device(self.model))
+        distinct = sorted({id(m): m for m in self.monitors.values()}.values(), key=id)
+        with ExitStack() as stack:
+            for mon in distinct:  # always in the same order, so two combined monitors cannot deadlock
+                stack.enter_context(mon._lock)
+            stack.enter_context(evaluation_mode(self.model))
+            self._net, logits, outputs = _forward_pass(self._net, x, self._layers)
+            scores, flags = {}, {}
+            for name, mon in self.monitors.items():
+                if len(x) == 0:
+                    s = torch.empty(0, dtype=torch.float64, device=logits.device)
+                elif mon.scorer.needs_model:
+                    s = mon.scorer.score_batch(self._net, x)
+                else:
+                    with torch.inference_mode():
+                        s = mon.scorer.score_tensor(logits, {k: outputs[k] for k in mon.scorer.layers})
+                s = s.to(logits.device).double()
+                scores[name], flags[name] = s, mon.flags(s)
         return CombinedOutput(logits.argmax(1), logits, scores, flags)

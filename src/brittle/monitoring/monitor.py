@@ -4,10 +4,11 @@ A `Monitor` wraps a classifier and any `brittle.scores.Scorer` — the logit mar
 an OOD detector — with a threshold. It flags an input when the score is on the scorer's flagged side of the
 threshold: ``score <= threshold`` for margins (``flag_below``), ``score >= threshold`` for detectors.
 
-* Margin scorers are calibrated on data whose input margins are known (`Monitor.calibrate`): the threshold is
-  the largest one that still flags at least ``target_recall`` of the calibration inputs that are non-robust at
-  ε (input margin ``<= eps``); on the calibration data the recall is >= the target by construction;
-  `Monitor.evaluate` measures recall and false-alarm rate on other data.
+* Margin scorers are calibrated on data whose input margins are known (`Monitor.calibrate`): the threshold
+  flags at least ``target_recall`` of the calibration inputs that are non-robust at ε (input margin
+  ``<= eps``) and sits between two calibration scores, clear of both, so on the calibration data the recall is
+  >= the target by construction, in whatever batches they are served; `Monitor.evaluate` measures recall and
+  false-alarm rate on other data.
 * Any scorer can be calibrated on in-distribution data alone (`Monitor.calibrate_tpr`): the threshold accepts
   (does not flag) at least ``target_tpr`` of the calibration inputs.
 
@@ -24,6 +25,11 @@ Calibrate once, offline::
     monitor = Monitor.calibrate(model, x_calib, input_margins_calib, eps=0.1, target_recall=0.95)
     monitor.save("monitor.json")
 
+Threads: calls of one `Monitor` are serialised by a lock of its own (eval mode, hooks and the forward pass
+belong to one call at a time), so a monitor can be shared by serving threads, which then take turns. For
+parallel serving give each worker its own model replica and its own `Monitor`: two monitors on one model
+object would still see each other's forward passes.
+
 The model is stored by fingerprint (`brittle.models.loading.model_fingerprint`), never by value.
 """
 
@@ -32,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +58,7 @@ from ..data.loading import as_data
 from ..errors import InputError, ModelError
 from ..models.features import capture_many, resolve_layer
 from ..models.loading import (
-    check_logits,
+    checked_forward,
     evaluation_mode,
     keeps_model_mode,
     model_fingerprint,
@@ -109,6 +116,54 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _as_batch(x: Any, device: torch.device) -> torch.Tensor:
+    """A serving batch as a float32 tensor on ``device``: a tensor or array with a batch dimension."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"x has type {type(x).__name__}", "pass a batch as a torch tensor or numpy array")
+    if x.ndim == 0:
+        raise InputError("x is a scalar", "pass a batch of inputs, shape (N, ...)")
+    if x.ndim == 1:
+        raise InputError(f"x has shape {tuple(x.shape)}: expected (N, ...) with one row per input",
+                         "add a batch dimension, e.g. x[None] for a single input")
+    return x.to(device, dtype=torch.float32)
+
+
+def _forward_pass(net: nn.Module, x: torch.Tensor, layers: dict[str, nn.Module]
+                  ) -> tuple[nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(net, float32 logits, layer outputs)`` of one checked forward pass (`checked_forward`: a failing model
+    is reported in one line, a structured output is adapted once and the adapted ``net`` returned, the logits
+    are checked). The caller holds the lock and eval mode. An empty batch hooks nothing."""
+    if len(x) == 0:
+        layers = {}
+    with capture_many(layers) as holder, torch.inference_mode():
+        net, out = checked_forward(net, x)
+    missing = [name for name in layers if name not in holder]
+    if missing:
+        raise ModelError(f"layer {missing[0]!r} did not run during the forward pass",
+                         "use the model the scorer was fitted on")
+    return net, out.float(), dict(holder)
+
+
+#: A calibrated threshold keeps at least this share of the scores' scale clear of the calibration score it is
+#: set from: float32 scores of one input move by about 1e-5 of their scale with the batch they are computed in.
+THRESHOLD_CLEARANCE = 1e-4
+
+
+def _threshold_above(cut: float, values: np.ndarray) -> float:
+    """A threshold strictly above ``cut`` for ``values <= threshold``: the midpoint between ``cut`` and the next
+    larger value, and at least `THRESHOLD_CLEARANCE` of the values' scale above ``cut`` (so that the values at or
+    below ``cut`` stay below the threshold whatever batch they are scored in)."""
+    if not math.isfinite(cut):
+        return cut
+    finite = np.abs(values[np.isfinite(values)])
+    scale = max(abs(cut), float(np.median(finite)) if len(finite) else 0.0)
+    floor_ = cut + THRESHOLD_CLEARANCE * scale if scale > 0 else float(np.nextafter(cut, np.inf))
+    above = values[(values > cut) & np.isfinite(values)]
+    return max(0.5 * (cut + float(above.min())), floor_) if len(above) else floor_
+
+
 def _report(flags: np.ndarray, d_in: np.ndarray, eps: float, threshold: float) -> MonitorReport:
     pos = d_in <= eps
     n, n_pos = len(pos), int(pos.sum())
@@ -157,10 +212,23 @@ class Monitor:
         self.eps = None if eps is None else float(eps)
         self.norm = check_norm(norm)
         self.target_recall = None if target_recall is None else check_unit_interval(target_recall, "target_recall")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise InputError(f"calibration must be a dict of measured rates, got {type(calibration).__name__}",
+                             "pass the dict a calibrate method filled, or None")
         self.calibration = dict(calibration or {})
         self.fingerprint = model_fingerprint(model)
         self._layers = {name: resolve_layer(model, name) for name in self.scorer.layers}
         self._net: nn.Module = model  # evaluated in eval mode (`_forward`); the model keeps its own mode
+        self._lock = threading.Lock()  # one call at a time: eval mode, hooks and forward pass (module docstring)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)  # a lock is not copied or pickled: every copy gets its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @staticmethod
     def _check_scorer(score: Any) -> Scorer:
@@ -200,38 +268,27 @@ class Monitor:
     # --- forward --------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits, score)`` of a batch in one forward pass (plus the scorer's own passes if it needs the model),
-        in eval mode; the model is left in the mode it was in."""
-        with evaluation_mode(self.model):
+        in eval mode, one call at a time (the monitor's lock); the model is left in the mode it was in."""
+        with self._lock, evaluation_mode(self.model):
             return self._forward_eval(x)
 
     def _forward_eval(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with capture_many(self._layers) as holder, torch.inference_mode():
-            out = self._net(x)
-            if not isinstance(out, torch.Tensor):  # structured output: adapt once, as brittle does elsewhere
-                self._net = prepare_model(self.model, device=x.device, sample=x)
-                holder.clear()
-                out = self._net(x)
-            check_logits(out, len(x))
-            logits = out.float()
-            missing = [name for name in self._layers if name not in holder]
-            if missing:
-                raise ModelError(f"layer {missing[0]!r} did not run during the forward pass",
-                                 "use the model the scorer was fitted on")
-            if not self.scorer.needs_model:
-                score = self.scorer.score_tensor(logits, dict(holder)).to(logits.device)
-        if self.scorer.needs_model:
+        self._net, logits, outputs = _forward_pass(self._net, x, self._layers)
+        if len(x) == 0:
+            score = torch.empty(0, dtype=torch.float64, device=logits.device)
+        elif self.scorer.needs_model:
             score = self.scorer.score_batch(self._net, x).to(logits.device)
+        else:
+            with torch.inference_mode():
+                score = self.scorer.score_tensor(logits, outputs).to(logits.device)
         return logits, score.double()
 
     def __call__(self, x: Any) -> MonitorOutput:
-        """Prediction, score and flag (``score <= threshold``) of a batch, from one forward pass."""
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"x has type {type(x).__name__}", "pass a batch as a torch tensor or numpy array")
-        if x.ndim == 0:
-            raise InputError("x is a scalar", "pass a batch of inputs, shape (N, ...)")
-        x = x.to(_model_device(self.model), dtype=torch.float32)
+        """Prediction, score and flag (``score <= threshold``) of a batch, from one forward pass.
+
+        ``x`` has a batch dimension, ``(N, ...)``; an empty batch gives an empty output. Concurrent calls take
+        turns (see the module docstring)."""
+        x = _as_batch(x, _model_device(self.model))
         logits, score = self._forward(x)
         return MonitorOutput(logits.argmax(1), score, self.flags(score), logits)
 
@@ -253,7 +310,10 @@ class Monitor:
         """Pick the threshold on calibration data so that recall of non-robust inputs is >= ``target_recall``.
 
         ``input_margins`` are the calibration inputs' margins (``inf`` = censored, robust at every ε). The
-        threshold is the ``ceil(target_recall · P)``-th smallest score among the ``P`` non-robust inputs.
+        threshold lies strictly above the ``ceil(target_recall · P)``-th smallest score among the ``P``
+        non-robust inputs: midway to the next larger calibration score, and at least `THRESHOLD_CLEARANCE` of
+        the scores' scale above it, so the recall on the calibration inputs stays >= the target when they are
+        served in other batches (float32 scores move slightly with the batch composition).
         Use data the pseudo-margin was not fitted on.
         """
         eps = check_positive(eps)
@@ -272,7 +332,7 @@ class Monitor:
             raise InputError(f"no calibration input is non-robust at eps={eps:g} (input margin <= eps)",
                              "calibrate on more data, or on a larger eps")
         k = max(1, math.ceil(target_recall * n_pos - 1e-9))
-        monitor.threshold = float(np.sort(s[pos])[k - 1])
+        monitor.threshold = _threshold_above(float(np.sort(s[pos])[k - 1]), s)
         rep = _report(s <= monitor.threshold, d_in, float(eps), monitor.threshold)
         monitor.calibration = {"n": rep.n, "n_nonrobust": rep.n_nonrobust, "recall": rep.recall,
                                "false_alarm_rate": rep.false_alarm_rate, "flag_rate": rep.flag_rate}
@@ -283,7 +343,8 @@ class Monitor:
     def calibrate_tpr(cls, model: nn.Module, id_data: Any, score: str | Scorer = "logit", *, target_tpr: float = 0.95,
                       batch_size: int = 1024) -> "Monitor":
         """Threshold from in-distribution data alone: at least ``target_tpr`` of ``id_data`` is accepted (not
-        flagged). Works for any scorer (OOD detectors, margins); no input margins needed."""
+        flagged). Works for any scorer (OOD detectors, margins); no input margins needed. The threshold sits
+        between the last accepted and the next score, clear of the accepted ones as in `calibrate`."""
         target_tpr = check_unit_interval(target_tpr, "target_tpr")
         monitor = cls(model, score, threshold=0.0, target_recall=target_tpr)
         data = as_data(id_data)
@@ -291,10 +352,9 @@ class Monitor:
         scores = monitor.scores(data, batch_size=batch_size)
         risk = monitor.scorer.risk(scores)
         k = max(1, math.ceil(target_tpr * len(risk) - 1e-9))  # accept the k lowest-risk inputs (and their ties)
-        cut = float(np.sort(risk)[k - 1])
-        # detectors flag score >= t, so t sits just above the cut; margins flag score <= t with score = -risk
-        monitor.threshold = (float(np.nextafter(-cut, -np.inf)) if monitor.scorer.flag_below
-                             else float(np.nextafter(cut, np.inf)))
+        cut = _threshold_above(float(np.sort(risk)[k - 1]), risk)  # accepted: risk < cut
+        # detectors flag score >= t with score = risk; margins flag score <= t with score = -risk
+        monitor.threshold = -cut if monitor.scorer.flag_below else cut
         accepted = ~np.asarray(monitor.flags(scores))
         monitor.calibration = {"n": len(risk), "accept_rate": float(accepted.mean()), "target_tpr": target_tpr}
         return monitor
@@ -338,6 +398,10 @@ class Monitor:
             raise ModelError(f"the model's fingerprint {fp[:12]}… differs from the one the monitor was calibrated on "
                              f"({str(d.get('model_fingerprint'))[:12]}…)",
                              "load the same architecture and weights, or recalibrate the monitor for this model")
+        calibration = d.get("calibration")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise InputError(f"monitor file {path} is corrupt: 'calibration' is a {type(calibration).__name__}, "
+                             "not a dict", "re-save it with Monitor.save")
         try:
             if d["score"] == "pseudo_margin":
                 score: str | Scorer = PseudoMargin.from_dict(d["pseudo_margin"])
@@ -346,7 +410,7 @@ class Monitor:
             else:
                 score = scorer_from_dict(d.get("scorer"))
             return cls(model, score, threshold=d["threshold"], eps=d["eps"], norm=d["norm"],
-                       target_recall=d["target_recall"], calibration=d.get("calibration"))
+                       target_recall=d["target_recall"], calibration=calibration)
         except KeyError as exc:
             raise InputError(f"monitor file {path} lacks the field {exc}", "re-save it with Monitor.save") from None
 

@@ -40,7 +40,13 @@ import torch
 from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations
-from ..core.validation import as_eps_array, as_margin_array
+from ..core.validation import (
+    as_eps_array,
+    as_margin_array,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 from ..core.serialize import read_json_file
 from ..core.randomness import seeded
 from ..errors import InputError
@@ -106,6 +112,25 @@ def _mlp(n_in: int, hidden: tuple[int, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _check_hidden(hidden: Any) -> tuple[int, ...]:
+    """``hidden`` as a tuple of positive ints (the MLP's hidden widths), or `InputError`."""
+    if not isinstance(hidden, (tuple, list)) or not all(
+            isinstance(h, (int, np.integer)) and not isinstance(h, (bool, np.bool_)) for h in hidden):
+        raise InputError(f"hidden must be a tuple of ints (hidden-layer widths), got {hidden!r}",
+                         "pass e.g. hidden=(64,), or hidden=() for a linear map")
+    if any(h < 1 for h in hidden):
+        raise InputError(f"hidden widths must be >= 1, got {tuple(hidden)}", "pass e.g. hidden=(64,) or () for linear")
+    return tuple(int(h) for h in hidden)
+
+
+def _check_array(value: Any, name: str, n: int) -> np.ndarray:
+    """A saved standardisation vector: finite floats of shape ``(n,)`` (ValueError otherwise: a corrupt file)."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n,) or not np.isfinite(arr).all():
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},) finite values")
+    return arr
+
+
 @register
 class PseudoMargin(Scorer):
     """A learned score whose order follows the input margin (sklearn style: `fit`, `predict`).
@@ -128,18 +153,17 @@ class PseudoMargin(Scorer):
             raise InputError(f"unknown inputs {inputs!r}", "use 'logits', 'layer' or 'both'")
         if censored not in ("cap", "drop"):
             raise InputError(f"censored must be 'cap' or 'drop', got {censored!r}", "pass censored='cap' or 'drop'")
-        hidden = tuple(int(h) for h in hidden)
-        if any(h < 1 for h in hidden):
-            raise InputError(f"hidden widths must be >= 1, got {hidden}", "pass e.g. hidden=(64,) or () for linear")
-        for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise InputError(f"{name} must be an integer >= 1, got {v!r}", f"pass a positive {name}")
-        if not (lr > 0 and math.isfinite(lr)) or not (weight_decay >= 0):
-            raise InputError(f"lr must be > 0 and weight_decay >= 0, got {lr!r}, {weight_decay!r}",
-                             "pass e.g. lr=3e-3, weight_decay=1e-4")
+        hidden = _check_hidden(hidden)
+        epochs = check_positive_int(epochs, "epochs", "pass e.g. epochs=100")
+        batch_size = check_positive_int(batch_size, "batch_size", "pass e.g. batch_size=256")
+        lr = check_positive(lr, "lr", "pass e.g. lr=3e-3")
+        weight_decay = check_nonnegative(weight_decay, "weight_decay", "pass e.g. weight_decay=1e-4 (0 for none)")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+            raise InputError(f"seed must be an integer, got {seed!r}", "pass e.g. seed=0")
+        seed = int(seed)
         self.loss, self.inputs, self.hidden = loss, inputs, hidden
-        self.epochs, self.lr, self.weight_decay, self.batch_size = int(epochs), float(lr), float(weight_decay), int(batch_size)
-        self.censored, self.seed = censored, int(seed)
+        self.epochs, self.lr, self.weight_decay, self.batch_size = epochs, lr, weight_decay, batch_size
+        self.censored, self.seed = censored, seed
         self.source: str | None = None  # "features" or "array", set by fit
         self.layer: str | None = None
         self.n_features: int | None = None
@@ -345,20 +369,34 @@ class PseudoMargin(Scorer):
             raise InputError(f"pseudo-margin format version {d.get('version')!r} is not supported (expected {FORMAT_VERSION})",
                              "re-fit and save it with this version of brittle")
         try:
-            pm = cls(d["loss"], inputs=d["inputs"], hidden=tuple(d["hidden"]), epochs=d["epochs"], lr=d["lr"],
+            pm = cls(d["loss"], inputs=d["inputs"], hidden=d["hidden"], epochs=d["epochs"], lr=d["lr"],
                      weight_decay=d["weight_decay"], batch_size=d["batch_size"], censored=d["censored"], seed=d["seed"])
-            pm.source, pm.layer, pm.n_features = d["source"], d["layer"], int(d["n_features"])
-            pm._x_mean = np.asarray(d["x_mean"], dtype=np.float64)
-            pm._x_std = np.asarray(d["x_std"], dtype=np.float64)
+            pm.source, pm.layer = d["source"], d["layer"]
+            if pm.source not in ("features", "array") or not (pm.layer is None or isinstance(pm.layer, str)):
+                raise ValueError(f"source {pm.source!r} / layer {pm.layer!r} are not those of a fitted pseudo-margin")
+            pm.n_features = check_positive_int(d["n_features"], "n_features")
+            pm._x_mean = _check_array(d["x_mean"], "x_mean", pm.n_features)
+            pm._x_std = _check_array(d["x_std"], "x_std", pm.n_features)
+            if (pm._x_std <= 0).any():
+                raise ValueError("x_std has values <= 0")
             pm._t_mean, pm._t_std = float(d["t_mean"]), float(d["t_std"])
+            if not (math.isfinite(pm._t_mean) and math.isfinite(pm._t_std) and pm._t_std > 0):
+                raise ValueError(f"t_mean / t_std are {pm._t_mean!r} / {pm._t_std!r}")
             net = _mlp(pm.n_features, pm.hidden)
             linears = [m for m in net if isinstance(m, nn.Linear)]
-            if len(linears) != len(d["linear_layers"]):
+            if not isinstance(d["linear_layers"], list) or len(linears) != len(d["linear_layers"]):
                 raise ValueError("layer count mismatch")
             with torch.no_grad():
-                for m, w in zip(linears, d["linear_layers"]):
-                    m.weight.copy_(torch.as_tensor(w["weight"], dtype=torch.float32))
-                    m.bias.copy_(torch.as_tensor(w["bias"], dtype=torch.float32))
+                for i, (m, w) in enumerate(zip(linears, d["linear_layers"])):
+                    for key, param in (("weight", m.weight), ("bias", m.bias)):
+                        value = torch.as_tensor(w[key], dtype=torch.float32)
+                        if value.shape != param.shape or not bool(torch.isfinite(value).all()):
+                            raise ValueError(f"linear layer {i} {key} has shape {tuple(value.shape)}, expected "
+                                             f"{tuple(param.shape)} finite values")
+                        param.copy_(value)
+        except InputError as exc:  # a setting of the wrong type or value
+            raise InputError(f"the pseudo-margin description is corrupt ({exc.problem})",
+                             "re-save it with PseudoMargin.save") from None
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"the pseudo-margin description is corrupt ({type(exc).__name__}: {exc})",
                              "re-save it with PseudoMargin.save") from None
