@@ -122,6 +122,26 @@ def test_model_that_cannot_flip_gives_inf_never_zero() -> None:
         assert np.isinf(blind.upper).all() and (blind.pred == 1).all() and (blind.lower == 0).all()
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_an_input_at_a_tie_gets_a_tiny_verified_bound_never_inf(norm: str) -> None:
+    """At a tie the margin is 0: a bias-free ReLU net on a black image (every logit 0, zero gradient there) and an
+    identity model on (a, a) are flipped by an arbitrarily small step, alone in their batch (no other class to
+    fall back on). The bound must be finite and tiny, and its example verified; `inf` would count them robust."""
+    torch.manual_seed(0)
+    relu = nn.Sequential(nn.Flatten(), nn.Linear(784, 64, bias=False), nn.ReLU(), nn.Linear(64, 10, bias=False))
+    identity = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(2))
+    for model, x in ((relu.eval(), torch.zeros(3, 1, 28, 28)), (identity.eval(), torch.tensor([[0.5, 0.5], [0.3, 0.3]]))):
+        res = brittle.input_margins(model, x, norm=norm, device="cpu")
+        assert np.all(res.upper < 1e-5), res.upper
+        with torch.no_grad():
+            flipped = model(torch.as_tensor(res.x_adv)).argmax(1) != model(x).argmax(1)
+        assert bool(flipped.all())
+        dist = (torch.as_tensor(res.x_adv) - x).flatten(1).norm(p=float("inf") if norm == "linf" else 2, dim=1)
+        np.testing.assert_allclose(dist.numpy(), res.upper, rtol=1e-5, atol=1e-12)
+
+
 def test_seed_makes_runs_deterministic_and_batches_match_the_batch_function() -> None:
     model = mlp(2)
     x = points(20, seed=5)
@@ -153,6 +173,15 @@ def test_ensemble_is_no_worse_than_its_members() -> None:
     ({"batch_size": "64"}, "batch_size"),
     ({"lower": "milp"}, "unknown lower-bound method"),
     ({"steps": -1}, "steps"),
+    ({"steps": True}, "steps must be an integer >= 1, got True"),
+    ({"restarts": 1.0}, "restarts must be an integer"),
+    ({"masked": "no"}, "masked must be True or False"),
+    ({"fallback": "no"}, "fallback must be True or False"),
+    ({"seed": 1.5}, "seed must be an integer >= 0"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"budgets": [8]}, "larger than half the domain's width"),  # 8 meant as 8/255 on [0, 1]
+    ({"method": "exact", "time_limit": "a"}, "time_limit must be a finite number > 0"),
+    ({"method": "exact", "norm": "l2"}, "method 'exact' supports norm 'linf' only"),
 ])
 def test_bad_settings_raise_input_error(kwargs: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
@@ -231,3 +260,10 @@ def test_fixed_eps_apgd_success_implies_margin_at_most_eps_on_an_adversarially_t
     missed = broken & (res.upper > eps)
     assert missed.sum() <= 2, f"{missed.sum()} of {broken.sum()} images broken by APGD at {eps} have margin > {eps}"
     assert not (broken & (res.upper > 1.01 * eps)).any(), f"margins {res.upper[missed]} of images broken at {eps}"
+
+
+def test_numpy_integers_are_accepted_as_integer_options() -> None:
+    model, x = mlp(3), points(8, seed=3)
+    a = input_margins(model, x, "linf", device="cpu", steps=np.int64(5), budget_targets=np.int64(2))
+    b = input_margins(model, x, "linf", device="cpu", steps=5, budget_targets=2)
+    np.testing.assert_array_equal(a.upper, b.upper)

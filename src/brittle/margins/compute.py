@@ -130,6 +130,14 @@ def check_margin_settings(*, norm: str, method: str, lower: str | None, batch_si
     return MarginSettings(norm, method, lower, batch_size, int(seed), options)
 
 
+def check_budgets(settings: MarginSettings, data: Data) -> None:
+    """The attack's ``budgets`` (the ε the margins will be read at) in the data's units: `check_eps_for_domain`
+    (e.g. 8 meant as 8/255 on [0, 1] is refused, not silently never reached)."""
+    budgets = settings.method_options.get("budgets")
+    if budgets is not None and np.size(budgets):
+        check_eps_for_domain(budgets, settings.norm, data.domain, int(np.prod(data.input_shape)))
+
+
 RANDOM_MODEL = ("the model's predictions changed between two identical forward passes: its forward pass is "
                 "random (e.g. dropout called with training=True) or depends on earlier calls",
                 "make forward deterministic in eval mode; margins of a random model are not defined")
@@ -196,9 +204,7 @@ def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: 
     data = data if isinstance(data, Data) else as_data(data)
     settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
                                      method_options=method_options)
-    budgets = settings.method_options.get("budgets")  # the ε the margins will be read at, in the data's units
-    if budgets is not None and np.size(budgets):
-        check_eps_for_domain(budgets, settings.norm, data.domain, int(np.prod(data.input_shape)))
+    check_budgets(settings, data)
     executor = as_executor(executor)
     if out is not None and store is not None:
         raise InputError("both out and store were given", "pass out=DIR (a run directory) or store=, not both")

@@ -21,10 +21,10 @@ from torch import nn
 from .attacks import ATTACK_METHODS
 from .bounds.certify import BOUND_METHODS
 from .attacks import AttackResult, Cost, Ensemble, MinimalNormAttack, keep_best, make_attack, verify
-from ..core.validation import check_norm
+from ..core.validation import check_norm, check_positive
 from ..data.loading import Domain, as_data
 from ..errors import InputError, ModelError
-from ..models.loading import check_logits, device_mismatch_error, keeps_model_mode, prepare_model, resolve_device
+from ..models.loading import check_logits, device_mismatch_error, keeps_model_mode, resolve_device
 
 #: every ``method`` of `input_margins`
 INPUT_MARGIN_METHODS = (*ATTACK_METHODS, "exact")
@@ -97,7 +97,10 @@ def check_method(method: Any, lower: Any) -> None:
 def build_attack(method: str, norm: str, *, seed: int = 0, **method_options: Any) -> MinimalNormAttack | None:
     """The attack behind ``method`` (validated); None for ``"exact"``, which runs brittle's attack first itself."""
     check_method(method, None)
-    if method == "exact":
+    if method == "exact":  # its attack's options and the MILP's time limit, checked now
+        options = dict(method_options)
+        check_positive(options.pop("time_limit", 60.0), "time_limit", "pass seconds, e.g. time_limit=60")
+        make_attack("brittle", norm, seed=seed, **options)
         return None
     return make_attack(method, norm, seed=seed, **method_options)
 
@@ -214,13 +217,15 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
     Returns:
         `InputMargins` with numpy arrays per sample: ``upper`` is ``inf`` where nothing was found, never 0.
     """
-    norm = check_norm(norm)
-    check_method(method, lower)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. batch_size=256")
+    from .compute import check_budgets, check_margin_settings, prepared_for_margins
+
+    settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
+                                     method_options=method_options)
+    norm, seed = settings.norm, settings.seed
     data = as_data(data)
+    check_budgets(settings, data)
     dev = resolve_device(device, like=data.x)
-    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
+    model = prepared_for_margins(model, data, settings, dev)
     attack = build_attack(method, norm, seed=seed, **method_options)
     n = len(data)
     upper, low = np.empty(n, np.float32), np.empty(n, np.float32)

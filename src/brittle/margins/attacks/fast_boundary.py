@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +43,13 @@ from ._fixed import LiveRows, masked_default
 from ._graphs import CudaGraphs, graphs_for, run_steps
 from .apgd import apgd_ce, apgd_stacked, apgd_t, dlr_targeted_loss
 from .square import square_linf
+
+
+def _int_option(name: str, value: Any, low: int) -> int:
+    """An integer option (numpy integers too, never a bool) of at least ``low``, or `InputError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"{name} must be an integer >= {low}, got {value!r}", f"pass e.g. {name}={max(low, 1)}")
+    return int(value)
 
 
 def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12,
@@ -274,13 +283,12 @@ class FastBoundaryAttack(MinimalNormAttack):
         budget_targets = preset["budget_targets"] if budget_targets is None else budget_targets
         budget_queries = preset["budget_queries"] if budget_queries is None else budget_queries
         square_candidates = preset["square_candidates"] if square_candidates is None else square_candidates
-        for name, value, low in (("probe_steps", probe_steps, 0), ("probe_rounds", probe_rounds, 1),
-                                 ("probe_targets", probe_targets, 0), ("budget_steps", budget_steps, 1),
-                                 ("budget_targets", budget_targets, 0), ("budget_queries", budget_queries, 0),
-                                 ("square_candidates", square_candidates, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}, got {value!r}",
-                                 f"pass e.g. {name}={max(low, 1)}")
+        probe_steps, probe_rounds, probe_targets, budget_steps, budget_targets, budget_queries, square_candidates = (
+            _int_option(name, value, low) for name, value, low in (
+                ("probe_steps", probe_steps, 0), ("probe_rounds", probe_rounds, 1),
+                ("probe_targets", probe_targets, 0), ("budget_steps", budget_steps, 1),
+                ("budget_targets", budget_targets, 0), ("budget_queries", budget_queries, 0),
+                ("square_candidates", square_candidates, 1)))
         if not (0.0 < probe_ratio <= 1.0 and budget_window >= 0.0 and square_window >= 0.0):
             raise InputError(f"invalid probe_ratio={probe_ratio}, budget_window={budget_window} or "
                              f"square_window={square_window}",
@@ -293,7 +301,12 @@ class FastBoundaryAttack(MinimalNormAttack):
         if not all(math.isfinite(b) and b > 0 for b in budgets):
             raise InputError(f"budgets must be finite and > 0, got {budgets!r}", "pass e.g. budgets=[0.1, 0.2, 0.3]")
         self.budgets = tuple(sorted(set(budgets), reverse=True))
-        self.masked = None if masked is None else bool(masked)
+        for name, value in (("masked", masked), ("fallback", fallback)):
+            if not (isinstance(value, bool) or (value is None and name == "masked")):
+                raise InputError(f"{name} must be True or False, got {value!r}",
+                                 f"pass {name}=True or {name}=False" + (" (None: the device's default)"
+                                                                        if name == "masked" else ""))
+        self.masked = masked
         if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
             raise InputError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}",
                              "pass cuda_graphs=False to run every step eagerly")
@@ -324,13 +337,11 @@ class FastBoundaryAttack(MinimalNormAttack):
             descent_steps = 80 if linf else 30
         if descent_patience is None:
             descent_patience = max(descent_steps, 1)
-        for name, value, low in (("steps", steps, 1), ("init_classes", init_classes, 1), ("patience", patience, 1),
-                                 ("refine_steps", refine_steps, 0), ("restarts", restarts, 0),
-                                 ("restart_steps", restart_steps, 1), ("descent_steps", descent_steps, 0),
-                                 ("descent_patience", descent_patience, 1)):
-            if not isinstance(value, int) or value < low:
-                raise InputError(f"{name} must be an integer >= {low}, got {value!r}",
-                                 f"pass e.g. {name}={max(low, 1)}")
+        steps, init_classes, patience, refine_steps, restarts, restart_steps, descent_steps, descent_patience = (
+            _int_option(name, value, low) for name, value, low in (
+                ("steps", steps, 1), ("init_classes", init_classes, 1), ("patience", patience, 1),
+                ("refine_steps", refine_steps, 0), ("restarts", restarts, 0), ("restart_steps", restart_steps, 1),
+                ("descent_steps", descent_steps, 0), ("descent_patience", descent_patience, 1)))
         if not (0.0 <= alpha_max <= 1.0 and eta >= 1.0 and 0.0 < beta < 1.0 and rtol >= 0.0):
             raise InputError(f"invalid step parameters alpha_max={alpha_max}, eta={eta}, beta={beta}, rtol={rtol}",
                              "use 0 <= alpha_max <= 1, eta >= 1, 0 < beta < 1, rtol >= 0")
@@ -351,7 +362,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         self.descent_step = float(descent_step)
         self.descent_gamma = float(descent_gamma)
         self.descent_patience = descent_patience
-        self.fallback = bool(fallback)
+        self.fallback = fallback
 
     # ------------------------------------------------------------------------------------------
     def _graphs(self, like: torch.Tensor, model: nn.Module | None = None) -> CudaGraphs:
@@ -391,12 +402,17 @@ class FastBoundaryAttack(MinimalNormAttack):
             top = others.topk(k, dim=1).indices
             best_d = torch.zeros_like(x0)
             best_n = torch.full((len(x0),), torch.inf, device=x0.device)
+            # at a tie (the runner-up's logit equals the prediction's) the linearised boundary passes through
+            # x0 itself, and every step would stay there: aim a hair past it instead, by a logit gap just above
+            # float32 rounding, so that the start is already adversarial
+            tie_gap = 1e-5 * logits.detach().abs().amax(1).clamp_min(1.0)
             for c in range(k):
                 f = logits[rows, pred] - logits[rows, top[:, c]]
                 (g,) = torch.autograd.grad(f.sum(), xr, retain_graph=c < k - 1, allow_unused=True)
                 g = (torch.zeros_like(xr) if g is None else g).reshape(len(x0), -1)
                 g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-                d = box_projection(x0, -g, f.detach(), lo, hi, self.norm)
+                target = torch.where(f.detach() > 0, f.detach(), tie_gap)
+                d = box_projection(x0, -g, target, lo, hi, self.norm)
                 reached = (f.detach() + (g * d).sum(1)) <= 1e-6 * f.detach().abs().clamp_min(1e-12)
                 n = perturbation_norm(d, self.norm)
                 n = torch.where(reached, n, n + 1e6)  # prefer classes the box lets us reach
@@ -771,6 +787,15 @@ class FastBoundaryAttack(MinimalNormAttack):
             n_best[rows] = perturbation_norm(found - x0[rows], self.norm)
         return x_best, n_best
 
+    def _restart(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, lo: float, hi: float,
+                 candidates: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run from a random point at half the best norm so far (half the domain's width where none)."""
+        best_n = torch.stack([c[1] for c in candidates]).amin(0)
+        radius = torch.where(torch.isfinite(best_n), best_n, torch.full_like(best_n, hi - lo)).unsqueeze(1) * 0.5
+        noise = torch.rand_like(x0) * 2 - 1 if self.norm == "linf" else torch.randn_like(x0)
+        noise = noise / perturbation_norm(noise, self.norm).clamp_min(1e-12).unsqueeze(1)
+        return self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi), self.restart_steps)[0]
+
     def _perturb(self, model: nn.Module, x: torch.Tensor, pred: torch.Tensor, domain: Domain) -> torch.Tensor:
         lo, hi = float(domain[0]), float(domain[1])
         self._shape = tuple(x.shape[1:])
@@ -778,12 +803,17 @@ class FastBoundaryAttack(MinimalNormAttack):
         x0 = x.detach().reshape(len(x), -1).float()
         candidates = self._run(model, x0, pred, lo, hi, None, self.steps)
         for _ in range(self.restarts):
-            best_n = torch.stack([c[1] for c in candidates]).amin(0)
-            radius = torch.where(torch.isfinite(best_n), best_n, torch.full_like(best_n, hi - lo)).unsqueeze(1) * 0.5
-            noise = torch.rand_like(x0) * 2 - 1 if self.norm == "linf" else torch.randn_like(x0)
-            noise = noise / perturbation_norm(noise, self.norm).clamp_min(1e-12).unsqueeze(1)
-            candidates += self._run(model, x0, pred, lo, hi, (x0 + radius * noise).clamp(lo, hi),
-                                    self.restart_steps)[:1]
+            candidates.append(self._restart(model, x0, pred, lo, hi, candidates))
+        if self.restarts == 0:
+            # samples the gradient start cannot leave (a zero gradient at the clean point, e.g. a tie of
+            # ReLU units all at 0) get the one random restart that L2 always runs
+            todo = (~torch.isfinite(torch.stack([c[1] for c in candidates]).amin(0))).nonzero().flatten()
+            if len(todo):
+                rx, rn = self._restart(model, x0[todo], pred[todo], lo, hi, [(c[0][todo], c[1][todo])
+                                                                              for c in candidates])
+                cx, cn = x0.clone(), torch.full((len(x0),), torch.inf, device=x0.device)
+                cx[todo], cn[todo] = rx, rn
+                candidates.append((cx, cn))
         # each stage below keeps only verified improvements; `stages` collects (points, norms) per stage
         best_n = torch.full((len(x0),), torch.inf, device=x0.device)
         best_x = x0.clone()
