@@ -267,3 +267,30 @@ def test_numpy_integers_are_accepted_as_integer_options() -> None:
     a = input_margins(model, x, "linf", device="cpu", steps=np.int64(5), budget_targets=np.int64(2))
     b = input_margins(model, x, "linf", device="cpu", steps=5, budget_targets=2)
     np.testing.assert_array_equal(a.upper, b.upper)
+
+
+def test_exact_on_a_model_that_cannot_flip_brackets_with_inf_both_sides() -> None:
+    """No input in the domain changes the prediction: the exact margin is inf, so both bounds are inf (the lower
+    bound was float32's largest number)."""
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([1.0, 0.0]))
+    res = input_margins(model.eval(), torch.rand(3, 2), method="exact", device="cpu")
+    assert np.isinf(res.upper).all() and np.isinf(res.lower).all()
+
+
+def test_exact_warns_when_the_milp_result_is_not_used(monkeypatch) -> None:
+    """A time limit too short for the solver: the attack's bound stands, with a warning that says so."""
+    import brittle.margins.bounds as bounds
+
+    original = bounds.exact_margins
+
+    def unsolved(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out.exact[:] = False  # as when the solver ran out of time
+        return out
+
+    monkeypatch.setattr(bounds, "exact_margins", unsolved)
+    with pytest.warns(RuntimeWarning, match=r"method='exact': 4 of 4 sample\(s\) were not solved"):
+        input_margins(mlp(3), points(4), method="exact", device="cpu")

@@ -8,6 +8,7 @@ distributed backends call per batch.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -182,10 +183,15 @@ def _exact(model: nn.Module, x: torch.Tensor, pred: torch.Tensor, norm: str, dom
     time_limit = options.pop("time_limit", 60.0)
     attack_result = make_attack("brittle", norm, seed=seed, **options)(model, x, pred, domain)
     exact = exact_margins(model, x, pred, norm, domain, time_limit=time_limit, upper=attack_result.upper.cpu())
+    missed = int((~exact.exact.bool()).sum())
+    if missed:
+        warnings.warn(f"method='exact': {missed} of {len(x)} sample(s) were not solved and verified within "
+                      f"time_limit={time_limit:g} s; their upper bound is the attack's and their lower bound the "
+                      "solver's best so far", RuntimeWarning, stacklevel=4)
     milp = verify(model, x, exact.x_adv.to(x.device, x.dtype), pred, norm, domain)
     milp.cost = Cost(forward=len(x))
     best = keep_best(attack_result, milp)
-    return best, exact.lower.detach().float().cpu().nan_to_num(nan=0.0)
+    return best, exact.lower.detach().float().cpu().nan_to_num(nan=0.0, posinf=math.inf)
 
 
 @keeps_model_mode  # eval mode inside, the caller's mode afterwards

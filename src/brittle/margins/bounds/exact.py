@@ -11,10 +11,20 @@ else the whole box; Tjeng et al., 2019). The margin is the minimum over ``j``. C
 unreachable within ``R`` are skipped, and each solve is cut off at the best margin found so far.
 
 Exactness holds up to HiGHS's tolerances (relative gap 1e-7, absolute gap 1e-6, feasibility 1e-7); the
-minimiser is then checked on the real model: it lies on the decision boundary, so it is pushed a hair
-past it (a signed-gradient step or a radial stretch of at most ``PUSH_TOL`` in the norm) until the
-model's prediction really changes. A sample is reported exact only when every class was solved to
-optimality (or proved out of reach) and that check passed.
+minimiser is then checked on the real model. It lies on the decision boundary, so it is pushed a hair
+past it until the model's prediction really changes, adding at most the push tolerance to the norm
+(`push_tolerance`: ``PUSH_TOL`` times the domain's width ``high - low``, never under 64 float steps at
+the domain's largest magnitude, so that the pushes scale with the units of the domain):
+
+1. a signed-gradient step or a radial stretch of growing size (cheap; enough away from ReLU kinks);
+2. otherwise a small MILP next to the minimiser ``x*``: over the inputs within the push of both ``x*``
+   and the ball, the point where the target class leads the predicted one the most. The minimiser
+   usually sits on a ReLU kink, where autograd's one-sided gradient may point into the side that does
+   not flip; this MILP weighs every linear region that meets ``x*`` (its big-M constants come from
+   CROWN over the tiny box, so only the neurons at the kinks need binaries).
+
+Every candidate is checked by the model's own forward pass (in its dtype). A sample is reported exact
+only when every class was solved to optimality (or proved out of reach) and that check passed.
 """
 
 from __future__ import annotations
@@ -30,15 +40,29 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
-from ..attacks.base import is_flipped, perturbation_norm
+from ..attacks.base import FLIP_ULPS, perturbation_norm
 from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .certify import certified_lower_bounds, check_inputs, domain_radius
 from .network import DTYPE, Network, _Affine, _ReLU
 
-#: Largest extra norm allowed when pushing the MILP minimiser past the decision boundary.
+#: Largest extra norm allowed when pushing the MILP minimiser past the decision boundary, as a fraction
+#: of the domain's width (see `push_tolerance`).
 PUSH_TOL = 1e-4
-_PUSHES = (0.0, 1e-7, 1e-6, 1e-5, PUSH_TOL)
+#: The sizes of the pushes tried, as fractions of the push tolerance (the largest keeps half of it for
+#: the solver's feasibility tolerance and the rounding to the model's dtype).
+_PUSHES = (0.0, 1e-3, 1e-2, 1e-1, 0.5)
+#: A pushed example must beat the predicted class by this many float steps of its logits.
+_SAFE_ULPS = 4 * FLIP_ULPS
+#: The push tolerance is at least this many float steps (of the model's dtype) at the domain's largest magnitude.
+_PUSH_ULPS = 64
+
+
+def push_tolerance(domain: Domain, dtype: torch.dtype = torch.float32) -> float:
+    """Largest extra norm of a verified example over the exact margin: ``PUSH_TOL * (high - low)``, or
+    ``_PUSH_ULPS`` float steps of ``dtype`` at the domain's largest magnitude where that is larger."""
+    lo, hi = float(domain[0]), float(domain[1])
+    return max(PUSH_TOL * (hi - lo), _PUSH_ULPS * torch.finfo(dtype).eps * max(abs(lo), abs(hi)))
 
 
 @dataclass
@@ -49,7 +73,8 @@ class ExactMargins:
         margins: the exact margin where ``exact``, NaN where a solve did not finish (never a guess).
         x_adv: a verified adversarial example per sample (the clean input where none was found).
         lower: proven lower bounds (the solver's dual bounds; equal to ``margins`` up to 1e-6 where exact).
-        upper: norms of ``x_adv`` (``inf`` where none was found; at most ``margins + PUSH_TOL`` where exact).
+        upper: norms of ``x_adv`` (``inf`` where none was found; where exact, at most ``margins`` plus
+            `push_tolerance` of the domain, i.e. ``PUSH_TOL * (high - low)`` on usual domains).
         exact: whether each sample was solved to optimality and its minimiser verified.
         adv_class: the class the model predicts at ``x_adv`` (-1 where none).
     """
@@ -170,38 +195,107 @@ class _Milp:
         self.c[d] = 1.0
 
     def solve(self, w_out: np.ndarray, b_out: np.ndarray, pred: int, target: int, cutoff: float,
-              time_limit: float):
-        """Smallest ``t <= cutoff`` at which class ``target`` reaches the predicted class's logit."""
+              time_limit: float, widest: bool = False):
+        """Smallest ``t <= cutoff`` at which class ``target`` reaches the predicted class's logit; with
+        ``widest``, the input with ``t <= cutoff`` where ``target`` leads the predicted class the most."""
         off, width = self.last
+        gap = w_out[target] - w_out[pred]
         row = np.zeros((1, self.n_var))
-        row[0, off:off + width] = w_out[target] - w_out[pred]
+        row[0, off:off + width] = gap
+        c = self.c
+        if widest:
+            c = np.zeros(self.n_var)
+            c[off:off + width] = -gap
         constraints = LinearConstraint(sp.vstack([self.a, sp.csr_matrix(row)]).tocsr(),
-                                       np.concatenate([self.lb, [b_out[pred] - b_out[target]]]),
+                                       np.concatenate([self.lb, [-np.inf if widest else b_out[pred] - b_out[target]]]),
                                        np.concatenate([self.ub, [np.inf]]))
         hi = self.hi_var.copy()
         hi[self.d] = min(hi[self.d], cutoff)
-        return milp(self.c, integrality=self.integrality, bounds=Bounds(self.lo_var, hi), constraints=constraints,
+        return milp(c, integrality=self.integrality, bounds=Bounds(self.lo_var, hi), constraints=constraints,
                     options={"time_limit": max(time_limit, 0.01), "mip_rel_gap": 1e-7, "disp": False})
+
+
+def _build(net: Network, x0: torch.Tensor, radius: float, pred: int, domain: Domain, hidden: list,
+           near: tuple[torch.Tensor, float] | None = None) -> tuple[_Milp | None, torch.Tensor]:
+    """The MILP of the ball of ``radius`` around ``x0`` (None where CROWN proves every class out of reach)
+    and CROWN's bounds of ``logit_pred - logit_j``. With ``near=(x, r)`` the inputs are also kept within
+    ``r`` of ``x`` in L∞, and the big-M constants come from CROWN over that small box."""
+    center, eps, box = x0, radius, domain
+    if near is not None:
+        center, eps = near
+        flat = center.reshape(-1).numpy()
+        box = (np.maximum(domain[0], flat - eps), np.minimum(domain[1], flat + eps))
+    with torch.no_grad():
+        spec, bounds = net.spec_bounds(center.unsqueeze(0), torch.tensor([eps], dtype=DTYPE), torch.tensor([pred]),
+                                       "linf", domain, "crown")
+    if near is None and bool((spec[0] > 0).all()):
+        return None, spec[0]
+    pre = [(bounds[k][0].reshape(-1).numpy(), bounds[k][1].reshape(-1).numpy()) for k in net.relu_levels]
+    return _Milp(x0.reshape(-1).numpy(), radius, box, hidden, pre), spec[0]
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    param = next(iter(model.parameters()), None)
+    return param.dtype if param is not None else torch.float32
+
+
+def _flips(model: nn.Module, cand: torch.Tensor, pred: int, domain: Domain) -> tuple[torch.Tensor, int] | None:
+    """``cand`` in the model's dtype and the class the model predicts there, if that is not ``pred``
+    by ``_SAFE_ULPS`` float steps of the logits, else None. That is more than the attacks' ``FLIP_ULPS``,
+    so the example still flips under the rounding of another batch size or device."""
+    cand = cand.to(_model_dtype(model)).clamp(domain[0], domain[1])
+    with torch.no_grad():
+        logits = model(cand.unsqueeze(0))[0]
+    top = int(logits.argmax())
+    lead = float(logits[top] - logits[pred])
+    if top != pred and lead > _SAFE_ULPS * torch.finfo(logits.dtype).eps * float(logits.abs().max()):
+        return cand, top
+    return None
 
 
 def _push(model: nn.Module, x0: torch.Tensor, xs: torch.Tensor, pred: int, target: int,
           domain: Domain) -> tuple[torch.Tensor, int] | None:
-    """The MILP minimiser moved a hair past the boundary so the model's prediction changes, or None."""
-    param = next(iter(model.parameters()), None)
-    dtype = param.dtype if param is not None else torch.float32
+    """The MILP minimiser moved a hair past the boundary so the model's prediction changes, or None.
+
+    Tries a step along the sign of the gradient of ``logit_target - logit_pred`` and a radial stretch away
+    from ``x0``, each of the sizes ``_PUSHES`` (fractions of `push_tolerance`)."""
+    dtype = _model_dtype(model)
+    tol = push_tolerance(domain, dtype)
     xg = xs.to(dtype).unsqueeze(0).requires_grad_(True)
     with torch.enable_grad():
         logits = model(xg)
         (logits[0, target] - logits[0, pred]).backward()
-    step = xg.grad[0].sign()
+    step = xg.grad[0].sign().to(xs.dtype)
     radial = xs - x0
-    for delta in _PUSHES:
+    for frac in _PUSHES:
+        delta = frac * tol
         for cand in (xs + delta * step, x0 + radial * (1 + delta / max(float(radial.abs().max()), 1e-12))):
-            cand = cand.clamp(domain[0], domain[1]).to(dtype)
-            with torch.no_grad():
-                logits = model(cand.unsqueeze(0))
-            if bool(is_flipped(logits, torch.tensor([pred], device=logits.device))[0]):
-                return cand, int(logits.argmax(1)[0])
+            flipped = _flips(model, cand, pred, domain)
+            if flipped is not None:
+                return flipped
+    return None
+
+
+def _push_local(net: Network, model: nn.Module, x0: torch.Tensor, xs: torch.Tensor, pred: int, target: int,
+                domain: Domain, hidden: list, w_out: np.ndarray, b_out: np.ndarray,
+                deadline: float) -> tuple[torch.Tensor, int] | None:
+    """Where `_push` fails (the minimiser ``xs`` sits on a ReLU kink): for pushes of growing size ``delta``,
+    the input within ``delta`` of ``xs`` and within ``|xs - x0| + delta`` of ``x0`` where class ``target``
+    leads the predicted class the most (a small MILP over the linear regions that meet ``xs``), if the
+    model's prediction changes there; else None. Each solve gets the sample's remaining time, at least 1 s."""
+    tol = push_tolerance(domain, _model_dtype(model))
+    xs = xs.clamp(domain[0], domain[1])  # the solver's feasibility tolerance may leave it a hair outside
+    base = float((xs - x0).abs().max())
+    for frac in _PUSHES[1:]:
+        delta = frac * tol
+        problem, _ = _build(net, x0, base + delta, pred, domain, hidden, near=(xs, delta))
+        assert problem is not None
+        res = problem.solve(w_out, b_out, pred, target, base + delta, max(deadline - time.monotonic(), 1.0),
+                            widest=True)
+        if res.x is not None:
+            flipped = _flips(model, torch.from_numpy(res.x[:problem.d]).to(DTYPE).reshape(xs.shape), pred, domain)
+            if flipped is not None:
+                return flipped
     return None
 
 
@@ -286,6 +380,8 @@ def _solve_sample(net: Network, model: nn.Module, x0: torch.Tensor, pred: int, r
     if out["x"] is not None:
         xs = torch.from_numpy(out["x"]).to(DTYPE).reshape(x0.shape)
         pushed = _push(model, x0, xs, pred, out["target"], domain)
+        if pushed is None:
+            pushed = _push_local(net, model, x0, xs, pred, out["target"], domain, hidden, w_out, b_out, deadline)
         if pushed is not None:
             out["x_adv"], out["adv_class"] = pushed
         else:
@@ -304,13 +400,7 @@ def _solve_within(net: Network, x0: torch.Tensor, pred: int, radius: float, doma
     """
 
     def build(r: float) -> tuple[_Milp | None, torch.Tensor]:
-        eps = torch.tensor([r], dtype=DTYPE)
-        with torch.no_grad():
-            spec, bounds = net.spec_bounds(x0.unsqueeze(0), eps, torch.tensor([pred]), "linf", domain, "crown")
-        if bool((spec[0] > 0).all()):
-            return None, spec[0]
-        pre = [(bounds[k][0].reshape(-1).numpy(), bounds[k][1].reshape(-1).numpy()) for k in net.relu_levels]
-        return _Milp(x0.reshape(-1).numpy(), r, domain, hidden, pre), spec[0]
+        return _build(net, x0, r, pred, domain, hidden)
 
     problem, spec = build(radius)
     r_cur = radius
