@@ -78,6 +78,9 @@ def files(tmp_path, monkeypatch):
     raw = (tmp_path / "w.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
     torch.save({"w": torch.zeros(1), "evil": _Evil()}, tmp_path / "evil.pt")
+    np.savez(tmp_path / "text_labels.npz", x=x, y=y.astype(str))
+    np.savez(tmp_path / "date_labels.npz", x=x, y=y.astype("datetime64[D]"))
+    np.savez(tmp_path / "huge.npz", x=np.full((12, 4), 1e300), y=y)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     return tmp_path
@@ -138,3 +141,25 @@ def test_model_without_gradient(files, capsys, factory):
     assert main(_audit(files, model=factory)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "gradient" in err and "Fix:" in err and "\n" not in err
+
+
+NEW_ROWS = [
+    ("npz-text-labels", lambda f: _audit(f, data="text_labels.npz"), 2,
+     "y has dtype <U21 (text). Fix: pass integer class indices"),
+    ("npz-date-labels", lambda f: _audit(f, data="date_labels.npz"), 2, "y has dtype datetime64[D] (dates and times)"),
+    ("npz-huge", lambda f: _audit(f, data="huge.npz"), 2, "x has values too large for float32 (|x| up to 1e+300"),
+    ("shift-empty", lambda f: _audit(f, "--shift", ""), 2, "--shift is empty. Fix: pass one NAME:SEVERITY"),
+    ("shift-blank", lambda f: _audit(f, "--shift", " "), 2, "--shift is empty"),
+    ("zoo-weights-missing", lambda f: _audit(f, "--weights", str(f / "no-such.pt"), model="standard"), 2,
+     "no-such.pt does not exist"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "code", "message"), NEW_ROWS, ids=[c[0] for c in NEW_ROWS])
+def test_refused_in_one_line_before_out_is_created(files, capsys, name, argv, code, message):
+    assert main(argv(files)) == code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], lines[0]
+    assert "Traceback" not in err and not (files / "out").exists()

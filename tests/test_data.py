@@ -221,3 +221,144 @@ def test_torchvision_dataset_through_a_local_stand_in(monkeypatch, tmp_path):
     np.testing.assert_allclose(data.x[2].permute(1, 2, 0).numpy(), images[2] / 255, atol=1e-6)
     with pytest.raises(InputError, match="no dataset 'Nope'"):
         load_data("torchvision:Nope", root=tmp_path)
+
+
+# ------------------------------------------------------------------------------------ npz dtypes and values
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"y": np.array(list("7210414959"))}, r"y has dtype <U1 \(text\)\. Fix: pass integer class indices"),
+    ({"y": np.array([b"7"] * 10)}, r"y has dtype \|S1 \(bytes\)"),
+    ({"y": np.arange(10).astype("datetime64[D]")}, r"y has dtype datetime64\[D\] \(dates and times\)"),
+    ({"y": np.arange(10).astype("timedelta64[s]")}, r"y has dtype timedelta64\[s\] \(time spans\)"),
+    ({"x": np.full((10, 4), "0.5")}, r"x has dtype <U3 \(text\)\. Fix: pass x as floating-point numbers"),
+    ({"x": np.zeros((10, 4), dtype=np.longdouble)}, r"x has dtype float128 \(long double, which torch cannot hold\)"
+                                                    r"\. Fix: convert with x\.astype\(np\.float64\)"),
+    ({"x": np.zeros((10, 4), dtype=[("a", "f4")])}, r"x has dtype .* \(raw or structured records\)"),
+    ({"x": np.full((10, 4), 1e300)}, r"x has values too large for float32 \(\|x\| up to 1e\+300, float32 holds up "
+                                     r"to 3\.403e\+38\) in 10 sample\(s\), first at index 0"),
+    ({"y": np.full(10, 1e20)}, r"labels range over \[1e\+20, 1e\+20\], outside the class indices"),
+    ({"y": np.array([1, 2] + [2 ** 63 + 5] * 8, dtype=np.uint64)}, r"labels range over \[1, 9\.22337e\+18\]"),
+])
+def test_npz_arrays_that_are_not_numbers_or_do_not_fit_are_refused_by_name(tmp_path, arrays, message):
+    if "longdouble" in message or "float128" in message:
+        if np.dtype(np.longdouble).itemsize <= 8:
+            pytest.skip("long double is float64 on this platform")
+    values = {"x": np.random.default_rng(0).random((10, 4)), "y": np.arange(10) % 3, **arrays}
+    np.savez(tmp_path / "d.npz", **values)
+    with pytest.raises(InputError, match=message) as info:
+        load_npz(tmp_path / "d.npz")
+    assert "\n" not in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_finite_float64_inputs_within_float32_range_still_load(tmp_path):
+    x = np.random.default_rng(0).random((6, 4))  # float64 in [0, 1]
+    np.savez(tmp_path / "f64.npz", x=x, y=np.full(6, 2.0))
+    d = load_npz(tmp_path / "f64.npz")
+    assert d.x.dtype == torch.float32 and d.y.tolist() == [2] * 6
+    as_data(np.full((2, 3), 3e38), domain=(0.0, 3.3e38))  # large but float32-representable: accepted
+
+
+# ------------------------------------------------------------------------------------ names of the data
+
+def _write_idx(folder, images: np.ndarray, labels: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, arr in (("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", labels)):
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        (folder / stem).write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_data_is_named_by_where_it_comes_from(tmp_path, monkeypatch):
+    """An idx folder is named by the folder (not ``mnist:test``), an .npz by its path as given (two files with one
+    stem are two data sets); the bundled data sets keep their names."""
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "fash_idx", rng.integers(0, 256, (5, 28, 28)), np.arange(5))
+    monkeypatch.chdir(tmp_path)
+    idx = load_data("fash_idx")
+    assert idx.name == "fash_idx (idx t10k)" and idx.class_names is None and len(idx) == 5
+    assert load_data(str(tmp_path / "fash_idx") + "/").name == f"{tmp_path / 'fash_idx'} (idx t10k)"
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        np.savez(tmp_path / sub / "ok.npz", x=rng.random((3, 4)), y=np.arange(3))
+    assert load_data("a/ok.npz").name == "a/ok.npz" and load_data("b/ok.npz").name == "b/ok.npz"
+    assert load_data("mnist").name == "mnist:test" and load_data("mnist", limit=3).name == "mnist:test"
+    from brittle.data.ood_sets import load_fashion_mnist_test
+
+    monkeypatch.delenv("BRITTLE_DATA_ROOT", raising=False)
+    assert load_fashion_mnist_test().name == "fashion-mnist:test[:5000]"
+    assert load_data("digits").name == "digits"
+
+
+def test_limit_is_checked_before_anything_is_read():
+    for bad in (0, -3):
+        with pytest.raises(InputError, match=f"limit must be >= 1, got {bad}"):
+            load_data("no-such-file.npz", limit=bad)
+
+
+# ------------------------------------------------------------------------------------ torchvision split=
+
+def _fake_torchvision(monkeypatch, dataset_cls):
+    import sys
+    import types
+
+    class ToTensor:
+        def __call__(self, img):
+            return torch.from_numpy(img).permute(2, 0, 1).float() / 255
+
+    fake = types.SimpleNamespace(datasets=types.SimpleNamespace(**{dataset_cls.__name__: dataset_cls}),
+                                 transforms=types.SimpleNamespace(ToTensor=ToTensor))
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setitem(sys.modules, "torchvision.transforms", fake.transforms)
+
+
+def test_torchvision_split_datasets_and_limit(monkeypatch, tmp_path):
+    """Datasets named by split= (torchvision's SVHN signature) load; without their files the error is the same
+    one line as for train= datasets, with no download advice; --limit converts only the images it keeps."""
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 8, 8, 3), dtype=np.uint8)
+    read = []
+
+    class SVHN(torch.utils.data.Dataset):
+        def __init__(self, root, split="train", transform=None, target_transform=None, download=False):
+            if not (tmp_path / "svhn").exists():
+                raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+            if split not in ("train", "test", "extra"):
+                raise ValueError(f"Unknown value '{split}' for argument split.")
+            self.split, self.transform = split, transform
+
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            read.append(i)
+            return self.transform(images[i]), i % 10
+
+    _fake_torchvision(monkeypatch, SVHN)
+    with pytest.raises(InputError) as info:
+        load_data("torchvision:SVHN", root=tmp_path)
+    text = str(info.value)
+    assert text.startswith(f"torchvision SVHN (test) not found under {tmp_path} (Dataset not found or corrupted)")
+    assert "download=True" not in text and "--data-root" in text and "\n" not in text
+    (tmp_path / "svhn").mkdir()
+    with pytest.raises(InputError, match="torchvision SVHN has no split 'val'"):
+        load_data("torchvision:SVHN:val", root=tmp_path)
+    data = load_data("torchvision:SVHN:train", root=tmp_path, limit=7)
+    assert len(data) == 7 and sorted(set(read)) == list(range(7))  # only the kept images were converted
+    np.testing.assert_allclose(data.x[3].permute(1, 2, 0).numpy(), images[3] / 255, atol=1e-6)
+    assert data.name == "SVHN:train" and data.y.tolist() == list(range(7))
+
+
+def test_cli_torchvision_split_dataset_without_files(monkeypatch, tmp_path, capsys):
+    from brittle.cli import main
+
+    class SVHN:
+        def __init__(self, root, split="train", transform=None, target_transform=None, download=False):
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+
+    _fake_torchvision(monkeypatch, SVHN)
+    out = tmp_path / "out"
+    code = main(["--quiet", "margins", "-m", "standard", "-d", "torchvision:SVHN", "--data-root", "/nowhere",
+                 "-o", str(out)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: torchvision SVHN (test) not found under /nowhere") and "Fix: put" in lines[0]
+    assert "Traceback" not in err and "bug in brittle" not in err and not out.exists()

@@ -347,3 +347,62 @@ def test_hub_loaders_build_and_load_local_weights(monkeypatch, tmp_path, kind):
     if kind == "torchvision":
         with pytest.raises(ModelError, match="no model 'nope'"):
             load_model("torchvision:nope", device="cpu")
+
+
+@pytest.mark.parametrize("spec", ["standard", "zoo:standard"])
+def test_zoo_model_with_weights_loads_them(tmp_path, spec):
+    """--weights with a zoo name: the state dict goes into the zoo architecture (a fine-tuned model.pt), strictly;
+    a missing file is refused before the model is built."""
+    from brittle.models import zoo
+
+    source = zoo.load("standard")
+    torch.manual_seed(3)
+    tuned = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    by_hand = zoo.load("standard")
+    by_hand.load_state_dict(tuned)
+    model = load_model(spec, tmp_path / "tuned.pt", device="cpu")
+    x = brittle.load_mnist().x[:8]
+    with torch.no_grad():
+        assert torch.equal(model(x), by_hand.eval()(x))
+        assert not torch.equal(model(x), source(x))  # not the shipped weights
+    assert model_fingerprint(model) != model_fingerprint(source)
+    with pytest.raises(ModelError, match=r"checkpoint .*no-such\.pt does not exist"):
+        load_model(spec, tmp_path / "no-such.pt", device="cpu")
+    torch.save({k: v for k, v in tuned.items() if not k.endswith("bias")}, tmp_path / "partial.pt")
+    with pytest.raises(ModelError, match=r"weights in .*partial\.pt do not fit the model: .*Missing key"):
+        load_model(spec, tmp_path / "partial.pt", device="cpu")
+    other = mlp(784, (8,), 10).state_dict()
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="do not fit the model"):
+        load_model(spec, tmp_path / "other.pt", device="cpu")
+
+
+def test_robustbench_model_with_weights_loads_them(monkeypatch, tmp_path):
+    import types
+
+    utils = types.ModuleType("robustbench.utils")
+    utils.load_model = lambda model_name, model_dir, dataset, threat_model: _net()
+    monkeypatch.setitem(sys.modules, "robustbench", types.ModuleType("robustbench"))
+    monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
+    torch.manual_seed(5)
+    tuned = mlp(6, (5,), 3)
+    torch.save(tuned.state_dict(), tmp_path / "tuned.pt")
+    model = load_model("robustbench:Toy", tmp_path / "tuned.pt", device="cpu")
+    x = torch.rand(3, 6)
+    assert torch.equal(model(x), tuned.eval()(x)) and not torch.equal(model(x), _net()(x))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model("robustbench:Toy", tmp_path / "missing.pt", device="cpu")
+
+
+def test_cli_zoo_model_with_missing_weights_is_refused_before_anything(tmp_path, capsys):
+    from brittle.cli import main
+
+    out = tmp_path / "out"
+    code = main(["--quiet", "margins", "-m", "standard", "--weights", str(tmp_path / "no-such.pt"), "--limit", "5",
+                 "-o", str(out)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: checkpoint ") and "no-such.pt does not exist. Fix:" in lines[0]
+    assert "Traceback" not in err and not out.exists()

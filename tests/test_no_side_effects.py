@@ -86,3 +86,34 @@ def test_a_random_model_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ModelError, match="changed between two identical forward passes.*deterministic"):
         compute_margins(_RandomNet().eval(), data, out=tmp_path / "D", device="cpu")
     assert not (tmp_path / "D").exists()
+
+
+def _cli_audit(out, *extra):
+    return ["--quiet", "audit", "-m", "standard", "--limit", "10", "--eps", "0.1", "--no-report", "--backend", "ray",
+            "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--gpus-per-worker", "1", "--device", "cpu"], "--gpus-per-worker was given but --device is cpu"),
+    (["--device", "cuda"], "device cuda with the ray backend needs GPUs for the workers"),
+    (["--address", "127.0.0.1:1"], "could not connect to the Ray cluster at '127.0.0.1:1'"),
+    (["--gpus-per-worker", "1"], "not enough for one worker"),
+])
+def test_cli_ray_settings_refused_before_out(tmp_path, capsys, extra, message):
+    """Ray settings are judged before the run directory exists: a conflict with --device at once, the cluster's
+    connection (bounded: an address nothing answers on fails in seconds) and resources before the store. (Here,
+    not in test_ray_backend.py, whose in-process Ray instance would stand in for the cluster.)"""
+    pytest.importorskip("ray", reason="needs Ray: pip install 'brittle[ray]'")
+    import time
+
+    if extra == ["--gpus-per-worker", "1"] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU for the worker")
+    out = tmp_path / "out"
+    start = time.time()
+    code = main(_cli_audit(out, *extra))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[")]  # Ray's own log lines
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], err
+    assert "Traceback" not in err and not out.exists()
+    assert time.time() - start < 120

@@ -127,10 +127,20 @@ def test_failing_shard_gives_up_with_clear_error(digits, cluster, tmp_path):
     assert 1 not in done and len(done) >= 1, "finished shards are kept for a re-run"
 
 
-def test_no_gpu_for_the_workers(digits, cluster):
+def test_no_gpu_for_the_workers(digits, cluster, tmp_path):
+    """The cluster's resources are checked before the run's store exists: a refused run leaves no directory that
+    the corrected command would then find to be "a different run"."""
     net, data = digits
+    out = tmp_path / "run"
     with pytest.raises(InputError, match="not enough for one worker"):
-        audit(net, data, eps=EPS, batch_size=BATCH, executor=make_executor("ray", workers=2, gpus_per_worker=1))
+        audit(net, data, eps=EPS, batch_size=BATCH, out=out,
+              executor=make_executor("ray", workers=2, gpus_per_worker=1))
+    assert not out.exists()
+    from brittle.margins.compute import compute_margins
+
+    with pytest.raises(InputError, match="not enough for one worker"):
+        compute_margins(net, data, batch_size=BATCH, out=out, executor=make_executor("ray", gpus_per_worker=1))
+    assert not out.exists()
 
 
 def test_robust_accuracy_curve_on_ray_equals_local(digits, cluster):
@@ -159,6 +169,102 @@ def test_backend_settings_are_checked():
         check_backend("ray", 0, 0, None)
     with pytest.raises(InputError, match=">= 0"):
         check_backend("ray", 2, -1, None)
+
+
+def test_device_conflicts_are_refused_without_a_cluster():
+    with pytest.raises(InputError, match="--gpus-per-worker was given but --device is cpu"):
+        make_executor("ray", workers=2, gpus_per_worker=1, device="cpu")
+    with pytest.raises(InputError, match="device cuda with the ray backend needs GPUs"):
+        make_executor("ray", device="cuda")
+    with pytest.raises(InputError, match="--device is cpu"):
+        make_executor("ray", gpus_per_worker=0.5).prepare("cpu")  # the executor's own check, for API callers
+    assert make_executor("ray", gpus_per_worker=1, device="auto").gpus_per_worker == 1.0
+    make_executor("local", device="cpu")  # the device is the local backend's own business
+
+
+class _StubRay:
+    """What `connect` / `prepare_ray` use of the ray module, recorded."""
+
+    def __init__(self, cpus=4.0, gpus=0.0):
+        self.calls, self.up, self.resources = [], False, {"CPU": cpus, "GPU": gpus}
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        self.up = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown", {}))
+        self.up = False
+
+    def cluster_resources(self):
+        return dict(self.resources)
+
+
+def test_connect_is_bounded_and_refused_in_one_line(monkeypatch):
+    """An address nothing answers on is refused within CONNECT_TIMEOUT_S, before ray.init (which would retry
+    for many minutes); an address that answers is handed to ray.init, with Ray's GCS attempts bounded."""
+    import socket
+
+    from brittle.execution import ray as ray_backend
+
+    stub = _StubRay()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound but not listening: refused
+        monkeypatch.setattr(ray_backend, "_head_endpoint", lambda address: ("127.0.0.1", port))
+        with pytest.raises(BackendError, match=r"could not connect to the Ray cluster at '10\.0\.0\.1:6379' "
+                                               r"\(127\.0\.0\.1:\d+: ConnectionRefusedError") as info:
+            ray_backend.connect(stub, "10.0.0.1:6379")
+    assert "Fix: start the head node" in str(info.value) and "\n" not in str(info.value) and not stub.calls
+
+    def silent(endpoint, timeout):
+        assert timeout == ray_backend.CONNECT_TIMEOUT_S
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(BackendError, match=r"\(no answer from 127\.0\.0\.1:\d+ within 10 s\)"):
+        ray_backend.connect(stub, "10.0.0.1:6379")
+    monkeypatch.undo()
+
+    seen_env = {}
+    stub.init = lambda **kw: (seen_env.update(attempts=os.environ.get("RAY_gcs_server_port_wait_time_s")),
+                              stub.calls.append(("init", kw)))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(ray_backend, "_head_endpoint", lambda address: server.getsockname())
+        monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
+        ray_backend.connect(stub, "10.0.0.1:6379")
+    assert stub.calls == [("init", {"address": "10.0.0.1:6379", "log_to_driver": True})]
+    assert seen_env["attempts"] == str(ray_backend.GCS_ATTEMPTS)
+    assert "RAY_gcs_server_port_wait_time_s" not in os.environ  # the user's environment as it was
+
+
+def test_prepare_connects_before_the_store_and_run_closes_the_connection(monkeypatch):
+    from brittle.execution import ray as ray_backend
+
+    stub = _StubRay(cpus=4, gpus=0)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: stub)
+    monkeypatch.setattr(ray_backend, "connect", lambda ray, address: ray.init(address=address))
+    executor = make_executor("ray", workers=2, address="10.0.0.1:6379")
+    executor.prepare("auto")
+    assert stub.up and stub.calls == [("init", {"address": "10.0.0.1:6379"})]
+    executor.prepare("auto")  # audit, then compute_margins inside it: one connection
+    assert len(stub.calls) == 1
+    executor.close()
+    assert not stub.up and stub.calls[-1][0] == "shutdown"
+    executor.close()  # nothing left to close
+    stub.resources["GPU"] = 0.0
+    with pytest.warns(RuntimeWarning, match="not enough for one worker"):  # an autoscaling cluster may grow
+        make_executor("ray", gpus_per_worker=1, address="10.0.0.1:6379").prepare("auto")
+    stub.up = False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=r"the local Ray instance would have 0 GPUs: not enough for one worker"):
+        make_executor("ray", gpus_per_worker=1).prepare("auto")  # checked without starting Ray
+    assert not stub.up
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

@@ -632,3 +632,65 @@ def test_every_eps_plot_draws_the_audited_eps(tmp_path: Path, monkeypatch) -> No
     for (name, _), fig in zip(drawn.items(), figs):
         for e in run.eps:
             assert _has_eps_line(fig, e), f"{name} has no line at the audited ε = {e}"
+
+
+def test_mixed_norm_comparison_draws_one_panel_per_norm(tmp_path: Path, monkeypatch) -> None:
+    """L∞ and L2 budgets share no axis: one panel per norm, each with its own runs and its own ε lines, the legend
+    naming each run's norm; ε labels that would overlap are put on separate rows."""
+    from brittle.report import _plots
+    from brittle.report._load import load_run
+
+    a = _audited_like(make_run(tmp_path / "a", model="a", seed=1, extras=False), eps=[0.05, 0.1])
+    b = _audited_like(make_run(tmp_path / "b", model="b", seed=2, extras=False), eps=[0.1, 0.2], norm="l2")
+    figs = _figures(monkeypatch)
+    assert _plots.compare_robust([load_run(a), load_run(b)], ["alpha", "beta"])
+    fig = figs[-1]
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert [ax.get_xlabel() for ax in panels] == ["ε (L∞ perturbation budget)", "ε (L2 perturbation budget)"]
+
+    def eps_labels(ax):
+        return sorted(t.get_text() for t in ax.texts if t.get_text().startswith("ε="))
+
+    assert eps_labels(panels[0]) == ["ε=0.05", "ε=0.1"] and eps_labels(panels[1]) == ["ε=0.1", "ε=0.2"]
+    texts = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in panels]
+    assert "alpha (L∞)" in texts[0] and "beta" not in " ".join(texts[0]) and "beta (L2)" in texts[1]
+    one = _plots.compare_robust([load_run(a), load_run(a)], ["alpha", "again"])
+    assert one and len([ax for ax in figs[-1].axes if ax.get_xlabel()]) == 1  # one norm: one panel, as before
+
+    fig = _plots.new_figure(7.6, 4.2)
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 2.0)  # 0.05 and 0.1 on an axis up to 2: their labels would print on top of each other
+    rows = _plots._eps_lines(ax, [0.05, 0.1, 1.0])
+    offsets = {t.get_text(): t.xyann[1] for t in ax.texts}
+    assert rows == 2 and offsets["ε=0.05"] != offsets["ε=0.1"] and offsets["ε=1"] == offsets["ε=0.05"]
+
+
+def test_the_card_says_which_time_it_shows(tmp_path: Path) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._render import _card
+
+    run_dir = _edit_summary(make_run(tmp_path / "run", seed=1), lambda s: s.update(seconds=0.42, attack_seconds=1.84))
+    card = dict(_card(load_run(run_dir)))
+    assert card["Run time (this session)"] == "0.4 s" and card["Attack time (all sessions)"] == "1.8 s"
+    assert "Run time" not in card
+
+
+def test_comparison_groups_runs_by_the_data_name(tmp_path: Path) -> None:
+    """Runs on data with different names (an idx folder is no longer called mnist:test; two .npz files with one stem
+    are named by their paths) are compared as runs on different data: a warning, and no bold across them."""
+    from brittle.report._load import load_run
+    from brittle.report._render import comparison_context
+
+    a = _edit_summary(make_run(tmp_path / "a", model="a", seed=1, extras=False), lambda s: s.update(data="a/ok.npz"))
+    b = _edit_summary(make_run(tmp_path / "b", model="b", seed=2, strength=3.0, extras=False),
+                      lambda s: s.update(data="b/ok.npz"))
+    ctx = comparison_context([load_run(a), load_run(b)])
+    assert any("different data" in w for w in ctx["warnings"])
+    assert not any(c["best"] for c in _row(ctx, "Clean accuracy")["cells"])
+    _edit_summary(b, lambda s: s.update(data="a/ok.npz"))
+    ctx = comparison_context([load_run(a), load_run(b)])
+    assert not any("different data" in w for w in ctx["warnings"])
+
+
+def _row(ctx: dict, metric: str) -> dict:
+    return next(r for r in ctx["rows"] if r["metric"] == metric)

@@ -146,3 +146,63 @@ def test_cli_train_refuses_in_one_line_without_a_run_directory(npz, tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], err
     assert "Traceback" not in err and "bug in brittle" not in err
     assert not out.exists()
+
+
+def _stop_after_the_first_epoch(record):  # module-level: the same callback (by name) when the run resumes
+    return record.epoch == 0
+
+
+def test_train_seconds_of_a_resumed_run_cover_every_epoch(digits, tmp_path):
+    """``train_seconds`` sums the epochs' own times (kept in the checkpoint), so a resumed run counts the epochs
+    of its earlier session too, not only the time of the last one."""
+    out = tmp_path / "run"
+    kwargs = {"epochs": 3, "batch_size": 60, "callback": _stop_after_the_first_epoch}
+    torch.manual_seed(0)
+    first = train_run(mlp(), digits, out, **kwargs)  # stopped after epoch 1 of 3
+    assert first["epochs"] == 1
+    torch.manual_seed(0)
+    resumed = train_run(mlp(), digits, out, **kwargs)  # resumes: epochs 2 and 3
+    seconds = [r["seconds"] for r in resumed["history"]]
+    assert len(seconds) == 3 and seconds[0] == first["history"][0]["seconds"]
+    assert resumed["train_seconds"] == pytest.approx(sum(seconds), rel=1e-12)
+
+
+def _finetune(out, *extra):
+    return ["--quiet", "finetune", "-m", "standard", "-d", "mnist", "--limit", "40", "--val-data", "mnist",
+            "--epochs", "2", "--batch-size", "20", "--eval-n", "20", "--out", str(out), *extra]
+
+
+def _train(npz, out, *extra):
+    return ["--quiet", "train", "--arch", "brittle.models.zoo.architectures:mlp", "--data", str(npz / "ok.npz"),
+            "--val-data", str(npz / "ok.npz"), "--epochs", "2", "--batch-size", "50", "--eval-n", "20",
+            "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize(("command", "extra", "message"), [
+    ("finetune", ["--eval-n", "0"], "--eval-n must be an integer >= 1, got 0. Fix: pass the number of validation"),
+    ("train", ["--eval-n", "-5"], "--eval-n must be an integer >= 1, got -5"),
+    ("finetune", ["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    ("train", ["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    ("finetune", ["--method", "madry", "--eps", "0.1", "--schedule", "two-hinge", "--t1", "5", "--t2", "30"],
+     "starts its ramp at epoch t1=5, but the run has 2 epoch(s): ε would stay 0 throughout"),
+    ("train", ["--method", "madry", "--eps", "0.1", "--steps", "1", "--schedule", "two-hinge", "--t1", "1",
+               "--t2", "30"], "reaches ε=0.1 at epoch t2=30, but the run has 2 epoch(s)"),
+    ("train", ["--method", "madry", "--eps", "0.1", "--steps", "1", "--schedule", "linear", "--warmup", "3"],
+     "after warmup=3 epochs, but the run has 2 epoch(s)"),
+    ("finetune", ["--method", "madry", "--eps", "0.1", "--schedule", "linear", "--t1", "1"],
+     "ε schedule option t1 (--t1) does not apply to the 'linear' schedule"),
+    ("finetune", ["--method", "madry", "--eps", "0.1", "--t1", "1"],
+     "ε schedule option t1 (--t1) does not apply to the 'constant' schedule"),
+    ("train", ["--t1", "1", "--t2", "2"], "an ε schedule (t1=1.0, t2=2.0) applies to adversarial training only"),
+    ("finetune", ["--schedule", "linear"], "an ε schedule (schedule='linear') applies to adversarial training only"),
+])
+def test_cli_training_settings_refused_in_one_line(npz, tmp_path, capsys, command, extra, message):
+    out = tmp_path / "out"
+    argv = _finetune(out, *extra) if command == "finetune" else _train(npz, out, *extra)
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], err
+    assert "Traceback" not in err and "bug in brittle" not in err
+    assert not out.exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from brittle.data.loading import load_mnist
 from brittle.errors import InputError
@@ -67,6 +70,49 @@ def test_bad_schedules(spec: str, eps: float, opts: dict, match: str) -> None:
         make_schedule(spec, eps, 10, **opts)
 
 
+# a schedule that cannot reach ε within the run's epochs would train with a smaller ε, or none, without a word
+@pytest.mark.parametrize("spec, epochs, opts, match", [
+    ("two-hinge", 2, {"t1": 5, "t2": 30}, r"starts its ramp at epoch t1=5, but the run has 2 epoch\(s\): ε would "
+                                          r"stay 0 throughout.*Fix: pass t1 < 2 and t2 <= 2"),
+    ("two-hinge", 2, {"t1": 2, "t2": 2}, "t1=2, but the run has 2 epoch"),  # the step comes after the last batch
+    ("two-hinge", 4, {"t1": 1, "t2": 5}, r"reaches ε=0.3 at epoch t2=5, but the run has 4 epoch\(s\): ε would end "
+                                         r"at 0.225.*Fix: pass t2 <= 4"),
+    ("linear", 2, {"warmup": 5}, r"reaches ε=0.3 after warmup=5 epochs, but the run has 2 epoch\(s\): ε would end "
+                                 r"at 0.12"),
+    ("auto", 2, {}, "the automatic ε schedule can start its ramp after epoch 2 at the earliest"),
+    ("constant", 5, {"t1": 1}, r"ε schedule option t1 \(--t1\) does not apply to the 'constant' schedule.*"
+                               r"Fix: drop it, or choose the schedule it belongs to \(two-hinge"),
+    ("linear", 5, {"t1": 1, "t2": 2}, "options t1 \\(--t1\\), t2 \\(--t2\\) do not apply to the 'linear' schedule"),
+    ("two-hinge", 5, {"warmup": 1}, "option warmup \\(--warmup\\) does not apply to the 'two-hinge' schedule"),
+    ("two-hinge", 5, {"t3": 1}, "option t3 does not apply.*Fix: use only t1, t2"),
+    (TwoHinge(0.3, 5, 30), 2, {}, "starts its ramp at epoch t1=5"),
+    (lambda t: 0.1, 5, {"t1": 1}, "does not apply to a Schedule instance or callable"),
+])
+def test_schedules_that_miss_eps_or_ignore_options_are_refused(spec, epochs: int, opts: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match) as info:
+        make_schedule(spec, 0.3, epochs, **opts)
+    assert "\n" not in str(info.value)
+
+
+def test_schedules_that_reach_eps_at_the_last_epoch_are_accepted() -> None:
+    assert make_schedule("two-hinge", 0.3, 4, t1=1, t2=4)(3.99) == pytest.approx(0.3 * 2.99 / 3)
+    assert make_schedule("linear", 0.3, 2, warmup=2).describe()["warmup"] == 2
+    assert make_schedule("auto", 0.3, 3).describe()["name"] == "auto"  # ramp 0.6 from epoch 2 at the earliest
+    assert make_schedule("two-hinge", 0.0, 2, t1=5, t2=30)(1.0) == 0.0  # ε = 0: nothing to reach
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"schedule": "two-hinge"}, r"an ε schedule \(schedule='two-hinge'\) applies to adversarial training only"),
+    ({"schedule_options": {"t1": 1.0}}, r"\(t1=1.0\) applies to adversarial training only, and method "
+                                        r"'standard' trains without adversarial examples"),
+    ({"schedule": "constant", "schedule_options": {"warmup": 1.0}}, "warmup=1.0"),
+])
+def test_schedule_settings_of_standard_training_are_refused(mnist, kwargs: dict, match: str) -> None:
+    tr, _ = mnist
+    with pytest.raises(InputError, match=match):
+        train(_mlp(), tr.head(20), method="standard", eps=0.1, epochs=2, progress=False, **kwargs)
+
+
 def test_history_records_the_scheduled_eps(mnist) -> None:
     tr, _ = mnist
     h = train(_mlp(), tr.head(200), method="madry", attack="fgsm-rs", eps=0.2, epochs=3, batch_size=50,
@@ -116,6 +162,60 @@ def test_linear_protocol_trains_only_the_last_layer(mnist) -> None:
     assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
+class _Probe(nn.Module):
+    """A backbone with BatchNorm and dropout, and a linear head whose inputs are recorded in train mode."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.5),
+                                  nn.Linear(32, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Linear(16, 10)
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input batch, head input) of each training pass
+
+    def forward(self, x):
+        features = self.body(x)
+        if self.head.training and torch.is_grad_enabled():
+            self.seen.append((x.detach().clone(), features.detach().clone()))
+        return self.head(features)
+
+
+@pytest.mark.parametrize("method", ["standard", "madry"])
+def test_linear_probe_keeps_the_frozen_backbone_exactly(mnist, method: str) -> None:
+    """Linear probe: the backbone's parameters and buffers (BatchNorm running statistics, batch counters) stay
+    bit for bit those of the source model, and the head trains on the features the frozen model computes in
+    eval mode (BatchNorm with running statistics, dropout off)."""
+    tr, _ = mnist
+    model = _Probe()
+    model.body[2].running_mean.uniform_(-0.5, 0.5)  # statistics a batch would visibly move
+    model.body[2].running_var.uniform_(0.5, 2.0)
+    source = copy.deepcopy(model)
+    kw = {"eps": 0.1, "steps": 2} if method == "madry" else {}
+    train(model, tr.head(200), method=method, epochs=2, batch_size=50, protocol="linear", progress=False, **kw)
+    after, before = model.state_dict(), source.state_dict()
+    outside = [k for k in before if not k.startswith("head.")]
+    assert outside and all(torch.equal(before[k], after[k]) for k in outside), \
+        [k for k in outside if not torch.equal(before[k], after[k])]
+    assert not torch.equal(before["head.weight"], after["head.weight"])  # the head did train
+    assert len(model.seen) >= 8
+    source.eval()
+    with torch.no_grad():
+        for x, features in model.seen:
+            assert torch.equal(features, source.body(x))  # eval-mode features of the frozen model
+
+
+def test_partial_protocol_trains_its_part_in_train_mode_only(mnist) -> None:
+    tr, _ = mnist
+    model = _Probe()
+    source = copy.deepcopy(model)
+    train(model, tr.head(100), epochs=1, batch_size=50, protocol="partial", last_k=2, progress=False)
+    after, before = model.state_dict(), source.state_dict()
+    trained = ("body.6.", "head.")  # the last two parameterised modules: the second BatchNorm and the head
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith(trained))
+    assert int(after["body.6.num_batches_tracked"]) == 2  # the trained BatchNorm ran in train mode
+    assert not torch.equal(before["body.6.running_mean"], after["body.6.running_mean"])
+
+
 def test_callback_can_stop_training(mnist) -> None:
     tr, val = mnist
     seen = []
@@ -150,6 +250,7 @@ def test_adversarial_training_raises_pgd_robust_accuracy(mnist) -> None:
     ({"protocol": "partial", "last_k": 5}, "last_k=5"),
     ({"protocol": "half"}, "unknown training protocol"),
     ({"epochs": 0}, "epochs"),
+    ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
     ({"lr_schedule": "step"}, "unknown lr schedule"),
 ])
 def test_bad_training_settings(mnist, kwargs: dict, match: str) -> None:

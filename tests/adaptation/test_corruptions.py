@@ -34,6 +34,16 @@ def test_deterministic_in_domain_and_severity_monotone(digits, name):
         assert not torch.equal(corrupt(digits, name, 3, seed=3).x, corrupt(digits, name, 3, seed=4).x)
 
 
+@pytest.mark.parametrize("name", CORRUPTION_NAMES)
+def test_the_first_images_do_not_depend_on_how_many_follow(digits, name):
+    """The draws of an image depend only on the seed, the corruption and its position: the first k corrupted
+    images of --limit 10 and of --limit 48 are the same (impulse_noise drew its salt after every image's hits)."""
+    for sev in (1, 3, 5):
+        full = corrupt(digits, name, sev, seed=2).x
+        for k in (1, 10, 31):
+            assert torch.equal(corrupt(digits.head(k), name, sev, seed=2).x, full[:k]), (name, sev, k)
+
+
 def test_other_domains_and_channels():
     x = torch.rand(4, 3, 12, 12) * 2 - 1
     d = Data(x, torch.tensor([0, 1, 2, 1]), (-1.0, 1.0), 3)

@@ -195,6 +195,7 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     dev = executor.driver_device(device)
     user_model = model  # layer names, hooks and the monitor's fingerprint refer to the model as given
     model = prepared_for_margins(model, data, settings, dev)
+    executor.prepare(device)  # Ray: the device, the cluster's connection and resources, before the store exists
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
                         seed=seed, method_options=settings.method_options)
     # --- work ---

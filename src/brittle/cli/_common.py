@@ -52,7 +52,9 @@ def parse_floats(text: str, what: str = "eps") -> list[float]:
     return values
 
 
-WEIGHTS = typer.Option(None, help="State-dict checkpoint for module:factory models.")
+WEIGHTS = typer.Option(None, help="State-dict checkpoint (e.g. a fine-tuned model.pt) to load into the model: "
+                                   "a zoo name, module:factory, torchvision:, timm: or robustbench: (keys and "
+                                   "shapes must fit).")
 DATA_ROOT = typer.Option(None, help="Folder holding dataset files.")
 OVERWRITE = typer.Option(False, help="Replace a different run in --out.")
 BACKEND = typer.Option("local", help="Where margins are computed: local (this process) or ray.")

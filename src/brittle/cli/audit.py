@@ -32,7 +32,7 @@ def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
     table.caption = (f"clean accuracy {pct(summary.get('clean_accuracy'))} · Kendall τ {num(tau.get('value'))} "
                      f"[{num(tau.get('ci_low'))}, {num(tau.get('ci_high'))}] · expected robustness "
                      f"{pct((summary.get('expected_robustness') or {}).get('from_margins'))} · "
-                     f"{summary.get('n')} samples in {summary.get('seconds', 0):.1f}s")
+                     f"{summary.get('n')} samples in {summary.get('seconds', 0):.1f}s (this session)")
     return table
 
 
@@ -80,15 +80,19 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
 
     options = attack_options(method, strength)
     budgets = parse_floats(eps) if eps is not None else None  # --eps "" is refused, not read as the default
-    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
-    if shift:  # checked before anything is loaded or written
+    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
+                             device=device)
+    if shift is not None:  # checked before anything is loaded or written
         from ..data.corruptions import apply_shift, parse_shifts
+        from ..errors import InputError
 
+        if not shift.strip():  # e.g. --shift "$SHIFT" with the variable unset: refused, not read as "no shift"
+            raise InputError("--shift is empty", "pass one NAME:SEVERITY like --shift fog:5, or leave --shift out "
+                                                 "to audit the data as it is")
         if len(parse_shifts(shift)) != 1:
-            from ..errors import InputError
             raise InputError(f"--shift takes one NAME:SEVERITY, got {shift!r}", "pass e.g. --shift fog:5")
     net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
-    if shift:
+    if shift is not None:
         dataset = apply_shift(dataset, shift, seed=seed)
     result = run_audit(net, dataset, norm=norm, eps=budgets, method=method, lower=lower,
                        batch_size=batch_size, device=device, seed=seed, out=out, overwrite=overwrite,

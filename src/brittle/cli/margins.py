@@ -38,7 +38,8 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
     from ..margins.compute import compute_margins
 
     options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets is not None else None)
-    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address)
+    executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
+                             device=device)
     net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
     t0 = time.perf_counter()
     result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,

@@ -14,9 +14,12 @@ from ._common import (DATA_ROOT, OVERWRITE, State, WEIGHTS, add_missing_channel,
 
 def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root: Optional[Path], limit: Optional[int],
               options: dict[str, Any], overwrite: bool, eval_n: int) -> None:
+    from ..core.validation import check_positive_int
     from ..data.loading import load_data
     from ..training.run import train_run
 
+    # named by its option (load_data's limit= would call it "limit"), before any data is loaded
+    check_positive_int(eval_n, "--eval-n", "pass the number of validation samples to evaluate, e.g. --eval-n 1000")
     train_data = load_data(data, data_root, limit=limit)
     val = load_data(val_data, data_root, limit=eval_n) if val_data else None
     modes = [(module, module.training) for module in net.modules()]
@@ -62,11 +65,12 @@ _EPOCHS = typer.Option(5, help="Epochs.")
 _LR = typer.Option(1e-3, help="Learning rate (Adam).")
 _BATCH = typer.Option(128, help="Batch size.")
 _SCHEDULE = typer.Option("constant", help="ε schedule: constant, linear, two-hinge or auto.")
-_T1 = typer.Option(None, help="two-hinge: epoch where the ε ramp starts.")
-_T2 = typer.Option(None, help="two-hinge: epoch where the ramp reaches ε.")
-_WARMUP = typer.Option(None, help="linear: epochs of warm-up.")
+_T1 = typer.Option(None, help="two-hinge: epoch where the ε ramp starts (< --epochs; default 10% of them).")
+_T2 = typer.Option(None, help="two-hinge: epoch where the ramp reaches ε (<= --epochs; default 40% of them).")
+_WARMUP = typer.Option(None, help="linear: epochs of warm-up (<= --epochs; default 30% of them).")
 _SMOOTH = typer.Option(0.0, help="Label smoothing.")
-_PROTOCOL = typer.Option("full", help="full, linear (probe) or partial (last --last-k layers).")
+_PROTOCOL = typer.Option("full", help="full, linear (probe) or partial (last --last-k layers); the layers not "
+                                       "trained stay in eval mode (BatchNorm statistics kept, dropout off).")
 _LASTK = typer.Option(1, help="Layers trained with --protocol partial.")
 
 
@@ -84,9 +88,10 @@ def train_cmd(out: Path = typer.Option(..., "--out", "-o", help="Run directory (
               seed: int = typer.Option(0, help="Random seed."), device: str = typer.Option("cpu", help="cpu, cuda, auto."),
               overwrite: bool = OVERWRITE) -> None:
     """Train a model from scratch (standard, Madry or TRADES) with an ε schedule; resumable."""
+    from ..core.validation import check_nonnegative_int
     from ..models.loading import import_factory
 
-    torch_seed(seed)
+    torch_seed(check_nonnegative_int(seed, "seed", "pass e.g. --seed 0"))
     net = import_factory(arch)()
     _training(net, out, data, val_data, data_root, limit,
               _train_options(method, attack, norm, eps, steps, trades_beta, epochs, lr, batch_size, schedule, t1, t2,
@@ -113,9 +118,10 @@ def finetune(model: str = typer.Option(..., "--model", "-m", help="Pretrained mo
     schedule; resumable."""
     from torch import nn
 
+    from ..core.validation import check_nonnegative_int
     from ..models.loading import load_model
 
-    torch_seed(seed)
+    torch_seed(check_nonnegative_int(seed, "seed", "pass e.g. --seed 0"))
     net = load_model(model, weights, device="cpu")
     if reset_head:
         last = [m for m in net.modules() if isinstance(m, nn.Linear)]

@@ -64,7 +64,9 @@ def _shot_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 
 def _impulse_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     amount = (0.03, 0.06, 0.09, 0.17, 0.27)[s - 1]
-    u, salt = rng.random(x.shape), rng.random(x.shape) < 0.5
+    # both draws of a pixel side by side, image after image: the first k images get the same noise whatever N is
+    draws = rng.random((*x.shape, 2))
+    u, salt = draws[..., 0], draws[..., 1] < 0.5
     out = x.copy()
     hit = u < amount
     out[hit & salt] = 1.0

@@ -11,8 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,7 @@ class Data:
         """The first ``n`` samples (all of them when ``n`` is None)."""
         if n is None:
             return self
-        if n < 1:
-            raise InputError(f"limit must be >= 1, got {n}", "pass a positive number of samples or no limit")
+        _check_limit(n)
         return self.subset(slice(0, n))
 
     def fingerprint(self) -> str:
@@ -99,6 +99,34 @@ class Data:
 # Validation
 # --------------------------------------------------------------------------------------------
 
+def _check_limit(limit: Any) -> None:
+    """``limit`` (a number of samples) is None or an integer >= 1."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise InputError(f"limit must be >= 1, got {limit}", "pass a positive number of samples or no limit")
+
+
+#: numpy dtype kinds that are not numbers, by what they hold (``np.dtype.kind``)
+_NON_NUMERIC = {"U": "text", "S": "bytes", "M": "dates and times", "m": "time spans", "V": "raw or structured records"}
+
+
+def _numeric_dtype(a: np.ndarray, what: str) -> None:
+    """Refuse, naming the dtype, an array torch cannot take as numbers: text (e.g. labels saved as strings),
+    dates, raw records, long double."""
+    held = _NON_NUMERIC.get(a.dtype.kind)
+    if held is None and a.dtype.kind in "fc" and a.dtype.itemsize > (8 if a.dtype.kind == "f" else 16):
+        held = "long double, which torch cannot hold"
+    if held is None:
+        return
+    if what == "y":
+        fix = ("pass integer class indices 0..K-1 (for class names: "
+               "names, y = np.unique(y, return_inverse=True))")
+    elif held.startswith("long double"):
+        fix = f"convert with {what}.astype(np.float64) (or np.float32)"
+    else:
+        fix = f"pass {what} as floating-point numbers, e.g. {what}.astype(np.float32)"
+    raise InputError(f"{what} has dtype {a.dtype} ({held})", fix)
+
+
 def _to_tensor(a: Any, what: str) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu()
@@ -106,10 +134,18 @@ def _to_tensor(a: Any, what: str) -> torch.Tensor:
         if a.dtype == object:
             raise InputError(f"{what} is a numpy array of Python objects",
                              f"convert {what} to a numeric array (e.g. np.stack of the items)")
+        _numeric_dtype(a, what)
         return torch.from_numpy(np.ascontiguousarray(a))
     if isinstance(a, (list, tuple)):
         try:
-            return torch.as_tensor(np.asarray(a))
+            arr = np.asarray(a)
+        except ValueError as exc:
+            raise InputError(f"{what} is a ragged or non-numeric sequence ({exc})",
+                             f"pass {what} as an array of one shape") from None
+        if arr.dtype != object:
+            return _to_tensor(arr, what)
+        try:
+            return torch.as_tensor(arr)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{what} is a ragged or non-numeric sequence ({exc})",
                              f"pass {what} as an array of one shape") from None
@@ -130,12 +166,19 @@ def validate(x: Any, y: Any = None, *, domain: Domain = DEFAULT_DOMAIN, num_clas
     if not torch.is_floating_point(x):
         fix = "convert with x.float() / 255" if x.dtype == torch.uint8 else "convert with x.float()"
         raise InputError(f"x has dtype {x.dtype}: expected floating-point inputs in the domain [{lo}, {hi}]", fix)
-    x = x.to(torch.float32)
-    finite = torch.isfinite(x)
+    finite = torch.isfinite(x)  # in the given precision: a finite float64 beyond float32's range is not inf
     if not bool(finite.all()):
         bad = (~finite).reshape(len(x), -1).any(1).nonzero().flatten()
         raise InputError(f"x has non-finite values (NaN or inf) in {len(bad)} sample(s), first at index {int(bad[0])}",
                          "remove or repair those samples before the audit")
+    f32_max = torch.finfo(torch.float32).max
+    if x.dtype == torch.float64 and bool((x.abs() > f32_max).any()):
+        bad = (x.abs() > f32_max).reshape(len(x), -1).any(1).nonzero().flatten()
+        peak = float(x.abs().max())
+        raise InputError(f"x has values too large for float32 (|x| up to {peak:.4g}, float32 holds up to "
+                         f"{f32_max:.4g}) in {len(bad)} sample(s), first at index {int(bad[0])}",
+                         "scale the inputs into the input domain (e.g. [0, 1]) before the audit")
+    x = x.to(torch.float32)
     xmin, xmax = float(x.min()), float(x.max())
     if xmin < lo - 1e-6 or xmax > hi + 1e-6:
         if xmin >= 0 and 1 < xmax <= 255 and (lo, hi) == DEFAULT_DOMAIN:
@@ -178,12 +221,18 @@ def _validate_labels(y: torch.Tensor, n: int, num_classes: int | None) -> torch.
             raise InputError("labels are floats that are not whole numbers", "pass integer class indices")
     elif y.dtype == torch.bool or torch.is_complex(y):
         raise InputError(f"labels have dtype {y.dtype}", "pass integer class indices")
+    top = "num_classes-1" if num_classes is None else str(num_classes - 1)
+    out_of_range = "map labels to 0..num_classes-1 (or pass the right num_classes)"
+    if torch.is_floating_point(y) or y.dtype == torch.uint64:  # values int64 cannot hold: reported as they are
+        real = y.double()
+        rmin, rmax = float(real.min()), float(real.max())
+        if rmin < -(2.0 ** 63) or rmax >= 2.0 ** 63:
+            raise InputError(f"labels range over [{rmin:.6g}, {rmax:.6g}], outside the class indices 0..{top}",
+                             out_of_range)
     y = y.to(torch.int64)
     ymin, ymax = int(y.min()), int(y.max())
     if ymin < 0 or (num_classes is not None and ymax >= num_classes):
-        top = "num_classes-1" if num_classes is None else str(num_classes - 1)
-        raise InputError(f"labels range over [{ymin}, {ymax}], outside the class indices 0..{top}",
-                         "map labels to 0..num_classes-1 (or pass the right num_classes)")
+        raise InputError(f"labels range over [{ymin}, {ymax}], outside the class indices 0..{top}", out_of_range)
     return y.contiguous()
 
 
@@ -389,12 +438,19 @@ def load_npz(path: str | os.PathLike, *, domain: Domain = DEFAULT_DOMAIN, num_cl
                          "save plain numeric arrays with np.savez") from None
     except (OSError, EOFError) as exc:
         raise InputError(f"{path} is not a readable .npz file ({exc})", "re-create it with np.savez(path, x=..., y=...)") from None
-    return validate(x, y, domain=domain, num_classes=num_classes, name=path.stem)
+    # named by the path as given: two files with the same stem in different folders are different data
+    return validate(x, y, domain=domain, num_classes=num_classes, name=str(path))
 
 
 def load_torchvision(name: str, split: str = "test", root: str | os.PathLike | None = None,
-                     download: bool = False) -> Data:
-    """A torchvision dataset (optional dependency) by class name, e.g. ``CIFAR10``, as `Data` in [0, 1]."""
+                     download: bool = False, *, limit: int | None = None) -> Data:
+    """A torchvision dataset (optional dependency) by class name, e.g. ``CIFAR10``, as `Data` in [0, 1].
+
+    Datasets that take ``train=`` get ``train=(split == "train")``, those that take ``split=`` (SVHN, STL10, …)
+    get ``split``. With ``limit`` only the first ``limit`` images are converted to tensors (the dataset object
+    itself reads its files as torchvision does, often all of them at once).
+    """
+    _check_limit(limit)
     try:
         import torchvision
         from torchvision.transforms import ToTensor
@@ -403,15 +459,41 @@ def load_torchvision(name: str, split: str = "test", root: str | os.PathLike | N
     cls = getattr(torchvision.datasets, name, None)
     if cls is None:
         raise InputError(f"torchvision has no dataset {name!r}", "use a class name from torchvision.datasets, e.g. CIFAR10")
+    from ..models.checkpoint import short_message
+
     root = root or os.environ.get("BRITTLE_DATA_ROOT") or "."
+
+    def build() -> Any:
+        try:
+            return cls(str(root), train=(split == "train"), download=download, transform=ToTensor())
+        except TypeError:  # no train=: the datasets named by split= (SVHN, STL10, ...)
+            pass
+        try:
+            return cls(str(root), split=split, download=download, transform=ToTensor())
+        except TypeError as exc:
+            raise InputError(f"torchvision {name} takes neither train= nor split= ({short_message(exc)})",
+                             "build the dataset in Python and pass it to brittle (e.g. brittle.audit(model, "
+                             "dataset))") from None
+
     try:
-        ds = cls(str(root), train=(split == "train"), download=download, transform=ToTensor())
-    except TypeError:
-        ds = cls(str(root), split=split, download=download, transform=ToTensor())
-    except RuntimeError as exc:
-        raise InputError(f"torchvision {name} not found under {root} ({exc})",
-                         "pass the folder that holds it (--data-root) or allow download on a networked machine") from None
-    return as_data(ds, name=f"{name}:{split}")
+        ds = build()
+    except ValueError as exc:  # e.g. torchvision's "Unknown value 'val' for argument split"
+        raise InputError(f"torchvision {name} has no split {split!r} ({short_message(exc)})",
+                         f"pass a split it has, e.g. torchvision:{name}:test") from None
+    except (RuntimeError, OSError) as exc:  # torchvision's "Dataset not found or corrupted"
+        # its advice to use download=True is left out: the command line never downloads
+        sentences = re.split(r"(?<=\.)\s+", short_message(exc))
+        reason = " ".join(p for p in sentences if "download" not in p.lower()).rstrip(".")
+        raise InputError(f"torchvision {name} ({split}) not found under {root}" + (f" ({reason})" if reason else ""),
+                         f"check the network and the folder {root}" if download else
+                         f"put the files of torchvision's {name} in the folder layout torchvision expects and pass "
+                         "that folder with --data-root DIR (or set BRITTLE_DATA_ROOT); brittle does not download "
+                         "data sets") from None
+    classes = getattr(ds, "classes", None)
+    if limit is not None and hasattr(ds, "__len__") and len(ds) > limit:
+        ds = torch.utils.data.Subset(ds, range(limit))  # convert only the images that will be used
+    x, y = _from_items(ds)
+    return validate(x, y, name=f"{name}:{split}", class_names=list(classes) if classes else None)
 
 
 def load_data(spec: str, root: str | os.PathLike | None = None, *, domain: Domain = DEFAULT_DOMAIN,
@@ -419,8 +501,13 @@ def load_data(spec: str, root: str | os.PathLike | None = None, *, domain: Domai
     """Load data named by a string, as the CLI does.
 
     ``spec`` is one of: ``mnist[:test|train]`` (test split bundled), ``fashion-mnist[:split]``, ``digits``,
-    ``torchvision:NAME[:split]``, a path to an ``.npz`` file, or a folder of MNIST-format idx files.
+    ``torchvision:NAME[:split]``, a path to an ``.npz`` file, or a folder of MNIST-format idx files (its
+    ``t10k-*`` test files). The data's name (the ``data`` of a summary; `brittle compare` treats runs of one
+    name as runs on the same data) is ``mnist:test`` and the like for the named data sets, the path as given
+    for an ``.npz`` file, and ``"<folder> (idx t10k)"`` for a folder. ``limit`` keeps the first ``limit``
+    samples (a torchvision data set converts only those).
     """
+    _check_limit(limit)  # before anything is read
     kind, _, split = spec.partition(":")
     key = kind.lower()
     if key in ("mnist", "fashion-mnist", "fashion_mnist", "fashionmnist"):
@@ -430,13 +517,13 @@ def load_data(spec: str, root: str | os.PathLike | None = None, *, domain: Domai
         data = load_digits()
     elif key == "torchvision":
         name, _, tv_split = split.partition(":")
-        data = load_torchvision(name, tv_split or "test", root)
+        data = load_torchvision(name, tv_split or "test", root, limit=limit)
     else:
         path = Path(spec)
         if path.suffix == ".npz" or path.is_file():
             data = load_npz(path, domain=domain, num_classes=num_classes)
-        elif path.is_dir():
-            data = load_mnist("test", path, "mnist")
+        elif path.is_dir():  # MNIST-format idx files of some data set: named by the folder, not as MNIST
+            data = replace(load_mnist("test", path, "mnist"), name=f"{path} (idx t10k)", class_names=None)
         else:
             raise InputError(f"unknown data {spec!r}: not a dataset name, .npz file or folder",
                              "use mnist, fashion-mnist, digits, torchvision:NAME, a .npz path or a folder of idx files")

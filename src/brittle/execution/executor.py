@@ -9,15 +9,18 @@ batches the store already holds (resume), and returns all arrays concatenated in
 randomness from `batch_seed`, so results do not depend on which executor, process or order computed a batch:
 a run started with one executor resumes with the other.
 
-Build one with `make_executor` (``backend``, ``workers``, ``gpus_per_worker``, ``address`` are validated
-there, before any run directory, store, cluster or worker exists) and pass it as ``executor=``.
+Build one with `make_executor` (``backend``, ``workers``, ``gpus_per_worker``, ``address`` and, when given,
+``device`` are validated there) and pass it as ``executor=``. `Executor.prepare` checks what needs the cluster
+(the connection to ``address``, its resources; for a local Ray instance the GPUs of this machine) and is called
+by the audit and `compute_margins` before the run's store exists: every refusal comes before any run directory,
+store or worker exists.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,6 +51,14 @@ class Executor(ABC):
             job: str, device: str | torch.device | None = "auto",
             on_batch: OnBatch | None = None) -> dict[str, np.ndarray]:
         """Every batch of ``data`` through ``batch_fn``; arrays concatenated in sample order."""
+
+    def prepare(self, device: str | torch.device | None = "auto") -> None:
+        """Check, before the run's store is created, what can be checked of where the batches will run (called by
+        `brittle.audit` and `brittle.compute_margins` after the model and data checks); nothing to check for
+        this process."""
+
+    def close(self) -> None:
+        """Release what `prepare` opened if `run` did not follow (`run` releases it itself)."""
 
     def driver_device(self, device: str | torch.device | None) -> torch.device:
         """Where the driver prepares and checks the model before the run."""
@@ -88,6 +99,23 @@ class RayExecutor(Executor):
     address: str | None = None
     max_retries: int = 2
     name: ClassVar[str] = "ray"
+    #: what `prepare` checked and the connection it opened, for the next `run`
+    _session: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def prepare(self, device: str | torch.device | None = "auto") -> None:
+        """The device against ``gpus_per_worker``, the connection to ``address`` (within
+        `brittle.execution.ray.CONNECT_TIMEOUT_S`; kept open for `run`) and the cluster's resources, or without
+        ``address`` the GPUs of this machine for the local Ray instance `run` starts: a refusal comes before the
+        run directory exists."""
+        from .ray import prepare_ray
+
+        prepare_ray(self._session, workers=self.workers, gpus_per_worker=self.gpus_per_worker,
+                    address=self.address, device=device)
+
+    def close(self) -> None:
+        from .ray import close_session
+
+        close_session(self._session)
 
     def run(self, model: nn.Module, data: Data, settings: Any, batch_fn: BatchFn, *, store: RunStore | None,
             job: str, device: str | torch.device | None = "auto",
@@ -96,7 +124,7 @@ class RayExecutor(Executor):
 
         return run_ray(model, data, settings, store=store, job=job, workers=self.workers,
                        gpus_per_worker=self.gpus_per_worker, address=self.address, device=device,
-                       max_retries=self.max_retries, on_batch=on_batch, batch_fn=batch_fn)
+                       max_retries=self.max_retries, on_batch=on_batch, batch_fn=batch_fn, session=self._session)
 
     def driver_device(self, device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")  # the driver only checks the model; workers compute
@@ -108,11 +136,15 @@ class RayExecutor(Executor):
 
 
 def make_executor(backend: str = "local", *, workers: int = 1, gpus_per_worker: float = 0.0,
-                  address: str | None = None) -> Executor:
-    """An executor from the CLI-style settings, validated (Ray is imported only to check it is installed)."""
+                  address: str | None = None, device: str | torch.device | None = None) -> Executor:
+    """An executor from the CLI-style settings, validated (Ray is imported only to check it is installed).
+
+    With ``device`` (the run's device), a conflict with the Ray settings is refused here as well: ``cpu`` with
+    ``gpus_per_worker > 0``, ``cuda`` without GPUs for the workers. What needs the cluster (connecting to
+    ``address``, its resources) is checked by `Executor.prepare`, before the run's store exists."""
     from .ray import check_backend
 
-    check_backend(backend, workers, gpus_per_worker, address)
+    check_backend(backend, workers, gpus_per_worker, address, device)
     if backend == "local":
         return LocalExecutor()
     return RayExecutor(workers=int(workers), gpus_per_worker=float(gpus_per_worker), address=address)

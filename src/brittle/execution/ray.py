@@ -42,8 +42,11 @@ class BackendError(BrittleError, RuntimeError):
     """The distributed backend could not finish a run (workers kept failing, cluster unreachable)."""
 
 
-def check_backend(backend: Any, workers: Any, gpus_per_worker: Any, address: Any) -> None:
-    """Raise `InputError` unless the backend settings are valid (Ray itself is imported only when used)."""
+def check_backend(backend: Any, workers: Any, gpus_per_worker: Any, address: Any, device: Any = None) -> None:
+    """Raise `InputError` unless the backend settings are valid (Ray itself is imported only when used).
+
+    With ``device`` (the run's ``--device``), the settings that conflict with it are refused too (``cpu`` with
+    GPUs per worker, ``cuda`` without)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}", "use --backend local or --backend ray")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -61,6 +64,8 @@ def check_backend(backend: Any, workers: Any, gpus_per_worker: Any, address: Any
         raise InputError("--workers, --gpus-per-worker and --address apply to the ray backend only",
                          "add --backend ray (or drop those options to run in this process)")
     if backend == "ray":
+        if device is not None:
+            worker_device(device, gpus)
         import_ray()
 
 
@@ -153,29 +158,127 @@ class ShardWorker:
 # The driver
 # --------------------------------------------------------------------------------------------
 
+#: seconds to wait for the head node of ``--address`` to accept a connection before giving up
+CONNECT_TIMEOUT_S = 10.0
+#: attempts Ray makes to reach the cluster's GCS once its port answers (Ray's default, 20, retries for minutes)
+GCS_ATTEMPTS = 3
+
+
+def _head_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` that ``ray.init(address=address)`` connects to first: the GCS as Ray resolves it (``auto``
+    through RAY_ADDRESS or the address `ray start` left behind; a loopback host replaced by this node's address),
+    or the Ray Client server of ``ray://HOST:PORT``. None when it cannot be told (Ray then reports it)."""
+    target = address.strip()
+    if target.startswith("ray://"):
+        target = target[len("ray://"):]
+    else:
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address(target) or ""
+        except Exception:  # noqa: BLE001 - e.g. "auto" with no cluster: ray.init reports that at once
+            return None
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def connect(ray: Any, address: str) -> None:
+    """``ray.init(address=address)``, bounded: a head node that does not accept a connection within
+    `CONNECT_TIMEOUT_S`, or whose GCS does not answer in `GCS_ATTEMPTS` attempts, is reported in one line
+    (`BackendError`, "could not connect"); Ray itself retries an unreachable cluster for many minutes."""
+    import socket
+
+    fix = ("start the head node with `ray start --head` and pass --address auto (or ray://HOST:10001), or drop "
+           "--address to start a local Ray instance")
+    endpoint = _head_endpoint(address)
+    if endpoint is not None:
+        try:
+            socket.create_connection(endpoint, timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            why = (f"no answer from {endpoint[0]}:{endpoint[1]} within {CONNECT_TIMEOUT_S:g} s"
+                   if isinstance(exc, TimeoutError) else
+                   f"{endpoint[0]}:{endpoint[1]}: {type(exc).__name__}: {exc.strerror or exc}")
+            raise BackendError(f"could not connect to the Ray cluster at {address!r} ({why})", fix) from None
+    knob = "RAY_gcs_server_port_wait_time_s"  # read by ray.init: how many times it tries the GCS
+    saved = os.environ.get(knob)
+    if saved is None:
+        os.environ[knob] = str(GCS_ATTEMPTS)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types for an unreachable cluster
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise BackendError(f"could not connect to the Ray cluster at {address!r} ({type(exc).__name__}: "
+                           f"{lines[0] if lines else 'no details'})", fix) from None
+    finally:
+        if saved is None:
+            os.environ.pop(knob, None)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int, num_gpus: float) -> Iterator[Any]:
-    """Ray, connected: to ``address``, to an already initialised Ray, or to a local instance started here
-    (``num_cpus`` CPUs, servers on the loopback interface, no dashboard) and shut down on exit."""
+    """Ray, connected: to an already initialised Ray (left running), to ``address`` (`connect`), or to a local
+    instance started here (``num_cpus`` CPUs, servers on the loopback interface, no dashboard); a connection
+    made here is shut down on exit."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    try:
-        if address is not None:
-            ray.init(address=address, log_to_driver=True)
-        else:
+    if address is not None:
+        connect(ray, address)
+    else:
+        try:
             _init_local(ray, num_cpus, num_gpus)
-    except Exception as exc:  # noqa: BLE001 - Ray raises many types for an unreachable cluster
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-        raise BackendError(f"could not connect to {where} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                           "start the head node with `ray start --head` and pass --address auto "
-                           "(or ray://HOST:10001)" if address else "check that Ray works: "
-                           "python -c 'import ray; ray.init()'") from None
+        except Exception as exc:  # noqa: BLE001 - Ray raises many types when it cannot start
+            raise BackendError(f"could not start a local Ray instance ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc).strip() else 'no details'})",
+                               "check that Ray works: python -c 'import ray; ray.init()'") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def prepare_ray(session: dict[str, Any], *, workers: int, gpus_per_worker: float, address: str | None,
+                device: str | torch.device | None) -> None:
+    """Everything about a Ray run that can be checked before its run store exists: the device against the
+    GPUs per worker, the connection to ``address`` (kept open in ``session`` for `run_ray`, which closes it) and
+    the cluster's resources; without ``address``, the GPUs of this machine for the local instance `run_ray`
+    will start."""
+    gpus_per_worker = float(gpus_per_worker)
+    worker_device(device, gpus_per_worker)
+    ray = import_ray()
+    if not ray.is_initialized() and address is None:
+        _check_local_gpus(gpus_per_worker)  # the instance itself is started by run_ray, for the batches left
+        return
+    if not ray.is_initialized():
+        connect(ray, address)
+        session["owned"] = True  # run_ray (or RayExecutor.close) shuts the connection down
+    _check_resources(ray, workers, gpus_per_worker, strict=address is None)
+    session["resources_checked"] = True
+
+
+def close_session(session: dict[str, Any]) -> None:
+    """Shut down a connection `prepare_ray` opened (nothing when there is none) and forget what it checked."""
+    owned = session.pop("owned", False)
+    session.pop("resources_checked", None)
+    if owned:
+        ray = import_ray()
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _check_local_gpus(gpus_per_worker: float) -> None:
+    """The local Ray instance can hold one worker: it has the GPUs torch sees on this machine."""
+    if gpus_per_worker <= 0:
+        return
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < gpus_per_worker:
+        raise InputError(f"the local Ray instance would have {found} GPUs: not enough for one worker "
+                         f"(1 CPU, {gpus_per_worker:g} GPUs)",
+                         "run on a machine with a GPU, pass --address of a cluster with GPUs, or drop "
+                         "--gpus-per-worker")
 
 
 def _init_local(ray: Any, num_cpus: int, num_gpus: float) -> None:
@@ -232,31 +335,38 @@ def run_ray(model: nn.Module, data: Data, settings: Any, *, store: RunStore | No
             gpus_per_worker: float = 0.0, address: str | None = None, device: str | torch.device | None = "auto",
             max_retries: int = MAX_RETRIES,
             on_batch: Callable[[int, bool], None] | None = None,
-            batch_fn: Callable[..., dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+            batch_fn: Callable[..., dict[str, np.ndarray]],
+            session: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Compute every batch of ``data`` on Ray actors; like `brittle.execution.executor.run_batched`, committing each
     finished batch into ``store`` as it arrives and skipping batches already there.
 
     ``batch_fn(model, part, batch, settings, device) -> dict of arrays`` is the per-batch work (a module-level
     function, e.g. `brittle.margins.compute.batch_margins`); ``settings.batch_size`` sets the shard size.
+    ``session``: what `prepare_ray` found (a connection it opened is used, then shut down here).
 
     Returns all arrays concatenated in sample order.
     """
-    gpus_per_worker = float(gpus_per_worker)
-    dev = worker_device(device, gpus_per_worker)
-    n, size = len(data), settings.batch_size
-    bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
-    done = store.done(job) if store is not None else set()
-    for batch in sorted(done):
-        if batch < len(bounds) and on_batch:
-            on_batch(bounds[batch][1] - bounds[batch][0], False)
-    todo = deque(b for b in range(len(bounds)) if b not in done)
-    results: dict[int, dict[str, np.ndarray]] = {}
-    if todo:
-        blob = pack_model(model)
-        with ray_session(address, num_cpus=min(workers, len(todo)), num_gpus=gpus_per_worker) as ray:
-            _check_resources(ray, min(workers, len(todo)), gpus_per_worker, strict=address is None)
-            _drive(ray, blob, data, settings, dev, bounds, todo, min(workers, len(todo)), gpus_per_worker,
-                   max_retries, store, job, results, on_batch, batch_fn)
+    session = session if session is not None else {}
+    try:
+        gpus_per_worker = float(gpus_per_worker)
+        dev = worker_device(device, gpus_per_worker)
+        n, size = len(data), settings.batch_size
+        bounds = [(start, min(start + size, n)) for start in range(0, n, size)]
+        done = store.done(job) if store is not None else set()
+        for batch in sorted(done):
+            if batch < len(bounds) and on_batch:
+                on_batch(bounds[batch][1] - bounds[batch][0], False)
+        todo = deque(b for b in range(len(bounds)) if b not in done)
+        results: dict[int, dict[str, np.ndarray]] = {}
+        if todo:
+            blob = pack_model(model)
+            with ray_session(address, num_cpus=min(workers, len(todo)), num_gpus=gpus_per_worker) as ray:
+                if not session.get("resources_checked"):
+                    _check_resources(ray, min(workers, len(todo)), gpus_per_worker, strict=address is None)
+                _drive(ray, blob, data, settings, dev, bounds, todo, min(workers, len(todo)), gpus_per_worker,
+                       max_retries, store, job, results, on_batch, batch_fn)
+    finally:
+        close_session(session)
     if store is not None:
         return store.gather(job)
     return concat_batches(results)

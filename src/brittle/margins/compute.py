@@ -22,11 +22,12 @@ from ..core.progress import progress_bar
 
 from .._version import __version__
 from ..core.provenance import cpu_name  # noqa: F401 - re-exported for scripts
-from ..core.validation import check_eps_for_domain, check_nonnegative_int, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError, ModelError, StoreError
 from .logit import margins_from_logits
-from ..models.loading import keeps_model_mode, model_fingerprint, prepare_model
+from ..models.loading import keeps_model_mode, model_fingerprint
+from .settings import (RANDOM_MODEL, MarginSettings, check_budgets, check_labels_fit,  # noqa: F401 - API
+                       check_margin_settings, prepared_for_margins)
 from ..execution.executor import Executor, as_executor, batch_seed
 from ..execution.store import RunStore
 
@@ -86,80 +87,6 @@ def run_config(model: nn.Module, data: Data, **settings: Any) -> dict[str, Any]:
             "domain": list(data.domain), "brittle": __version__, **settings}
 
 
-def check_labels_fit(model: nn.Module, data: Data, device: torch.device) -> None:
-    """Refuse labels that name classes the model does not have."""
-    if data.y is None:
-        return
-    with torch.inference_mode():
-        classes = model(data.x[:1].to(device)).shape[1]
-    top = int(data.y.max())
-    if top >= classes:
-        raise InputError(f"labels go up to {top} but the model has {classes} outputs (classes 0..{classes - 1})",
-                         "map the labels to the model's class indices, or use the model trained for this data")
-
-
-@dataclass(frozen=True)
-class MarginSettings:
-    """Everything besides model and data that a batch of `compute_margins` is computed with."""
-
-    norm: str
-    method: str
-    lower: str | None
-    batch_size: int
-    seed: int
-    method_options: dict[str, Any]
-
-
-def check_margin_settings(*, norm: str, method: str, lower: str | None, batch_size: Any, seed: Any,
-                          method_options: dict[str, Any] | None) -> MarginSettings:
-    """Every margin setting validated (norm, method name and options, lower-bound method, batch size, seed)
-    before anything is written or started."""
-    from .input import build_attack, check_method
-
-    norm = check_norm(norm)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
-    seed = check_nonnegative_int(seed, "seed", "pass e.g. --seed 0")
-    options = dict(method_options or {})
-    check_method(method, lower)
-    if method == "exact" and norm != "linf":
-        raise InputError(f"method 'exact' supports norm 'linf' only, not {norm!r} (the L2 margin needs a "
-                         "mixed-integer quadratic program)",
-                         "bracket L2 margins with an attack and a lower bound instead, e.g. --lower crown")
-    build_attack(method, norm, seed=int(seed), **options)  # unknown options: InputError now, not mid-run
-    return MarginSettings(norm, method, lower, batch_size, int(seed), options)
-
-
-def check_budgets(settings: MarginSettings, data: Data) -> None:
-    """The attack's ``budgets`` (the ε the margins will be read at) in the data's units: `check_eps_for_domain`
-    (e.g. 8 meant as 8/255 on [0, 1] is refused, not silently never reached)."""
-    budgets = settings.method_options.get("budgets")
-    if budgets is not None and np.size(budgets):
-        check_eps_for_domain(budgets, settings.norm, data.domain, int(np.prod(data.input_shape)))
-
-
-RANDOM_MODEL = ("the model's predictions changed between two identical forward passes: its forward pass is "
-                "random (e.g. dropout called with training=True) or depends on earlier calls",
-                "make forward deterministic in eval mode; margins of a random model are not defined")
-
-
-def prepared_for_margins(model: nn.Module, data: Data, settings: MarginSettings, device: torch.device) -> nn.Module:
-    """``model`` ready for `batch_margins` on ``device`` (`prepare_model`), with everything about it that a
-    run needs checked first: its output on ``data``, labels within its classes, and, for certified lower
-    bounds or exact margins, layers the bound propagation supports."""
-    model = prepare_model(model, device=device, sample=data.x[:2], num_classes=data.num_classes)
-    check_labels_fit(model, data, device)
-    with torch.inference_mode():
-        probe = data.x[:64].to(device)
-        if not torch.equal(model(probe).argmax(1), model(probe).argmax(1)):
-            raise ModelError(*RANDOM_MODEL)
-    if settings.lower is not None or settings.method == "exact":
-        from .bounds.network import Network
-
-        Network(model, data.input_shape)  # an unsupported layer: ModelError now, not after the first attack
-    return model
-
-
 def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSettings,
                   device: torch.device) -> dict[str, np.ndarray]:
     """Margins of batch number ``batch`` (its samples are ``part``): the arrays committed to the run store.
@@ -210,6 +137,7 @@ def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: 
         raise InputError("both out and store were given", "pass out=DIR (a run directory) or store=, not both")
     dev = executor.driver_device(device)
     model = prepared_for_margins(model, data, settings, dev)
+    executor.prepare(device)  # Ray: the device, the cluster's connection and resources, before the store exists
     if out is not None:
         config = run_config(model, data, job="margins", norm=settings.norm, method=method, lower=lower,
                             batch_size=batch_size, seed=seed, method_options=settings.method_options)

@@ -19,19 +19,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import ATTACK_METHODS
-from .bounds.certify import BOUND_METHODS
 from .attacks import AttackResult, Cost, Ensemble, MinimalNormAttack, keep_best, make_attack, verify
-from ..core.validation import check_norm, check_positive
+from ..core.validation import check_norm
 from ..data.loading import Domain, as_data
 from ..errors import InputError, ModelError
 from ..models.loading import check_logits, device_mismatch_error, keeps_model_mode, resolve_device
-
-#: every ``method`` of `input_margins`
-INPUT_MARGIN_METHODS = (*ATTACK_METHODS, "exact")
-#: every ``lower`` of `input_margins` (besides None)
-LOWER_METHODS = BOUND_METHODS  # certified lower bounds (brittle.margins.bounds)
-
+from .settings import (INPUT_MARGIN_METHODS, LOWER_METHODS, build_attack, check_budgets,  # noqa: F401 - API
+                       check_margin_settings, check_method, prepared_for_margins)
 
 @dataclass
 class InputMargins:
@@ -86,24 +80,6 @@ class BatchMargins:
     pred: torch.Tensor
     cost: Cost
     seconds: float
-
-
-def check_method(method: Any, lower: Any) -> None:
-    if not isinstance(method, str) or method not in INPUT_MARGIN_METHODS:
-        raise InputError(f"unknown input-margin method {method!r}", f"use one of: {', '.join(INPUT_MARGIN_METHODS)}")
-    if lower is not None and lower not in LOWER_METHODS:
-        raise InputError(f"unknown lower-bound method {lower!r}", f"use one of {LOWER_METHODS} or None")
-
-
-def build_attack(method: str, norm: str, *, seed: int = 0, **method_options: Any) -> MinimalNormAttack | None:
-    """The attack behind ``method`` (validated); None for ``"exact"``, which runs brittle's attack first itself."""
-    check_method(method, None)
-    if method == "exact":  # its attack's options and the MILP's time limit, checked now
-        options = dict(method_options)
-        check_positive(options.pop("time_limit", 60.0), "time_limit", "pass seconds, e.g. time_limit=60")
-        make_attack("brittle", norm, seed=seed, **options)
-        return None
-    return make_attack(method, norm, seed=seed, **method_options)
 
 
 def method_label(method: str, attack: MinimalNormAttack | None) -> str:
@@ -223,8 +199,6 @@ def input_margins(model: nn.Module, data: Any, norm: str = "linf", method: str =
     Returns:
         `InputMargins` with numpy arrays per sample: ``upper`` is ``inf`` where nothing was found, never 0.
     """
-    from .compute import check_budgets, check_margin_settings, prepared_for_margins
-
     settings = check_margin_settings(norm=norm, method=method, lower=lower, batch_size=batch_size, seed=seed,
                                      method_options=method_options)
     norm, seed = settings.norm, settings.seed

@@ -477,6 +477,10 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
     ``torch.export`` archive (``.pt2``);
     ``module:factory`` with ``weights`` a state-dict checkpoint; ``torchvision:NAME``, ``timm:NAME``
     or ``robustbench:MODEL_ID[:dataset[:threat]]`` (optional extras, download where network is allowed).
+    ``weights`` (a state-dict checkpoint) replaces the weights of every kind but a model file: a zoo model
+    fine-tuned by ``brittle finetune`` is ``load_model("standard", "runs/ft/model.pt")``. Its keys and shapes
+    must fit the architecture exactly (`ModelError` otherwise), and a missing file is refused before
+    anything is built.
     """
     if isinstance(spec, nn.Module):
         return prepare_model(spec, device=device)
@@ -484,13 +488,19 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
 
     kind, _, rest = spec.partition(":")
     if kind == "zoo" or (not rest and spec in zoo.names()):
+        state = load_checkpoint(weights) if weights is not None else None  # a missing file: refused first
         model = zoo.load(rest or spec)
+        if state is not None:  # the zoo architecture with these weights (fine-tuned, say), strictly
+            model = _load_state(model, state, str(weights))
     elif kind == "torchvision":
         model = _hub_torchvision(rest, weights)
     elif kind == "timm":
         model = _hub_timm(rest, weights)
     elif kind == "robustbench":
+        state = load_checkpoint(weights) if weights is not None else None
         model = _hub_robustbench(rest)
+        if state is not None:
+            model = _load_state(model, state, str(weights))
     elif rest and not Path(spec).exists() and "/" not in kind and "\\" not in kind:
         model = import_factory(spec)(**factory_kwargs)
         if not isinstance(model, nn.Module):

@@ -327,14 +327,14 @@ def robust_accuracy_plot(run: Run) -> str | None:
     _draw_robust(ax, run, UPPER, LOWER)
     er = run.summary.get("expected_robustness") or {}
     value = num(er.get("from_margins")) if isinstance(er, dict) else None
-    _eps_lines(ax, run.eps)
-    ax.set_title("Robust accuracy against perturbation size", pad=14)
     if value is not None:
         ax.plot([], [], " ", label=f"expected robustness (ε ≤ {eps_max_of(run):g}): {value:.3f}")
     ax.set_xlabel(f"ε ({norm_symbol(run.norm)} perturbation budget)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, max(eps_max_of(run), max(run.eps or [0])) * 1.02 or 1)
     ax.set_ylim(0, 1.02)
+    rows = _eps_lines(ax, run.eps)  # after the x limits: labels that would overlap are staggered
+    ax.set_title("Robust accuracy against perturbation size", pad=4 + 10 * rows)
     legend(ax, loc="lower left", frameon=True, framealpha=0.9)
     return to_data_uri(fig)
 
@@ -475,45 +475,76 @@ RUN_COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#6b46c1", "#b83280", "#c53030", 
               "#4a5568", "#d69e2e"]
 
 
-def _eps_lines(ax: Any, eps: Sequence[float], *, label: bool = True) -> None:
-    """A dotted vertical line at every audited ε (labelled at the top of the axes)."""
+def _eps_lines(ax: Any, eps: Sequence[float], *, label: bool = True) -> int:
+    """A dotted vertical line at every audited ε, labelled at the top of the axes; a label that would overlap
+    the one before it goes one row higher. Returns the number of label rows (call after the x limits are set)."""
+    lo, hi = ax.get_xlim()
+    span = (hi - lo) or 1.0
+    fig = ax.get_figure()
+    width_pts = max(ax.get_position().width * fig.get_figwidth() * 72, 1.0)
+    row_ends: list[float] = []  # right edge of the last label of each row, as a fraction of the axes' width
     for e, color in zip(eps, eps_colors(len(eps))):
         ax.axvline(e, color=color, lw=0.9, ls=":", zorder=0)
-        if label:
-            ax.annotate(f"ε={e:g}", xy=(e, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=7.5, color="#4a5568")
+        if not label:
+            continue
+        text = f"ε={e:g}"
+        half = 0.5 * len(text) * 7.5 * 0.62 / width_pts  # half the label's width (7.5 pt font)
+        x = (e - lo) / span
+        row = next((i for i, end in enumerate(row_ends) if x - half > end + 0.01), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(x + half)
+        else:
+            row_ends[row] = x + half
+        ax.annotate(text, xy=(e, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2 + 10 * row),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=7.5, color="#4a5568")
+    return max(len(row_ends), 1)
+
+
+def _drawable(run: Run) -> bool:
+    """Whether `_draw_robust` draws a curve for ``run`` (a summary point or a curve from the samples)."""
+    return robust_curve(run, eps_max_of(run)) is not None or any(u is not None for u in summary_points(run)[1])
 
 
 @_styled
 def compare_robust(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
-    """Robust-accuracy-vs-ε curves of several runs overlaid (band where certified bounds exist); the legend
-    names only the runs and the kinds of line actually drawn, and every audited ε has its line."""
-    fig = new_figure(7.6, 4.2)
-    ax = fig.add_subplot()
-    drawn_runs, dashed = [], False
-    for i, (run, label) in enumerate(zip(runs, labels)):
-        color = RUN_COLORS[i % len(RUN_COLORS)]
-        before = list(ax.lines)
-        _draw_robust(ax, run, color, color, label=plain(label, 28), band_alpha=0.06)
-        new_lines = [line for line in ax.lines if line not in before and len(line.get_xdata())]  # drawn
-        if new_lines:
-            drawn_runs.append(i)
-            dashed |= any(line.get_linestyle() == "--" for line in new_lines)
-    if not drawn_runs:
+    """Robust-accuracy-vs-ε curves of several runs overlaid (band where certified bounds exist), one panel per
+    norm (ε of different norms share no axis); each panel's legend names only the runs and the kinds of line
+    drawn in it, and every audited ε of its runs has its line."""
+    drawable = [i for i, run in enumerate(runs) if _drawable(run)]
+    if not drawable:
         return None
-    _eps_lines(ax, sorted({e for r in runs for e in r.eps}))
-    norms = {norm_symbol(r.norm) for r in runs}
-    ax.set_xlabel(f"ε ({' / '.join(sorted(norms))} perturbation budget)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlim(0, None)
-    ax.set_title("Robust accuracy against perturbation size", pad=14)
-    handles = [Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2, label=plain(labels[i], 28))
-               for i in drawn_runs]
-    handles.append(Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"))
-    if dashed:
-        handles.append(Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound"))
-    legend(ax, handles=handles, loc="upper right")
+    norms = list(dict.fromkeys(runs[i].norm for i in drawable))
+    several = len(norms) > 1
+    fig = new_figure(7.6 if not several else 4.4 * len(norms), 4.2 if not several else 4.5)
+    axes = fig.subplots(1, len(norms), squeeze=False)[0]
+    for k, (ax, nm) in enumerate(zip(axes, norms)):
+        members = [i for i in drawable if runs[i].norm == nm]
+        drawn, dashed = [], False
+        for i in members:
+            color = RUN_COLORS[i % len(RUN_COLORS)]
+            before = list(ax.lines)
+            _draw_robust(ax, runs[i], color, color, label=plain(labels[i], 28), band_alpha=0.06)
+            new_lines = [line for line in ax.lines if line not in before and len(line.get_xdata())]  # drawn
+            if new_lines:
+                drawn.append(i)
+                dashed |= any(line.get_linestyle() == "--" for line in new_lines)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(0, None)
+        rows = _eps_lines(ax, sorted({e for i in members for e in runs[i].eps}))
+        symbol = norm_symbol(nm)
+        ax.set_xlabel(f"ε ({symbol} perturbation budget)")
+        if k == 0:
+            ax.set_ylabel("accuracy")
+        ax.set_title(f"{symbol} runs" if several else "Robust accuracy against perturbation size",
+                     pad=4 + 10 * rows)
+        handles = [Line2D([], [], color=RUN_COLORS[i % len(RUN_COLORS)], lw=2,
+                          label=plain(labels[i], 28) + (f" ({symbol})" if several else "")) for i in drawn]
+        handles.append(Line2D([], [], color="#4a5568", lw=1.6, label="attack upper bound"))
+        if dashed:
+            handles.append(Line2D([], [], color="#4a5568", lw=1.4, ls="--", label="certified lower bound"))
+        legend(ax, handles=handles if drawn else [], loc="upper right")
+    if several:
+        fig.suptitle("Robust accuracy against perturbation size, one panel per norm (their ε are not comparable)")
     return to_data_uri(fig)
 
 

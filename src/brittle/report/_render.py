@@ -233,7 +233,12 @@ def _card(run: Run) -> list[tuple[str, str]]:
             ("Inputs", str(s.get("n", DASH))), ("Norm", norm_text(run.norm)),
             ("ε", ", ".join(eps_text(e) for e in run.eps) or DASH),
             ("Attack", str(s.get("method", DASH))), ("Seed", str(s.get("seed", DASH))),
-            ("Device", str(s.get("device", DASH))), ("Run time", seconds_text(s.get("seconds"))),
+            ("Device", str(s.get("device", DASH))),
+            # seconds: this session's wall-clock time (a resumed run counts only its own session); attack_seconds:
+            # the attack time of every batch, stored with the batch, so it covers every session of the run
+            ("Run time (this session)", seconds_text(s.get("seconds"))),
+            *([("Attack time (all sessions)", seconds_text(s.get("attack_seconds")))]
+              if num(s.get("attack_seconds")) is not None else []),
             ("Run directory", run.path.name or str(run.path))]
     if run.samples is not None and "label" not in run.samples.columns:
         rows.append(("Labels", "none (unlabelled data: correctness unknown)"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,8 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
 
     ``eval_eps_grid`` (starting at 0; default ``[0, ε/4, ε/2, 3ε/4, ε]`` of the training ε) sets the APGD-CE
     grid on up to ``eval_n`` samples of ``val_data`` for the final clean / robust / expected-robust accuracy.
-    Returns the summary written to ``out/summary.json``. Every setting (``train_options`` as for
+    Returns the summary written to ``out/summary.json`` (``train_seconds``: the time of every epoch summed, over
+    all sessions of a resumed run; the final evaluation is not included). Every setting (``train_options`` as for
     `brittle.training.trainer.train`), the data, the model on the data and the grid are checked before ``out`` is
     written (`brittle.training.trainer.Trainer.check`: ε against the data's domain, one forward pass of the model
     on each data set, the labels against the model's outputs).
@@ -107,7 +107,6 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
     config = {"job": "train", "initial_model_fingerprint": model_fingerprint(model),
               "data_fingerprint": data.fingerprint(),
               "val_fingerprint": val_data.fingerprint() if val_data is not None else None, **settings}
-    t0 = time.perf_counter()
     with RunStore(out, config, overwrite=overwrite) as store:
         saved = store.get_artifact(CHECKPOINT)
         resume = _load_state(saved) if saved is not None else None
@@ -122,8 +121,9 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
     torch.save(model.state_dict(), out / "model.pt")
     history.to_frame().to_csv(out / "history.csv", index=False)
     plot_history(history, out / "training_curve.png")
+    # the epochs' own times, kept in the checkpoint's history: a resumed run counts its earlier sessions too
     summary: dict[str, Any] = {"epochs": len(history), "history": history.to_dicts(),
-                               "train_seconds": time.perf_counter() - t0}
+                               "train_seconds": float(sum(r.seconds for r in history.records))}
     if val_data is not None:
         norm = trainer.norm
         curve = robust_accuracy_curve(model, val_data.head(min(eval_n, len(val_data))), norm, grid,

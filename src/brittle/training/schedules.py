@@ -16,6 +16,7 @@ from ..errors import InputError
 
 __all__ = [
     "SCHEDULES",
+    "SCHEDULE_OPTIONS",
     "Automatic",
     "Constant",
     "FromCallable",
@@ -50,6 +51,10 @@ class Schedule:
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (for model cards and run records)."""
         return {"name": type(self).__name__.lower(), "eps": self.eps}
+
+    def check_epochs(self, epochs: int) -> None:
+        """Raise `InputError` when the schedule cannot reach its ε within ``epochs`` epochs (a run would then
+        train with a smaller ε than asked, or with none at all); nothing to check by default."""
 
 
 @dataclass
@@ -92,6 +97,16 @@ class TwoHinge(Schedule):
     def describe(self) -> dict[str, Any]:
         return {"name": "two-hinge", "eps": self.eps, "t1": self.t1, "t2": self.t2}
 
+    def check_epochs(self, epochs: int) -> None:
+        if self.eps > 0 and self.t1 >= epochs:
+            raise InputError(f"the two-hinge ε schedule starts its ramp at epoch t1={self.t1:g}, but the run has "
+                             f"{epochs} epoch(s): ε would stay 0 throughout (standard training)",
+                             f"pass t1 < {epochs} and t2 <= {epochs} (--t1, --t2), or train for more epochs")
+        if self.eps > 0 and self.t2 > epochs:
+            raise InputError(f"the two-hinge ε schedule reaches ε={self.eps:g} at epoch t2={self.t2:g}, but the run "
+                             f"has {epochs} epoch(s): ε would end at {self(epochs):.3g}",
+                             f"pass t2 <= {epochs} (--t2), or train for at least {math.ceil(self.t2)} epochs")
+
 
 class LinearWarmup(TwoHinge):
     """Linear ramp from 0 at epoch 0 to ``eps`` at epoch ``warmup``, constant after."""
@@ -101,6 +116,12 @@ class LinearWarmup(TwoHinge):
 
     def describe(self) -> dict[str, Any]:
         return {"name": "linear", "eps": self.eps, "warmup": self.t2}
+
+    def check_epochs(self, epochs: int) -> None:
+        if self.eps > 0 and self.t2 > epochs:
+            raise InputError(f"the linear ε schedule reaches ε={self.eps:g} after warmup={self.t2:g} epochs, but "
+                             f"the run has {epochs} epoch(s): ε would end at {self(epochs):.3g}",
+                             f"pass warmup <= {epochs} (--warmup), or train for at least {math.ceil(self.t2)} epochs")
 
 
 @dataclass
@@ -153,6 +174,16 @@ class Automatic(Schedule):
         return {"name": "auto", "eps": self.eps, "ramp": self.ramp, "patience": self.patience,
                 "min_delta": self.min_delta, "max_wait": self.max_wait, "start": self.start}
 
+    def check_epochs(self, epochs: int) -> None:
+        # the earliest start: the first possible plateau (after patience + 1 epochs) or the forced one (max_wait)
+        earliest = min(max(self.max_wait, 1), self.patience + 1)
+        if self.start is None and self.eps > 0 and earliest + self.ramp > epochs:
+            raise InputError(f"the automatic ε schedule can start its ramp after epoch {earliest} at the earliest "
+                             f"and ramps over {self.ramp:g} epoch(s), but the run has {epochs} epoch(s): "
+                             f"ε={self.eps:g} would never be reached",
+                             f"train for at least {math.ceil(earliest + self.ramp)} epochs, or use the linear or "
+                             "two-hinge schedule")
+
 
 @dataclass
 class FromCallable(Schedule):
@@ -170,29 +201,71 @@ class FromCallable(Schedule):
 
 SCHEDULES = ("constant", "linear", "two-hinge", "auto")
 
+#: The options each named schedule takes (`make_schedule`), by canonical name; its aliases take the same.
+SCHEDULE_OPTIONS = {"constant": (), "linear": ("warmup",), "two-hinge": ("t1", "t2"),
+                    "auto": ("ramp", "patience", "min_delta", "max_wait")}
+_ALIASES = {"constant": "constant", "linear": "linear", "linear-warmup": "linear", "warmup": "linear",
+            "two-hinge": "two-hinge", "two_hinge": "two-hinge", "hinge": "two-hinge", "auto": "auto",
+            "automatic": "auto"}
+
+
+_CLI_FLAGS = {"t1": "--t1", "t2": "--t2", "warmup": "--warmup"}
+
+
+def _check_options(name: str | None, options: dict[str, Any]) -> None:
+    """Refuse options the schedule ``name`` (None: a `Schedule` instance or a callable) does not take: they
+    would be ignored silently."""
+    takes = SCHEDULE_OPTIONS.get(name, ()) if name is not None else ()
+    extra = [k for k in options if k not in takes]
+    if not extra:
+        return
+    owners = sorted({s for k in extra for s, opts in SCHEDULE_OPTIONS.items() if k in opts})
+    listed = ", ".join(f"{k} ({_CLI_FLAGS[k]})" if k in _CLI_FLAGS else k for k in extra)
+    what = "option" if len(extra) == 1 else "options"
+    verb = "does" if len(extra) == 1 else "do"
+    if name is None:
+        raise InputError(f"ε schedule {what} {listed} {verb} not apply to a Schedule instance or callable "
+                         "(it carries its own settings)", "drop them, or pass the schedule by name")
+    takes_text = f"it takes {', '.join(takes)}" if takes else "it takes no options"
+    fix = (f"drop {'it' if len(extra) == 1 else 'them'}, or choose the schedule "
+           f"{'it belongs' if len(extra) == 1 else 'they belong'} to ({', '.join(owners)}; --schedule)"
+           if owners else f"use only {', '.join(takes)}" if takes else "drop them")
+    raise InputError(f"ε schedule {what} {listed} {verb} not apply to the {name!r} schedule ({takes_text})", fix)
+
 
 def make_schedule(spec: str | Schedule | Callable[[float], float] | None, eps: float, epochs: int,
                   **options: float) -> Schedule:
-    """A `Schedule` from a name, an instance, or a callable.
+    """A `Schedule` from a name, an instance, or a callable, checked to reach its ε within ``epochs``.
 
     Names and their defaults (``options`` override them): ``constant``; ``linear`` (``warmup`` = 30% of
     the epochs); ``two-hinge`` (``t1`` = 10%, ``t2`` = 40% of the epochs); ``auto`` (``ramp`` = 20% of the
-    epochs, ``patience``, ``min_delta``, ``max_wait``).
+    epochs, ``patience``, ``min_delta``, ``max_wait``). An option the schedule does not take, and a schedule
+    that cannot reach ε within ``epochs`` (two-hinge ``t1 >= epochs`` or ``t2 > epochs``, linear ``warmup >
+    epochs``), raise `InputError`.
     """
-    if isinstance(spec, Schedule):
-        return spec
+    if isinstance(spec, Schedule) or (spec is not None and callable(spec)):
+        _check_options(None, options)
+        schedule = spec if isinstance(spec, Schedule) else FromCallable(spec)
+        schedule.check_epochs(epochs)
+        return schedule
     if spec is None:
         spec = "constant"
-    if callable(spec):
-        return FromCallable(spec)
+    name = _ALIASES.get(spec) if isinstance(spec, str) else None
+    if name is None:
+        raise InputError(f"unknown eps schedule {spec!r}",
+                         f"use one of {SCHEDULES}, a Schedule or a callable epoch -> eps")
+    _check_options(name, options)
     eps = _check_eps(eps)
-    if spec == "constant":
-        return Constant(eps)
-    if spec in ("linear", "linear-warmup", "warmup"):
-        return LinearWarmup(eps, float(options.get("warmup", 0.3 * epochs)))
-    if spec in ("two-hinge", "two_hinge", "hinge"):
-        return TwoHinge(eps, float(options.get("t1", 0.1 * epochs)), float(options.get("t2", 0.4 * epochs)))
-    if spec in ("auto", "automatic"):
-        return Automatic(eps, ramp=float(options.get("ramp", 0.2 * epochs)), patience=int(options.get("patience", 1)),
-                         min_delta=float(options.get("min_delta", 0.002)), max_wait=int(options.get("max_wait", 5)))
-    raise InputError(f"unknown eps schedule {spec!r}", f"use one of {SCHEDULES}, a Schedule or a callable epoch -> eps")
+    if name == "constant":
+        schedule: Schedule = Constant(eps)
+    elif name == "linear":
+        schedule = LinearWarmup(eps, float(options.get("warmup", 0.3 * epochs)))
+    elif name == "two-hinge":
+        schedule = TwoHinge(eps, float(options.get("t1", 0.1 * epochs)), float(options.get("t2", 0.4 * epochs)))
+    else:
+        schedule = Automatic(eps, ramp=float(options.get("ramp", 0.2 * epochs)),
+                             patience=int(options.get("patience", 1)),
+                             min_delta=float(options.get("min_delta", 0.002)),
+                             max_wait=int(options.get("max_wait", 5)))
+    schedule.check_epochs(epochs)
+    return schedule

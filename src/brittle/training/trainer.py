@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.validation import check_eps_for_domain, check_nonnegative, check_norm
+from ..core.validation import check_eps_for_domain, check_nonnegative, check_nonnegative_int, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError, ModelError
 from ..margins.attacks.pgd import run_attack
@@ -98,7 +97,7 @@ def evaluate(model: nn.Module, data: Data, *, norm: str = "linf", eps: float = 0
     """Clean accuracy and (when ``eps > 0``) robust accuracy under a fixed-budget attack on ``data``."""
     norm = check_norm(norm)
     dev = resolve_device(device)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     gen = torch.Generator(device=dev).manual_seed(seed)
     clean = robust = 0
@@ -113,8 +112,9 @@ def evaluate(model: nn.Module, data: Data, *, norm: str = "linf", eps: float = 0
                 xa = run_attack(attack, model, xo, yo, eps, norm=norm, steps=steps, domain=data.domain, generator=gen)
                 with torch.no_grad():
                     robust += int((model(xa).argmax(1) == yo).sum())
-    finally:
-        model.train(was_training)
+    finally:  # every module in its own mode again
+        for module, training in modes:
+            module.training = training
     n = len(data)
     return clean / n, (robust / n if eps > 0 else None)
 
@@ -167,6 +167,10 @@ def _lr_factor(kind: str, total: int) -> Callable[[int], float]:
     # cyclic (Smith; Wong et al. 2020): linear up to the peak at 40% of the run, then linear down to 0
     peak = max(1, int(0.4 * total))
     return lambda i: i / peak if i < peak else max(0.0, (total - i) / max(total - peak, 1))
+
+
+def _schedule_name(schedule: Any) -> str:
+    return schedule if isinstance(schedule, str) else getattr(schedule, "__name__", type(schedule).__name__)
 
 
 def _positive_int(value: Any, name: str, fix: str) -> int:
@@ -224,13 +228,19 @@ class Trainer:
         if val_eps is not None:
             _non_negative(val_eps, "val_eps", "pass a non-negative validation budget, or None for eps")
         _positive_int(val_steps, "val_steps", "pass a positive number of validation attack steps")
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-            raise InputError(f"seed must be an integer, got {seed!r}", "pass e.g. seed=0")
+        seed = check_nonnegative_int(seed, "seed", "pass e.g. seed=0 (--seed 0)")
+        if not self.objective.adversarial and (schedule_options or schedule not in (None, "constant")):
+            given = ", ".join([*([f"schedule={_schedule_name(schedule)!r}"] if schedule not in (None, "constant")
+                                 else []), *(f"{k}={v!r}" for k, v in (schedule_options or {}).items())])
+            raise InputError(f"an ε schedule ({given}) applies to adversarial training only, and method {method!r} "
+                             "trains without adversarial examples",
+                             "drop the schedule and its options, or train adversarially (method 'madry' or 'trades', "
+                             "--method)")
         self.method, self.norm, self.eps, self.epochs = method, self.objective.norm, eps, epochs
         self.lr, self.batch_size, self.optimizer = lr, batch_size, optimizer
         self.weight_decay, self.momentum, self.lr_schedule = weight_decay, momentum, lr_schedule
         self.schedule_spec: ScheduleSpec = schedule if self.objective.adversarial else "constant"
-        self.schedule_options = dict(schedule_options or {})
+        self.schedule_options = dict(schedule_options or {}) if self.objective.adversarial else {}
         self.make_schedule()  # checks the ε schedule and its options
         self.protocol, self.last_k = protocol, last_k
         self.val_eps, self.val_steps, self.seed, self.progress = val_eps, val_steps, int(seed), progress
@@ -331,7 +341,7 @@ class Trainer:
                 history, start_epoch = self._resume(model, opt, lr_sched, sched, resume_state)
             for epoch in range(start_epoch, self.epochs):
                 t0 = time.perf_counter()
-                rec = self._train_epoch(model, data, opt, lr_sched, sched, epoch, per_epoch)
+                rec = self._train_epoch(model, data, opt, lr_sched, sched, epoch, per_epoch, train_mods)
                 if val_data is not None:
                     v_eps = self.eps if self.val_eps is None else self.val_eps
                     rec.val_eps = v_eps if v_eps > 0 else None
@@ -369,8 +379,24 @@ class Trainer:
             raise InputError(f"resume_state does not fit this run ({type(exc).__name__}: {short_message(exc)})",
                              "resume from a state saved by checkpoint_fn of the same model and settings") from None
 
+    def train_mode(self, model: nn.Module, train_mods: list[nn.Module]) -> None:
+        """Put ``model`` in the mode of a training step: everything in train mode under the ``full`` protocol;
+        under ``linear`` / ``partial`` only the part the protocol trains (its modules and every module registered
+        after the first of them, e.g. a dropout between two trained layers), while the frozen part stays in
+        eval mode: its BatchNorm running statistics do not move and its dropout is off, so the trained layers
+        see the features the frozen model computes at evaluation."""
+        if self.protocol == "full":
+            model.train()
+            return
+        model.eval()
+        modules = list(model.modules())
+        trained = {id(m) for m in train_mods}
+        first = next(i for i, m in enumerate(modules) if id(m) in trained)
+        for module in modules[first:]:
+            module.training = True  # this module only: its children are in the list as well
+
     def _train_epoch(self, model: nn.Module, data: Data, opt: torch.optim.Optimizer, lr_sched: Any,
-                     sched: Schedule, epoch: int, per_epoch: int) -> EpochRecord:
+                     sched: Schedule, epoch: int, per_epoch: int, train_mods: list[nn.Module]) -> EpochRecord:
         """One pass over ``data`` in the epoch's seeded order: per batch the objective's loss, one update."""
         dev, bs = self.device, self.batch_size
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -385,7 +411,7 @@ class Trainer:
             xb, yb = data.x[idx].to(dev), data.y[idx].to(dev)
             eps_t = float(sched(epoch + b / per_epoch))
             ctx = BatchContext(eps=eps_t, domain=data.domain, generator=dgen)
-            model.train()
+            self.train_mode(model, train_mods)
             loss = self.objective.loss(model, xb, yb, ctx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -433,8 +459,11 @@ def train(model: nn.Module, data: Data | Any, *, method: str = "standard", attac
     default 1.25) or ``apgd-ce``.
 
     ``schedule``: ``constant``, ``linear``, ``two-hinge``, ``auto``, a `Schedule`, or a callable
-    ``epoch_float -> eps`` (``schedule_options`` set e.g. ``warmup``, ``t1``, ``t2``). ``protocol``:
-    ``full`` (all parameters), ``linear`` (last parameterised layer only), ``partial`` (last ``last_k``).
+    ``epoch_float -> eps`` (``schedule_options`` set e.g. ``warmup``, ``t1``, ``t2``; an option the schedule does
+    not take, a schedule that cannot reach ε within ``epochs`` and a schedule for a method without adversarial
+    examples are refused). ``protocol``: ``full`` (all parameters), ``linear`` (last parameterised layer only),
+    ``partial`` (last ``last_k``); the part a protocol does not train stays in eval mode (`Trainer.train_mode`:
+    BatchNorm running statistics unchanged, dropout off), so a probe trains on the frozen model's features.
     ``val_data``: evaluated after each epoch (clean, and PGD-``val_steps`` at ``val_eps``, default ``eps``).
 
     ``callback(record)`` runs after each epoch; returning True stops training. ``checkpoint_fn(epoch, state)``

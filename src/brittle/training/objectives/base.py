@@ -48,13 +48,15 @@ def finite_at_least(value: Any, low: float, *, strict: bool = False) -> bool:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode inside the block, in its previous mode after it."""
-    was_training = model.training
+    """``model`` in eval mode inside the block; afterwards every module in its own previous mode (a linear probe
+    trains its head in train mode while the frozen backbone stays in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 class Objective:
