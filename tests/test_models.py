@@ -406,3 +406,30 @@ def test_cli_zoo_model_with_missing_weights_is_refused_before_anything(tmp_path,
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: checkpoint ") and "no-such.pt does not exist. Fix:" in lines[0]
     assert "Traceback" not in err and not out.exists()
+
+
+def test_the_fingerprint_of_a_class_without_source_is_the_same_in_every_process():
+    """A class defined where Python keeps no source (a notebook cell, ``python -``, exec) is hashed by its
+    bytecode; a comprehension in its forward must not bring a memory address into the hash (a notebook run
+    could then never resume after a restart)."""
+    import subprocess
+
+    program = textwrap.dedent("""
+        import torch
+        from torch import nn
+        from brittle.models.loading import model_fingerprint
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 3)
+
+            def forward(self, x):
+                return self.fc(torch.cat([p for p in x.split(2, dim=1)], 1))
+
+        torch.manual_seed(0)
+        print(model_fingerprint(Net()))
+    """)
+    prints = {subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True,
+                             check=True).stdout.strip() for _ in range(2)}
+    assert len(prints) == 1 and len(next(iter(prints))) == 64

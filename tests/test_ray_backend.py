@@ -325,3 +325,26 @@ def test_killed_driver_resumes(digits, local, tmp_path):
     assert len(after) == N // BATCH
     assert all(after[b] == created for b, created in before.items()), "a finished shard was recomputed"
     pd.testing.assert_frame_equal(pd.read_parquet(out / "samples.parquet"), local)
+
+
+@pytest.mark.parametrize("entry", ["compute_margins", "audit"])
+def test_a_refused_store_closes_the_connection_prepare_opened(monkeypatch, tmp_path, entry):
+    """The run directory holds another run: the refusal comes after `prepare` connected to the cluster, and the
+    connection must not outlive it (a later run in the process would take it for the user's own)."""
+    from brittle.errors import StoreError
+    from brittle.execution import ray as ray_backend
+    from brittle.margins.compute import compute_margins
+
+    stub = _StubRay(cpus=4, gpus=0)
+    monkeypatch.setattr(ray_backend, "import_ray", lambda: stub)
+    monkeypatch.setattr(ray_backend, "connect", lambda ray, address: ray.init(address=address))
+    data = load_digits().head(8)
+    torch.manual_seed(0)
+    first, second = mlp(64, (8,), 10).eval(), mlp(64, (8,), 10).eval()
+    run = compute_margins if entry == "compute_margins" else \
+        (lambda *a, **k: audit(*a, eps=[0.1], n_boot=0, report=False, **k))
+    run(first, data, out=tmp_path, device="cpu", batch_size=8)
+    executor = make_executor("ray", workers=1, address="10.0.0.1:6379")
+    with pytest.raises(StoreError, match="holds a different run"):
+        run(second, data, out=tmp_path, device="cpu", batch_size=8, executor=executor)
+    assert stub.calls[0][0] == "init" and not stub.up  # connected by prepare, closed after the refusal

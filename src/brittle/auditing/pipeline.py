@@ -200,12 +200,14 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
                         seed=seed, method_options=settings.method_options)
     # --- work ---
     t0 = time.perf_counter()
-    store = RunStore(out, config, overwrite=overwrite) if out is not None else None
+    store = None
     try:
+        store = RunStore(out, config, overwrite=overwrite) if out is not None else None
         margins = compute_margins(model, data, norm=norm, method=method, lower=lower, batch_size=batch_size,
                                   device=dev if executor.name == "local" else device, seed=seed, store=store,
                                   progress=progress, method_options=method_options, executor=executor)
     finally:
+        executor.close()  # what prepare opened, also when the store failed (compute_margins closes it too)
         if store is not None:
             store.close()
     ctx = AuditContext(user_model, data, margins.table.copy(), norm, eps, seed, n_boot, dev, out)

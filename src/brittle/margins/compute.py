@@ -138,14 +138,17 @@ def compute_margins(model: nn.Module, data: Any, *, norm: str = "linf", method: 
     dev = executor.driver_device(device)
     model = prepared_for_margins(model, data, settings, dev)
     executor.prepare(device)  # Ray: the device, the cluster's connection and resources, before the store exists
-    if out is not None:
+    try:
+        if out is None:
+            return _compute(model, data, settings, executor, dev, device, store, progress)
         config = run_config(model, data, job="margins", norm=settings.norm, method=method, lower=lower,
                             batch_size=batch_size, seed=seed, method_options=settings.method_options)
         with RunStore(out, config, overwrite=overwrite) as run_store:
             result = _compute(model, data, settings, executor, dev, device, run_store, progress)
-        result.save(out)
-        return result
-    return _compute(model, data, settings, executor, dev, device, store, progress)
+    finally:
+        executor.close()  # what prepare opened, also when the store or the run failed (run closes it itself)
+    result.save(out)
+    return result
 
 
 def _compute(model: nn.Module, data: Data, settings: MarginSettings, executor: Executor, dev: torch.device,

@@ -378,9 +378,15 @@ def _class_code(cls: type) -> str:
     try:
         return inspect.getsource(cls)
     except (OSError, TypeError):
-        forward = getattr(cls, "forward", None)
-        code = getattr(forward, "__code__", None)
-        return "" if code is None else repr((code.co_code, code.co_consts, code.co_names))
+        code = getattr(getattr(cls, "forward", None), "__code__", None)
+        return "" if code is None else _code_text(code)
+
+
+def _code_text(code: Any) -> str:
+    """A code object's bytecode, names and constants as text, nested code objects (comprehensions, lambdas)
+    by their contents: never their repr, which holds a memory address that differs from run to run."""
+    consts = ", ".join(_code_text(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
+    return f"{code.co_code.hex()}|{code.co_names}|{code.co_varnames}|({consts})"
 
 
 def model_fingerprint(model: nn.Module) -> str:
