@@ -100,6 +100,11 @@ def verify(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, pred: torch.T
     adv_pred = logits.argmax(1)
     flipped = is_flipped(logits, pred) & ~bad
     dist = perturbation_norm(x_adv - x, norm)
+    # a flipping perturbation so small that its float32 L2 norm underflows (a sample at an exact tie): its norm
+    # in float64, and never 0 (an upper bound of 0 would claim the clean input itself is adversarial)
+    tiny = flipped & (dist == 0)
+    dist = torch.where(tiny, perturbation_norm((x_adv - x).double(), norm).to(dist.dtype)
+                       .clamp_min(torch.finfo(dist.dtype).tiny), dist)
     upper = torch.where(flipped, dist, torch.full_like(dist, float("inf")))
     x_out = torch.where(flipped.view(-1, *([1] * (x.ndim - 1))), x_adv, x)
     return AttackResult(upper, x_out, torch.where(flipped, adv_pred, torch.full_like(adv_pred, -1)))
