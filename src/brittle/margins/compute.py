@@ -26,7 +26,7 @@ from ..data.loading import Data, as_data
 from ..errors import InputError, ModelError, StoreError
 from .logit import margins_from_logits
 from ..models.loading import keeps_model_mode, model_fingerprint
-from .settings import (RANDOM_MODEL, MarginSettings, check_budgets, check_labels_fit,  # noqa: F401 - API
+from .settings import (RANDOM_MODEL, MarginSettings, build_attack, check_budgets, check_labels_fit,  # noqa: F401 - API
                        check_margin_settings, prepared_for_margins)
 from ..execution.executor import Executor, as_executor, batch_seed
 from ..execution.store import RunStore
@@ -94,21 +94,25 @@ def batch_margins(model: nn.Module, part: Data, batch: int, settings: MarginSett
     Every executor calls this; the batch's seed is `batch_seed` of the run's seed, so results do not depend
     on where or in which order batches run. ``model`` must be prepared on ``device``.
     """
-    from .input import input_margins
+    from .input import margins_for_batch
 
+    x = part.x.to(device)
     with torch.inference_mode():
-        logits = model(part.x.to(device)).float()
+        logits = model(x).float()
     margin, pred, runner = margins_from_logits(logits)
-    result = input_margins(model, part, norm=settings.norm, method=settings.method, lower=settings.lower,
-                           batch_size=len(part), device=device, seed=batch_seed(settings.seed, batch),
-                           **settings.method_options)
-    if not np.array_equal(result.pred, pred.cpu().numpy()):
+    seed = batch_seed(settings.seed, batch)
+    result = margins_for_batch(model, x, norm=settings.norm, method=settings.method, domain=part.domain, seed=seed,
+                               lower=settings.lower, num_classes=part.num_classes,
+                               attack=build_attack(settings.method, settings.norm, seed=seed,
+                                                   **settings.method_options),
+                               **settings.method_options)
+    if not np.array_equal(result.pred.numpy(), pred.cpu().numpy()):
         raise ModelError(*RANDOM_MODEL)
     return {"logit_margin": margin.cpu().numpy(), "pred": pred.cpu().numpy(),
-            "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper,
-            "input_margin_lower": result.lower, "adv_class": result.adv_class,
-            "x_adv": result.x_adv.astype(np.float32),
-            "cost": np.array([result.forward_passes, result.backward_passes]),
+            "runner_up": runner.cpu().numpy(), "input_margin_upper": result.upper.numpy(),
+            "input_margin_lower": result.lower.numpy(), "adv_class": result.adv_class.numpy(),
+            "x_adv": result.x_adv.float().numpy(),
+            "cost": np.array([result.cost.forward, result.cost.backward]),
             "seconds": np.array([result.seconds])}
 
 
