@@ -140,12 +140,7 @@ def test_cli_train_refuses_in_one_line_without_a_run_directory(npz, tmp_path, ca
     code = main(["--quiet", "train", "--arch", "brittle.models.zoo.architectures:mlp",
                  "--data", str(npz / base["--data"]), "--val-data", str(npz / base["--val-data"]),
                  "--epochs", "3", "--batch-size", "50", "--eval-n", "20", "--out", str(out), *rest])
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], err
-    assert "Traceback" not in err and "bug in brittle" not in err
-    assert not out.exists()
+    _refused_in_one_line(code, capsys.readouterr().err, message, out)
 
 
 def _stop_after_the_first_epoch(record):  # module-level: the same callback (by name) when the run resumes
@@ -200,7 +195,11 @@ def test_cli_training_settings_refused_in_one_line(npz, tmp_path, capsys, comman
     out = tmp_path / "out"
     argv = _finetune(out, *extra) if command == "finetune" else _train(npz, out, *extra)
     code = main(argv)
-    err = capsys.readouterr().err
+    _refused_in_one_line(code, capsys.readouterr().err, message, out)
+
+
+def _refused_in_one_line(code: int, err: str, message: str, out) -> None:
+    """Exit 2, one `error: … Fix: …` line naming ``message``, no traceback, and no ``out`` written."""
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0] and "Fix:" in lines[0], err

@@ -391,7 +391,9 @@ class Adapter:
 def model_failure(exc: BaseException, shape: Any, what: str) -> ModelError:
     """The one-line `ModelError` for a model that fails on inputs of ``shape`` (per sample) — shared by
     `Adapter.step` / `Adapter.predict` and the stream's first check (`brittle.adaptation.stream`)."""
-    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    from ..models.checkpoint import short_message
+
+    text = short_message(exc, 160)
     return ModelError(f"the model fails on {what} of shape {tuple(shape)} ({type(exc).__name__}: {text})",
                       "pass data the model was built for")
 

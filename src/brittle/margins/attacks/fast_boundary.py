@@ -32,10 +32,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ...core.validation import check_nonnegative_int, check_positive_int
 from ...data.loading import Domain
 from ...errors import InputError, ModelError
 from .base import MinimalNormAttack, is_flipped, perturbation_norm
@@ -46,10 +46,9 @@ from .square import square_linf
 
 
 def _int_option(name: str, value: Any, low: int) -> int:
-    """An integer option (numpy integers too, never a bool) of at least ``low``, or `InputError`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InputError(f"{name} must be an integer >= {low}, got {value!r}", f"pass e.g. {name}={max(low, 1)}")
-    return int(value)
+    """An integer option (numpy integers too, never a bool) of at least ``low`` (0 or 1), or `InputError`."""
+    check = check_positive_int if low else check_nonnegative_int
+    return check(value, name, f"pass e.g. {name}=1")
 
 
 def _threshold(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, iters: int = 12,
