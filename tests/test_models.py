@@ -133,6 +133,45 @@ def test_the_fingerprint_tells_models_with_the_same_weights_apart():
     assert model_fingerprint(a) == model_fingerprint(a.train())  # train/eval mode is not part of it
 
 
+_USER_MODEL = """
+import torch
+from torch import nn
+
+
+class UserNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x) * 2.0
+"""
+
+
+def _user_model_print(tmp_path, monkeypatch, name, source):
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("user_models", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "user_models", module)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    return model_fingerprint(module.UserNet())
+
+
+def test_comments_docstrings_and_layout_of_the_model_class_do_not_change_its_fingerprint(tmp_path, monkeypatch):
+    base = _user_model_print(tmp_path, monkeypatch, "v0", _USER_MODEL)
+    edited = _USER_MODEL.replace("    def forward(self, x):\n",
+                                 '    def forward(self, x):  # doubled\n        """Twice the logits."""\n\n')
+    edited = edited.replace("class UserNet(nn.Module):\n", 'class UserNet(nn.Module):\n    """A user\'s net."""\n')
+    assert edited != _USER_MODEL
+    assert _user_model_print(tmp_path, monkeypatch, "v1", edited) == base  # the same computation: resumable
+    changed = _USER_MODEL.replace("* 2.0", "* 3.0")
+    assert _user_model_print(tmp_path, monkeypatch, "v2", changed) != base  # a code change is another model
+
+
 class _Const(nn.Module):
     def __init__(self, out):
         super().__init__()

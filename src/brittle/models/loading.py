@@ -7,6 +7,7 @@ is refused, never executed.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -15,6 +16,7 @@ import inspect
 import io
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -374,12 +376,25 @@ def _plain_setting(value: Any) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _class_code(cls: type) -> str:
-    """The source of a module class (its forward and helpers), or its bytecode where no source is at hand."""
+    """The code of a module class (its forward and helpers): its source's syntax tree, so that comments,
+    docstrings and layout do not count (editing a comment in the model's class keeps a run resumable), or its
+    bytecode where no source is at hand."""
     try:
-        return inspect.getsource(cls)
+        source = inspect.getsource(cls)
     except (OSError, TypeError):
         code = getattr(getattr(cls, "forward", None), "__code__", None)
         return "" if code is None else _code_text(code)
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:  # source Python cannot parse on its own (an odd indentation): hashed as written
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]  # the docstring
+    return ast.dump(tree)
 
 
 def _code_text(code: Any) -> str:
