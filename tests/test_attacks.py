@@ -174,6 +174,33 @@ def test_samples_the_gradient_cannot_move_get_a_finite_bound_toward_another_clas
     assert (res.upper[:6] >= 0.9 - flat.amax(1)).all()  # some pixel must pass 0.9
 
 
+class DeadSum(nn.Module):
+    """Class 1's logit is ``10 relu(Σx - 15) - 40``: class 1 wins once the 20 pixels sum past 19. Below a sum of
+    15 the logits are flat (zero gradient, and random restarts at half the box's width almost never reach 15),
+    above it the gradient is live; the input gradient of a sum is a broadcast view, not a tensor of its own."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(s), 10 * torch.relu(s - 15) - 40], 1)
+
+
+@pytest.mark.parametrize("strength", ["fast", "default", "thorough"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_flat_sample_gets_its_bound_toward_another_inputs_adversarial_example(norm: str, strength: str) -> None:
+    """Every input is predicted as class 0, so there is no other-class input to bisect toward: the sample on the
+    plateau gets its bound along the segment to the adversarial example found for the input with a live
+    gradient, which here is exactly its margin (all 20 pixels up by 0.45: L∞ 0.45, L2 9/√20); the two-class
+    model and the summing forward also run the thorough strength's targeted probes and APGD's in-place steps."""
+    x = torch.cat([torch.full((1, 20), 0.5), torch.full((1, 20), 0.9)])
+    model = DeadSum().eval()
+    assert (model(x).argmax(1) == 0).all()
+    res = FastBoundaryAttack(norm, strength=strength, budgets=[0.3])(model, x)
+    assert res.found.all(), res.upper
+    assert (model(res.x_adv).argmax(1) == 1).all() and (res.x_adv >= 0).all() and (res.x_adv <= 1).all()
+    exact = torch.tensor([0.45, 0.05]) if norm == "linf" else torch.tensor([9, 1]) / 20 ** 0.5
+    torch.testing.assert_close(res.upper, exact, rtol=1e-4, atol=0)
+
+
 def test_verify_rejects_non_adversarial_and_out_of_domain_candidates() -> None:
     model = linear_model()
     x = box_points(4)

@@ -362,3 +362,69 @@ def test_cli_torchvision_split_dataset_without_files(monkeypatch, tmp_path, caps
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: torchvision SVHN (test) not found under /nowhere") and "Fix: put" in lines[0]
     assert "Traceback" not in err and "bug in brittle" not in err and not out.exists()
+
+
+class _Items(torch.utils.data.Dataset):
+    """A map-style dataset returning the given (x, y) items as they are."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+_X6 = torch.rand(6, 3)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 2.7, 0, 1, 2], "labels are floats that are not whole numbers"),
+    ([np.float32(0), 1, 2, 0, 1, np.float32(2.5)], "labels are floats that are not whole numbers"),
+    ([True, False, True, False, True, False], "labels have dtype torch.bool"),
+    (["a", "b", "c", "a", "b", "c"], r"dataset item labels are not numbers \(e\.g\. 'a'\)"),
+    ([0, 1, 2, 0, 1, None], "1 of 6 items have no label"),
+    ([torch.eye(3)[i % 3] for i in range(6)], r"labels have shape \(6, 3\) \(one-hot\?\)"),
+])
+def test_dataset_labels_get_the_checks_of_tensor_labels(labels, message):
+    """Items' labels were cast with int() one by one: 2.7 became 2, bools passed, one-hot rows and strings
+    ended in tracebacks, and one missing label dropped every label in silence."""
+    with pytest.raises(InputError, match=message):
+        as_data(_Items([(x, y) if y is not None else (x,) for x, y in zip(_X6, labels)]))
+
+
+def test_dataloader_labels_get_the_checks_of_tensor_labels():
+    onehot = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
+    with pytest.raises(InputError, match=r"labels have shape \(6, 3\) \(one-hot\?\).*argmax"):
+        as_data(DataLoader(TensorDataset(_X6, onehot), batch_size=4))
+    with pytest.raises(InputError, match=r"DataLoader batch labels are not numbers \(e\.g\. 'a'\)"):
+        as_data(DataLoader(_Items([(x, "ab"[i % 2]) for i, x in enumerate(_X6)]), batch_size=4))
+    fine = as_data(DataLoader(TensorDataset(_X6, torch.tensor([0, 1, 2, 0, 1, 2]).float()), batch_size=4))
+    assert fine.y.dtype == torch.int64 and fine.y.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_shuffling_or_dropping_dataloader_is_read_in_the_datasets_order():
+    """Per-sample results must line up with the dataset: a shuffled loader used to give them in a random order
+    (and an identical re-run read as another run), drop_last silently left samples out."""
+    x, y = torch.rand(23, 4), torch.arange(23) % 5
+    dataset = TensorDataset(x, y)
+    for loader in (DataLoader(dataset, batch_size=5, shuffle=True),
+                   DataLoader(dataset, batch_size=5, drop_last=True),
+                   DataLoader(dataset, batch_size=5, shuffle=True, drop_last=True)):
+        data = as_data(loader)
+        assert torch.equal(data.x, x) and torch.equal(data.y, y)
+    picked = [17, 3, 9, 4]
+    subset = as_data(DataLoader(dataset, batch_size=3, sampler=torch.utils.data.SubsetRandomSampler(picked)))
+    assert torch.equal(subset.x, x[sorted(picked)]) and torch.equal(subset.y, y[sorted(picked)])
+    model = torch.nn.Linear(4, 5).eval()
+    margins = brittle.logit_margins(model, DataLoader(dataset, batch_size=5, shuffle=True), device="cpu")
+    with torch.no_grad():
+        top2 = model(x).topk(2, 1)
+    assert torch.equal(torch.as_tensor(margins.pred), top2.indices[:, 0])
+    torch.testing.assert_close(torch.as_tensor(margins.margin), top2.values[:, 0] - top2.values[:, 1])
+    for sampler in (torch.utils.data.WeightedRandomSampler(torch.ones(23), 23),
+                    torch.utils.data.RandomSampler(dataset, replacement=True)):
+        with pytest.raises(InputError, match=r"draws its samples at random.*Fix: pass the dataset itself"):
+            as_data(DataLoader(dataset, batch_size=5, sampler=sampler))

@@ -127,3 +127,59 @@ def test_robust_accuracy_curve_refuses_eps_beyond_the_domain() -> None:
     x = torch.rand(4, 1, 28, 28)
     with pytest.raises(InputError, match="larger than half the domain"):
         robust_accuracy_curve(mnist_cnn().eval(), validate(x, torch.tensor([0, 1, 2, 3])), "linf", [0, 8])
+
+
+class _DictOut(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.inner(x)}
+
+
+@pytest.mark.parametrize("case, match", [
+    ("labels", r"labels go up to 14 but the model has 10 outputs"),
+    ("softmax", r"returns probabilities"),
+    ("features", r"the model failed on inputs of shape \(2, 1, 20, 20\)"),
+    ("float64", r"float64.*model\.float\(\)"),
+    ("function", r"expected a torch.nn.Module, got function"),
+    ("batch_size", r"batch_size must be an integer >= 1, got 0"),
+    ("seed", r"seed must be an integer >= 0, got -1"),
+])
+def test_robust_accuracy_curve_checks_model_and_labels_as_every_entry_point(case: str, match: str) -> None:
+    """It used to reach the attack unchecked: labels beyond the model's classes read 0.0 robust accuracy and a
+    softmax model was attacked; the other cases ended in tracebacks from inside torch."""
+    from brittle.errors import BrittleError
+
+    torch.manual_seed(0)
+    model, x, y = mnist_cnn().eval(), torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5])
+    kwargs: dict = {}
+    if case == "labels":
+        y = torch.tensor([0, 1, 2, 3, 4, 14])
+    elif case == "softmax":
+        model = nn.Sequential(model, nn.Softmax(1)).eval()
+    elif case == "features":
+        x = torch.rand(6, 1, 20, 20)
+    elif case == "float64":
+        model = model.double()
+    elif case == "function":
+        model = lambda t: t  # noqa: E731
+    else:
+        kwargs = {case: 0 if case == "batch_size" else -1}
+    with pytest.raises(BrittleError, match=match):
+        robust_accuracy_curve(model, validate(x, y), "linf", [0.0, 0.1], steps=2, device="cpu", **kwargs)
+
+
+def test_robust_accuracy_curve_reads_a_structured_output_like_the_plain_model() -> None:
+    torch.manual_seed(0)
+    model, x = mnist_cnn().eval(), torch.rand(12, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    data = validate(x, y)
+    plain = robust_accuracy_curve(model, data, "linf", [0.0, 0.01, 0.05], steps=5, device="cpu")
+    with pytest.warns(UserWarning, match="logits"):
+        wrapped = robust_accuracy_curve(_DictOut(model).eval(), data, "linf", [0.0, 0.01, 0.05], steps=5,
+                                        device="cpu")
+    assert plain["robust_accuracy"].tolist() == wrapped["robust_accuracy"].tolist()
+    assert plain["robust_accuracy"].iloc[0] == 1.0

@@ -748,3 +748,26 @@ def test_cli_refuses_nan_for_a_model_that_refuses_it_before_output(tmp_path, cap
         assert "does not accept missing values, and the data has 1 row(s) with NaN, first at row index 30 " \
                "(column 'b')" in err
         assert not (tmp_path / "o").exists()
+
+
+def test_a_lightgbm_model_explains_its_own_training_table_whose_names_hold_spaces(tmp_path):
+    """LightGBM stores "mean radius" as "mean_radius": the very table the model was trained on (which its own
+    predict accepts) was refused as lacking the model's columns."""
+    lgb = pytest.importorskip("lightgbm")
+    from brittle.explain import explain_to_dir
+    from brittle.explain.brute_force import brute_force_values
+
+    rng = np.random.default_rng(5)
+    names = ["mean radius", "worst  texture", "area"]
+    df = pd.DataFrame(rng.normal(size=(120, 3)), columns=names)
+    y = (df["mean radius"] + 0.5 * df["area"] > 0).astype(int)
+    model = lgb.LGBMClassifier(n_estimators=8, max_depth=3, n_jobs=1, verbose=-1).fit(df, y)
+    assert list(model.feature_name_) == ["mean_radius", "worst__texture", "area"]
+    bg, rows = df.iloc[:6], df.iloc[[50, 60, 70]]
+    e = TreeExplainer().fit(model, bg).explain(rows[["area", "mean radius", "worst  texture"]])  # any column order
+    f = lambda X: model.predict(pd.DataFrame(X, columns=names), raw_score=True)  # noqa: E731
+    np.testing.assert_allclose(e.values, brute_force_values(f, rows.to_numpy(), bg.to_numpy()), rtol=0, atol=1e-9)
+    explain_to_dir(model, df, tmp_path / "o", background=10, limit=5)
+    values = pd.read_parquet(tmp_path / "o" / "values.parquet")
+    np.testing.assert_allclose(values[["mean_radius", "worst__texture", "area"]].sum(axis=1)
+                               + values["base_value"], model.predict(df.iloc[:5], raw_score=True), atol=1e-9)

@@ -18,12 +18,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core.validation import check_eps_grid, check_norm, check_positive_int
+from ..core.validation import check_eps_grid, check_nonnegative_int, check_norm, check_positive_int
 from ..data.loading import Data, as_data
 from ..errors import InputError
 from ..execution.executor import Executor, as_executor, batch_seed
 from ..margins.attacks.pgd import run_attack
-from ..models.loading import keeps_model_mode
+from ..margins.settings import check_labels_fit
+from ..models.loading import keeps_model_mode, prepare_model
 from .consistency import share_robust
 
 __all__ = ["robust_accuracy_curve", "robust_accuracy_from_margins", "expected_robustness", "check_eps_grid"]
@@ -174,9 +175,14 @@ def robust_accuracy_curve(model: nn.Module, data: Data | Any, norm: str, eps_gri
 
         check_eps_for_domain(grid[grid > 0], norm, data.domain, int(np.prod(data.input_shape)))
     check_positive_int(steps, "steps", "pass e.g. steps=100")
+    check_positive_int(batch_size, "batch_size", "pass e.g. batch_size=500")
+    check_nonnegative_int(seed, "seed", "pass e.g. seed=0")
     settings = CurveSettings(attack, int(steps), norm, tuple(float(e) for e in grid), int(seed), int(batch_size))
     dev = executor.driver_device(device)
-    model.to(dev)  # eval mode and the caller's modes afterwards: @keeps_model_mode
+    # the checks every entry point makes (logits out, shapes, dtype, labels within the model's classes);
+    # eval mode inside and the caller's modes afterwards: @keeps_model_mode
+    model = prepare_model(model, device=dev, sample=data.x[:2], num_classes=data.num_classes)
+    check_labels_fit(model, data, dev)
     robust = executor.run(model, data, settings, batch_robust, store=None, job="robust_accuracy_curve",
                           device=dev if executor.name == "local" else device)["robust"]
     name = f"{attack}-{steps}"

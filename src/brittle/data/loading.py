@@ -258,7 +258,7 @@ def as_data(data: Any, labels: Any = None, *, domain: Domain | None = None, num_
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         data, labels = data
     if isinstance(data, torch.utils.data.DataLoader):
-        x, y = _from_batches(iter(data))
+        x, y = _from_batches(iter(_in_data_order(data)))
         return validate(x, y if labels is None else labels, domain=domain, num_classes=num_classes,
                         name=name or "dataloader")
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
@@ -271,6 +271,39 @@ def as_data(data: Any, labels: Any = None, *, domain: Domain | None = None, num_
         return validate(x, y if labels is None else labels, domain=domain, num_classes=num_classes,
                         name=name or type(data).__name__)
     return validate(data, labels, domain=domain, num_classes=num_classes, name=name or "arrays")
+
+
+def _in_data_order(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """``loader`` reading every sample of its dataset once, in the dataset's order.
+
+    brittle's results are per sample, in the data's order (the ``index`` column, a run's data fingerprint): a
+    shuffled pass could not be matched back to the data, an identical re-run would read as another run, and a
+    dropped last batch would go unaudited. So a loader that shuffles (``shuffle=True``; a `SubsetRandomSampler`:
+    its indices, sorted) or drops its last batch is read again in order, with its own ``collate_fn`` and
+    workers. Samplers that draw with replacement or by weight define no data to read in order and are refused.
+    """
+    from torch.utils.data import DataLoader, RandomSampler, Subset, SubsetRandomSampler, WeightedRandomSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    dataset = loader.dataset
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return loader
+    sampler = loader.sampler if loader.batch_size is not None else getattr(loader.batch_sampler, "sampler", None)
+    size = len(dataset)
+    if isinstance(sampler, RandomSampler) and not sampler.replacement and sampler.num_samples == size:
+        pass  # shuffle=True: the whole dataset
+    elif isinstance(sampler, SubsetRandomSampler):
+        dataset = Subset(dataset, sorted(int(i) for i in sampler.indices))
+    elif isinstance(sampler, (RandomSampler, WeightedRandomSampler)) or (
+            isinstance(sampler, DistributedSampler) and sampler.shuffle):
+        raise InputError(f"the DataLoader draws its samples at random ({type(sampler).__name__}, with replacement, "
+                         "by weight or per process): brittle's per-sample results need each sample once, in order",
+                         "pass the dataset itself, or a DataLoader with shuffle=False")
+    elif loader.batch_size is None or not (loader.drop_last and size % loader.batch_size):
+        return loader  # in order, nothing dropped (or a batch sampler of the user's own)
+    return DataLoader(dataset, batch_size=loader.batch_size or 1, shuffle=False, drop_last=False,
+                      collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator)
 
 
 def _item_to_tensor(item: Any) -> torch.Tensor:
@@ -299,21 +332,48 @@ def _split_item(item: Any) -> tuple[Any, Any]:
     return item, None
 
 
+def _label_tensor(y: Any, where: str) -> torch.Tensor:
+    """One item's or batch's labels as a tensor, as they are (the dtype and shape checks are `_validate_labels`')."""
+    if isinstance(y, torch.Tensor):
+        return y
+    try:
+        return torch.as_tensor(np.asarray(y) if isinstance(y, (list, tuple)) else y)
+    except (TypeError, ValueError, RuntimeError):
+        example = y[0] if isinstance(y, (list, tuple)) and len(y) else y
+        raise InputError(f"{where} labels are not numbers (e.g. {str(example)[:40]!r})",
+                         "return integer class indices, e.g. map class names to 0..C-1 in the dataset") from None
+
+
+def _joined_labels(ys: list[torch.Tensor], with_labels: int, total: int, what: str) -> torch.Tensor | None:
+    """The labels of all ``total`` items or batches, or None when none has any; some without labels is refused
+    (silently dropping every label would audit the data unlabelled)."""
+    if with_labels == 0:
+        return None
+    if with_labels < total:
+        raise InputError(f"{total - with_labels} of {total} {what} have no label",
+                         f"give every one of the {what} a label, or none (unlabelled data)")
+    try:
+        return torch.stack(ys) if what == "items" else torch.cat(ys)
+    except RuntimeError:
+        shapes = sorted({tuple(t.shape) for t in ys})[:3]
+        raise InputError(f"the {what}' labels have different shapes {shapes}",
+                         "give one integer class index per input") from None
+
+
 def _from_items(items: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     xs, ys = [], []
     for item in items:
         xi, yi = _split_item(item)
         xs.append(_item_to_tensor(xi))
         if yi is not None:
-            ys.append(int(yi) if not isinstance(yi, torch.Tensor) else int(yi.item()))
+            ys.append(_label_tensor(yi, "dataset item"))
     if not xs:
         raise InputError("the dataset is empty (0 samples)", "pass at least one input")
     shapes = {tuple(t.shape) for t in xs}
     if len(shapes) > 1:
         raise InputError(f"dataset items have different shapes {sorted(shapes)[:3]}",
                          "resize/crop inputs to one shape (e.g. a transform) before the audit")
-    y = torch.tensor(ys) if ys and len(ys) == len(xs) else None
-    return torch.stack(xs), y
+    return torch.stack(xs), _joined_labels(ys, len(ys), len(xs), "items")
 
 
 def _from_batches(batches: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -322,14 +382,15 @@ def _from_batches(batches: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         xb, yb = _split_item(batch)
         xs.append(_item_to_tensor(xb))
         if yb is not None:
-            ys.append(torch.as_tensor(yb).reshape(-1))
+            yb = _label_tensor(yb, "DataLoader batch")
+            ys.append(yb.reshape(1) if yb.ndim == 0 else yb)  # a batch's (B,) labels, or (B, C) one-hot ones
     if not xs:
         raise InputError("the DataLoader yielded no batches", "pass a non-empty DataLoader")
     try:
         x = torch.cat(xs)
     except RuntimeError as exc:
         raise InputError(f"DataLoader batches have incompatible shapes ({exc})", "yield batches of one input shape") from None
-    return x, (torch.cat(ys) if ys and len(ys) == len(xs) else None)
+    return x, _joined_labels(ys, len(ys), len(xs), "batches")
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,24 @@ import numpy as np
 from ..errors import InputError
 
 
+def model_columns(cols: list[str], names: list[str]) -> tuple[list[str], list[str]]:
+    """The table's columns that hold the model's features ``names``, in the model's order, and the names no
+    column holds. A column matches its name as written, or with its spaces as underscores: LightGBM stores
+    ``"mean radius"`` as ``"mean_radius"``, so a model's own training table must still fit it."""
+    cleaned: dict[str, list[str]] = {}
+    for c in cols:
+        cleaned.setdefault(c.replace(" ", "_"), []).append(c)
+    found, missing = [], []
+    for n in names:
+        if n in cols:
+            found.append(n)
+        elif len(cleaned.get(n, [])) == 1:
+            found.append(cleaned[n][0])
+        else:
+            missing.append(n)
+    return found, missing
+
+
 def as_matrix(X, what: str, n_features: int | None = None,
               names: list[str] | None = None) -> tuple[np.ndarray, list[str] | None]:
     """A float64 ``(n, d)`` array and the column names if ``X`` is a DataFrame (reordered to ``names``)."""
@@ -14,11 +32,11 @@ def as_matrix(X, what: str, n_features: int | None = None,
     if hasattr(X, "columns") and hasattr(X, "to_numpy"):
         cols = [str(c) for c in X.columns]
         if names is not None and cols != list(names):
-            missing = [n for n in names if n not in cols]
+            found, missing = model_columns(cols, list(names))
             if missing:
                 raise InputError(f"{what} lacks the model's feature column(s) {missing[:5]}",
                                  "pass a table with the columns the model was trained on")
-            X = X[list(names)]
+            X = X[[X.columns[cols.index(c)] for c in found]]
             cols = list(names)
         try:
             X = X.to_numpy(dtype=np.float64)

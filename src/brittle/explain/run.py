@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, StoreError
-from ._validate import refuse_missing
+from ._validate import model_columns, refuse_missing
 from .explanation import free_name
 
 BAGGED = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
@@ -46,11 +46,12 @@ def _select_columns(df, names: list[str] | None, n_features: int, drop: list[str
         raise InputError(f"--drop column(s) {missing_drop} are not in the data", "name columns of the data file")
     df = df.drop(columns=drop)
     if names is not None:
-        missing = [n for n in names if n not in df.columns]
+        found, missing = model_columns([str(c) for c in df.columns], list(names))
         if missing:
             raise InputError(f"the data lacks the model's feature column(s) {missing[:5]}",
                              "pass a table with the columns the model was trained on")
-        df = df[names]
+        df = df[[df.columns[[str(c) for c in df.columns].index(c)] for c in found]]
+        df.columns = list(names)
     elif df.shape[1] != n_features:
         raise InputError(f"the data has {df.shape[1]} columns but the model takes {n_features} features",
                          "drop the other columns (e.g. the target) with --drop NAME")

@@ -89,7 +89,9 @@ def _grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor,
         logits = model(xa)
         losses = loss_fn(logits, y)
         (g,) = torch.autograd.grad(losses.sum(), xa)
-    return losses.detach(), g.detach(), logits.detach()
+    # an input gradient may be a broadcast view (a model that sums its input gets an expanded tensor of ones):
+    # the attacks update it in place, so give it memory of its own
+    return losses.detach(), g.detach().contiguous(), logits.detach()
 
 
 def _grad_active(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,

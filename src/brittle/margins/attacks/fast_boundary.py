@@ -662,7 +662,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             if self.probe_targets:
                 with torch.no_grad():
                     order = model(xs).sort(1, descending=True).indices
-                for t in range(1, self.probe_targets + 1):
+                for t in range(1, min(self.probe_targets, order.shape[1] - 1) + 1):  # few classes: fewer targets
                     cands.append(apgd_ce(model, xs, ps, r, norm=self.norm, steps=self.probe_steps, domain=(lo, hi),
                                          loss=dlr_targeted_loss(order[:, t]), masked=masked,
                                          cuda_graphs=self._graphs(x0)))
@@ -749,18 +749,23 @@ class FastBoundaryAttack(MinimalNormAttack):
     def _segment_fallback(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
                           n_best: torch.Tensor, tries: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
         """For samples still without an adversarial example: bisection along the segment toward the nearest
-        input of the batch that the model predicts as another class (inside the box, as the box is convex).
+        point of the batch that the model predicts as another class (inside the box, as the box is convex):
+        an input the model predicts as another class, or an adversarial example found for another input.
 
-        The other input itself is adversarial (its prediction differs), so this always gives a finite,
-        verified bound when the batch holds another predicted class, whatever the gradients do (zero,
-        masked, non-finite). Up to ``tries`` nearest such inputs are checked.
+        The end point itself is adversarial (its prediction differs), so this always gives a finite,
+        verified bound when the batch holds another predicted class or any other input was flipped, whatever
+        the gradients at this sample do (zero, masked, non-finite). Up to ``tries`` nearest points are checked.
         """
         todo = (~torch.isfinite(n_best)).nonzero().flatten()
         if len(todo) == 0:
             return x_best, n_best
         n_best, x_best = n_best.clone(), x_best.clone()
-        dist = torch.cdist(x0[todo], x0, p=math.inf if self.norm == "linf" else 2.0)
-        dist = torch.where(pred.unsqueeze(0) == pred[todo].unsqueeze(1), torch.full_like(dist, math.inf), dist)
+        # the ends: the batch's inputs (those predicted as this sample's class excluded), then the adversarial
+        # examples found so far (their class is checked below, by a forward pass on the ends tried)
+        ends = torch.cat([x0, x_best[torch.isfinite(n_best)]])
+        end_pred = torch.cat([pred, torch.full((len(ends) - len(x0),), -1, dtype=pred.dtype, device=pred.device)])
+        dist = torch.cdist(x0[todo], ends, p=math.inf if self.norm == "linf" else 2.0)
+        dist = torch.where(end_pred.unsqueeze(0) == pred[todo].unsqueeze(1), torch.full_like(dist, math.inf), dist)
         order = dist.argsort(1)[:, :tries]
         left = torch.ones(len(todo), dtype=torch.bool, device=x0.device)
         positions = torch.arange(len(todo), device=x0.device)
@@ -769,7 +774,7 @@ class FastBoundaryAttack(MinimalNormAttack):
             pos = positions[left & torch.isfinite(dist[positions, other])]
             if len(pos) == 0:
                 break
-            rows, end = todo[pos], x0[other[pos]]
+            rows, end = todo[pos], ends[other[pos]]
             adv = is_flipped(model(end.reshape(len(end), *self._shape)), pred[rows])
             rows, end = rows[adv], end[adv]
             left[pos[adv]] = False
