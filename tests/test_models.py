@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 import pickle
 import sys
@@ -334,11 +335,44 @@ def test_logit_margins_match_a_hand_computation():
 def test_torch_export_archive(tmp_path):
     net, x = _net().eval(), torch.rand(3, 6)
     torch.export.save(torch.export.export(net, (x,)), str(tmp_path / "m.pt2"))
-    loaded = load_model(str(tmp_path / "m.pt2"), device="cpu")
+    loaded = load_model(str(tmp_path / "m.pt2"), device="cpu", trust=True)
     assert torch.allclose(loaded(x), net(x))
     (tmp_path / "bad.pt2").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="not a loadable torch.export archive"):
-        load_model(str(tmp_path / "bad.pt2"), device="cpu")
+        load_model(str(tmp_path / "bad.pt2"), device="cpu", trust=True)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling it creates the marker file
+
+
+def test_a_torch_export_archive_loads_only_when_trusted(tmp_path):
+    """torch.export.load unpickles parts of an archive (a legacy weights file, with weights_only=False as its
+    fallback): an archive with a pickled payload ran it as it loaded, before brittle's refusal."""
+    import zipfile
+
+    net, x = _net().eval(), torch.rand(3, 6)
+    good = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(net, (x,)), str(good))
+    marker = tmp_path / "MARKER"
+    blob = io.BytesIO()
+    torch.save({"w": _Payload(str(marker))}, blob)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as out:
+        names = src.namelist()
+        for name in names:
+            out.writestr(name, src.read(name))
+        weights = next(n for n in names if "/weights/" in n).rsplit("/", 1)[0]
+        out.writestr(f"{weights}/model.pt", blob.getvalue())
+    for path in (good, evil):
+        with pytest.raises(ModelError, match=r"torch.export archive.*unpickles.*Fix: if you made the file or "
+                                             r"trust its source, pass trust=True \(CLI: --trust-model\)"):
+            load_model(str(path), device="cpu")
+    assert not marker.exists()
 
 
 def _fake_hub(tmp_path, kind: str):

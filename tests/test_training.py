@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -120,7 +121,12 @@ def test_history_records_the_scheduled_eps(mnist) -> None:
     # eps at each epoch's last iteration (t = epoch + 3/4)
     assert [r.eps for r in h] == pytest.approx([0.0, 0.15, 0.2])
     assert h[0].adv_accuracy is None and h[2].adv_accuracy is not None
-    assert list(h.to_frame().columns)[:3] == ["epoch", "loss", "clean_accuracy"]
+    frame = h.to_frame()
+    assert list(frame.columns)[:3] == ["epoch", "loss", "clean_accuracy"]
+    # a metric missing in some epochs is NaN in a float column (it was an object column of None and floats)
+    assert frame["epoch"].dtype == np.int64 and (frame.drop(columns="epoch").dtypes == np.float64).all()
+    assert np.isnan(frame["adv_accuracy"][0]) and frame["adv_accuracy"][2] == h[2].adv_accuracy
+    assert frame["val_accuracy"].isna().all() and np.isfinite(frame["adv_accuracy"].mean())
 
 
 # ---------------------------------------------------------------------------------------------- runs

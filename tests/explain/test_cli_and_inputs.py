@@ -771,3 +771,15 @@ def test_a_lightgbm_model_explains_its_own_training_table_whose_names_hold_space
     values = pd.read_parquet(tmp_path / "o" / "values.parquet")
     np.testing.assert_allclose(values[["mean_radius", "worst__texture", "area"]].sum(axis=1)
                                + values["base_value"], model.predict(df.iloc[:5], raw_score=True), atol=1e-9)
+
+
+def test_to_frame_keeps_the_explained_tables_row_labels():
+    """Rows came back as 0..n-1, so the attributions could not be joined back to the user's table."""
+    model, df = _forest(["a", "b", "c"])
+    rows = df.iloc[[5, 2, 9]].set_axis(["u", "v", "w"])
+    e = TreeExplainer().fit(model, df.iloc[:10]).explain(rows)
+    frame = e.to_frame()
+    assert list(frame.index) == ["u", "v", "w"]
+    joined = rows.join(frame, rsuffix="_shap")
+    np.testing.assert_allclose(joined["prediction"], model.predict(rows), atol=1e-9)
+    assert list(TreeExplainer().fit(model, df.iloc[:10]).explain(rows.to_numpy()).to_frame().index) == [0, 1, 2]

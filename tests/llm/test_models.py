@@ -27,6 +27,32 @@ def test_local_folder_round_trip(tmp_path):
     assert torch.allclose(back.model(input_ids=x).logits, lm.model(input_ids=x).logits)
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_folder_of_pickled_weights_is_refused_by_name_and_nothing_runs(tmp_path):
+    """transformers reads pytorch_model.bin with weights_only=True, which refuses the pickle: the refusal came
+    out as an "unexpected UnpicklingError ... a bug in brittle" (exit 1) with torch's terminal colours."""
+    from brittle.errors import ModelError
+
+    lm = tiny_llama(seed=1)
+    folder = tmp_path / "m"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    marker = tmp_path / "MARKER"
+    torch.save({"model.embed_tokens.weight": _Payload(str(marker))}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match=r"holds weights as pickled code.*Fix: save the model as safetensors"):
+        load_lm(folder)
+    assert not marker.exists()
+
+
 def test_bad_sources(tmp_path, monkeypatch):
     with pytest.raises(BrittleError, match="neither a known name"):
         load_lm(tmp_path / "nope")

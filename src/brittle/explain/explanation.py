@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,8 @@ class Explanation:
     data: np.ndarray | None = None
     interactions: np.ndarray | None = None
     groups: list[list[int]] | None = None
+    #: the explained rows' labels when they came as a DataFrame (its index), else None (rows 0..n-1)
+    index: Any = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -55,13 +58,14 @@ class Explanation:
         return np.abs(vals).mean(axis=0)
 
     def to_frame(self):
-        """pandas DataFrame: one row per explained row, one column per player, then the base value and the
+        """pandas DataFrame: one row per explained row (indexed as the explained DataFrame was, so it joins back
+        to it), one column per player, then the base value and the
         prediction as the last two columns, named ``base_value`` and ``prediction`` unless a player has that name
         (then the first free one of ``base_value_``, ``base_value__``, …; see :func:`free_name`)."""
         import pandas as pd
 
         vals = self.values.sum(axis=1) if self.values.ndim == 3 else self.values
-        df = pd.DataFrame(vals, columns=list(self.feature_names))
+        df = pd.DataFrame(vals, columns=list(self.feature_names), index=self.index)  # the input table's row labels
         df[free_name("base_value", df.columns)] = self.base_value
         df[free_name("prediction", df.columns)] = self.prediction
         return df

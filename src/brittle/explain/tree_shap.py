@@ -131,7 +131,8 @@ class TreeExplainer:
         groups = [list(np.flatnonzero(self.feature_to_group_ == g)) for g in range(G)]
         return Explanation(values=values, base_value=self.base_value_, feature_names=list(self.group_names_),
                            prediction=pred, output=self.output_, data=x,
-                           interactions=np.concatenate(inters) if with_inter else None, groups=groups)
+                           interactions=np.concatenate(inters) if with_inter else None, groups=groups,
+                           index=X.index.copy() if hasattr(X, "columns") and hasattr(X, "index") else None)
 
     def explain(self, X) -> Explanation:
         """Shapley values of the rows of ``X`` (``(n, G)``, or ``(n, T, G)`` with ``per_tree=True``)."""

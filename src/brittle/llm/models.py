@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -168,6 +169,10 @@ def load_lm(source: str | os.PathLike = "smollm2", *, dtype: torch.dtype = torch
     try:
         tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) refused a pickled .bin: nothing ran
+        raise ModelError(f"'{path}' holds weights as pickled code (pytorch_model.bin), which brittle does not run",
+                         "save the model as safetensors: model.save_pretrained(folder, safe_serialization=True)"
+                         ) from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load a causal LM from '{path}': {str(exc).splitlines()[0]}",
                          "check the folder holds config.json, tokenizer files and weights of a causal LM") from None

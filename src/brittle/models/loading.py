@@ -476,8 +476,16 @@ class _Exported(nn.Module):
         return self.module(x)
 
 
-def _load_torchscript(path: Path) -> nn.Module:
+PT2_UNTRUSTED = ("{path} is a torch.export archive, and torch.export.load unpickles parts of it: a crafted "
+                 "archive runs code as it loads, so brittle loads one only when told the file is trusted",
+                 "if you made the file or trust its source, pass trust=True (CLI: --trust-model); otherwise ask "
+                 "for a state dict (--model module:factory --weights PATH) or a TorchScript file")
+
+
+def _load_torchscript(path: Path, trust: bool = False) -> nn.Module:
     if path.suffix == ".pt2":  # torch.export archive (the successor of TorchScript)
+        if not trust:
+            raise ModelError(PT2_UNTRUSTED[0].format(path=path), PT2_UNTRUSTED[1])
         try:
             return _Exported(torch.export.load(str(path)).module())
         except Exception as exc:  # noqa: BLE001 - torch.export raises many types on bad archives
@@ -491,7 +499,7 @@ def _load_torchscript(path: Path) -> nn.Module:
 
 
 def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, *,
-               device: str | torch.device | None = "auto", **factory_kwargs: Any) -> nn.Module:
+               device: str | torch.device | None = "auto", trust: bool = False, **factory_kwargs: Any) -> nn.Module:
     """Load a model named by a string, as the CLI does, in eval mode on ``device``.
 
     ``spec`` is one of: a zoo name (``brittle zoo list``; also ``zoo:NAME``); a TorchScript file or a
@@ -501,7 +509,8 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
     ``weights`` (a state-dict checkpoint) replaces the weights of every kind but a model file: a zoo model
     fine-tuned by ``brittle finetune`` is ``load_model("standard", "runs/ft/model.pt")``. Its keys and shapes
     must fit the architecture exactly (`ModelError` otherwise), and a missing file is refused before
-    anything is built.
+    anything is built. Checkpoints load with ``weights_only=True`` (pickled code is refused, never run); a
+    ``.pt2`` archive, which ``torch.export.load`` partly unpickles, loads only with ``trust=True``.
     """
     if isinstance(spec, nn.Module):
         return prepare_model(spec, device=device)
@@ -537,7 +546,7 @@ def load_model(spec: str | nn.Module, weights: str | os.PathLike | None = None, 
         if weights is not None:
             raise ModelError(f"a model file ({path}) and --weights were both given",
                              "for a state dict pass the architecture as --model module:factory --weights PATH")
-        model = _load_torchscript(path)
+        model = _load_torchscript(path, trust=trust)
     return prepare_model(model.eval(), device=device)  # freshly built: eval mode is expected, no warning
 
 

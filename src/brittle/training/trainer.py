@@ -16,7 +16,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -85,10 +85,14 @@ class History:
         return [asdict(r) for r in self.records]
 
     def to_frame(self) -> Any:
-        """The records as a pandas DataFrame (one row per epoch)."""
+        """The records as a pandas DataFrame (one row per epoch): ``epoch`` int64, every other column float64,
+        with NaN where a metric was not measured (no attack, no validation data), so ``.plot()`` and ``.mean()``
+        work on every column."""
         import pandas as pd
 
-        return pd.DataFrame(self.to_dicts())
+        columns = [f.name for f in fields(EpochRecord)]
+        frame = pd.DataFrame(self.to_dicts(), columns=columns)
+        return frame.astype({c: "int64" if c == "epoch" else "float64" for c in columns})
 
 
 def evaluate(model: nn.Module, data: Data, *, norm: str = "linf", eps: float = 0.0, attack: str = "pgd",

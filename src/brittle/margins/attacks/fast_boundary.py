@@ -750,20 +750,29 @@ class FastBoundaryAttack(MinimalNormAttack):
                           n_best: torch.Tensor, tries: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
         """For samples still without an adversarial example: bisection along the segment toward the nearest
         point of the batch that the model predicts as another class (inside the box, as the box is convex):
-        an input the model predicts as another class, or an adversarial example found for another input.
+        first the inputs the model predicts as another class, then, for samples still without a bound, the
+        adversarial examples found for the other inputs.
 
         The end point itself is adversarial (its prediction differs), so this always gives a finite,
         verified bound when the batch holds another predicted class or any other input was flipped, whatever
         the gradients at this sample do (zero, masked, non-finite). Up to ``tries`` nearest points are checked.
         """
-        todo = (~torch.isfinite(n_best)).nonzero().flatten()
-        if len(todo) == 0:
-            return x_best, n_best
         n_best, x_best = n_best.clone(), x_best.clone()
-        # the ends: the batch's inputs (those predicted as this sample's class excluded), then the adversarial
-        # examples found so far (their class is checked below, by a forward pass on the ends tried)
-        ends = torch.cat([x0, x_best[torch.isfinite(n_best)]])
-        end_pred = torch.cat([pred, torch.full((len(ends) - len(x0),), -1, dtype=pred.dtype, device=pred.device)])
+        flipped = torch.isfinite(n_best)
+        self._bisect_toward(model, x0, pred, x_best, n_best, x0, pred, tries)
+        # a batch whose inputs all share this sample's class (or whose nearest ones did not flip it): the
+        # other inputs' adversarial examples, whose class the forward pass on the ends tried checks
+        self._bisect_toward(model, x0, pred, x_best, n_best, x_best[flipped],
+                            torch.full((int(flipped.sum()),), -1, dtype=pred.dtype, device=pred.device), tries)
+        return x_best, n_best
+
+    def _bisect_toward(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, x_best: torch.Tensor,
+                       n_best: torch.Tensor, ends: torch.Tensor, end_pred: torch.Tensor, tries: int) -> None:
+        """`_segment_fallback`'s bisections toward the nearest of ``ends`` (those predicted as the sample's own
+        class excluded), for the samples without a bound; updates ``x_best`` and ``n_best`` in place."""
+        todo = (~torch.isfinite(n_best)).nonzero().flatten()
+        if len(todo) == 0 or len(ends) == 0:
+            return
         dist = torch.cdist(x0[todo], ends, p=math.inf if self.norm == "linf" else 2.0)
         dist = torch.where(end_pred.unsqueeze(0) == pred[todo].unsqueeze(1), torch.full_like(dist, math.inf), dist)
         order = dist.argsort(1)[:, :tries]
@@ -789,7 +798,6 @@ class FastBoundaryAttack(MinimalNormAttack):
             found = self._bisect(model, pred[rows], point, torch.ones(len(rows), device=x0.device), end)
             x_best[rows] = found
             n_best[rows] = perturbation_norm(found - x0[rows], self.norm)
-        return x_best, n_best
 
     def _restart(self, model: nn.Module, x0: torch.Tensor, pred: torch.Tensor, lo: float, hi: float,
                  candidates: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
