@@ -214,6 +214,43 @@ def test_summary_that_is_not_an_audit_summary(runs, tmp_path, capsys, content, w
     assert not out.exists()
 
 
+def _tampered(runs, tmp_path, edit):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "small", run)
+    summary = json.loads((run / "summary.json").read_text())
+    edit(summary)
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_a_damaged_summarys_numbers_give_a_report_not_a_crash(runs, tmp_path, capsys):
+    """An infinite `seconds` (OverflowError in the duration text) and an infinite Kendall τ (negative error bars
+    in compare's τ panel) ended as "unexpected ... a bug in brittle", exit 1."""
+    run = _tampered(runs, tmp_path, lambda s: s.update(seconds=float("inf")))
+    assert main(["--quiet", "report", str(run)]) == 0
+    assert (run / "report.html").stat().st_size > 10_000
+
+    def tau(s):
+        s["kendall_tau"] = {**s["kendall_tau"], "value": float("inf")} if isinstance(s.get("kendall_tau"), dict) \
+            else {"value": float("inf"), "ci_low": 0.1, "ci_high": 0.2}
+    other = _tampered(runs, tmp_path / "b", tau)
+    out = tmp_path / "cmp.html"
+    assert main(["--quiet", "compare", str(runs / "small"), str(other), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+
+
+def test_a_summary_nested_beyond_pythons_limit_is_named_corrupt(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "small", run)
+    (run / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["report", str(run)]) == 3
+    assert "summary.json is not valid JSON (RecursionError)" in _one_line(capsys.readouterr().err)
+
+
 def test_report_of_a_margins_only_run_says_so(runs, capsys):
     assert main(["report", str(runs / "margins")]) == 3
     assert "holds a margins-only run" in _one_line(capsys.readouterr().err)

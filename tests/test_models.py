@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import pickle
 import sys
@@ -506,3 +507,17 @@ def test_the_fingerprint_of_a_class_without_source_is_the_same_in_every_process(
     prints = {subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True,
                              check=True).stdout.strip() for _ in range(2)}
     assert len(prints) == 1 and len(next(iter(prints))) == 64
+
+
+def test_a_zoo_name_is_never_a_path(tmp_path):
+    """zoo:NAME joined NAME into the zoo's folders: zoo:../../x loaded a card and weights from anywhere."""
+    from brittle.models import zoo
+
+    cards = zoo._folder("cards")
+    (tmp_path / "x.json").write_text(json.dumps(zoo.card("standard")))
+    torch.save(zoo.load("standard").state_dict(), tmp_path / "x.pt")
+    outside = os.path.relpath(tmp_path / "x", cards)
+    assert (cards / f"{outside}.json").exists()  # the traversal reaches the planted card
+    for name in (outside, ".x", "a\\b"):
+        with pytest.raises(ModelError, match=r"no zoo model named .*Fix: use one of: .*standard"):
+            load_model(f"zoo:{name}", device="cpu")

@@ -93,6 +93,25 @@ def test_corrupt_descriptions_are_refused_by_shape(tmp_path):
             PseudoMargin.from_dict(doc)
 
 
+def test_the_saved_layers_are_checked_before_the_network_is_built(tmp_path, monkeypatch):
+    """A 300-byte file with ``hidden: [16000, 16000]`` built a 1.3 GB network (memory grows with the square of
+    the widths the file names) before the layer check refused the file."""
+    import brittle.scores.pseudo_margin as module
+
+    X, d, _ = _scrambled(200)
+    doc = PseudoMargin(hidden=(8,), epochs=2).fit(X, d).to_dict()
+    built = []
+    real = module._mlp
+    monkeypatch.setattr(module, "_mlp", lambda *a: built.append(a) or real(*a))
+    for hidden, layers in (([100_000, 100_000], []), ([100_000], doc["linear_layers"])):
+        bad = {**json.loads(json.dumps(doc)), "hidden": hidden, "linear_layers": layers}
+        with pytest.raises(InputError, match="pseudo-margin description is corrupt"):
+            PseudoMargin.from_dict(bad)
+    assert built == []
+    PseudoMargin.from_dict(json.loads(json.dumps(doc)))
+    assert len(built) == 1  # a valid file still builds its network
+
+
 def _net_and_data(n=64):
     torch.manual_seed(0)
     net = mlp(5, (7,), 3).eval()  # Flatten, Linear, ReLU, Linear

@@ -79,3 +79,22 @@ def test_audit_under_shift(tmp_path):
                  "--batch-size", "8", "--out", str(out), "--quiet", "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 8 and "invert:5" in json.dumps(summary)
+
+
+@pytest.mark.parametrize("summary, steps, message", [
+    ("[" * 100_000 + "]" * 100_000, None, r"summary.json is not valid JSON \(RecursionError\)"),
+    ("{", None, r"summary.json is not valid JSON"),
+    ("{}", b"not parquet", r"steps.parquet cannot be read"),
+])
+def test_a_damaged_adaptation_run_is_named_corrupt(tmp_path, capsys, summary, steps, message):
+    """Its files were read with bare json.loads / pd.read_parquet: a damaged one ended as "unexpected ...
+    a bug in brittle" (exit 1)."""
+    from brittle.adaptation.stream import load_adapt_run
+    from brittle.errors import StoreError
+    from brittle.report.adapt import render_adapt_report
+
+    (tmp_path / "summary.json").write_text(summary)
+    (tmp_path / "steps.parquet").write_bytes(steps if steps is not None else b"")
+    for read in (load_adapt_run, render_adapt_report):
+        with pytest.raises(StoreError, match=message + r".*Fix: re-run brittle adapt to rewrite it"):
+            read(tmp_path)

@@ -35,6 +35,7 @@ import torch
 from .._version import __version__
 from ..data.corruptions import Stream
 from ..data.loading import Data
+from ..core.runs import read_run_json, read_run_table
 from ..errors import InputError
 from ..models.loading import model_fingerprint
 from .base import Adapter, model_failure
@@ -446,7 +447,8 @@ def load_adapt_run(directory: str | os.PathLike) -> AdaptationResult:
     d = Path(directory)
     if not (d / "summary.json").exists():
         raise InputError(f"{d} holds no adaptation run (no summary.json)", "pass a directory written by brittle adapt")
-    summary = json.loads((d / "summary.json").read_text())
-    steps = pd.read_parquet(d / "steps.parquet")
-    samples = pd.read_parquet(d / "samples.parquet") if (d / "samples.parquet").exists() else pd.DataFrame()
+    fix = "re-run brittle adapt to rewrite it"
+    summary = read_run_json(d / "summary.json", fix)
+    steps = read_run_table(d / "steps.parquet", fix)
+    samples = read_run_table(d / "samples.parquet", fix) if (d / "samples.parquet").exists() else pd.DataFrame()
     return AdaptationResult(summary, steps, samples, None, d)

@@ -152,13 +152,23 @@ def lookup_eps(mapping: Any, eps: float) -> Any:
     return None
 
 
-def _read_json(path: Path) -> Any:
+def read_run_json(path: Path, fix: str = "re-run the audit to rewrite it") -> Any:
+    """The JSON value of a run's file; `StoreError` (naming the file and ``fix``) when it is damaged."""
     try:
         with path.open(encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise StoreError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})",
-                         "re-run the audit to rewrite it") from None
+        raise StoreError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})", fix) from None
+    except (RecursionError, UnicodeDecodeError) as exc:  # nested beyond Python's limit, or not text
+        raise StoreError(f"{path} is not valid JSON ({type(exc).__name__})", fix) from None
+
+
+def read_run_table(path: Path, fix: str = "re-run the audit to rewrite it") -> pd.DataFrame:
+    """A run's Parquet table; `StoreError` (naming the file and ``fix``) when it is damaged."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types for corrupt files
+        raise StoreError(f"{path} cannot be read ({type(exc).__name__})", fix) from None
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -176,19 +186,13 @@ def load_run(run_dir: str | Path) -> Run:
     if not summary_path.is_file() and table_path is None:
         raise RunNotFoundError(f"{path} holds no finished run (no summary.json, samples.parquet or margins.parquet)",
                                "run `brittle audit`/`brittle margins` with --out there first (re-running resumes)")
-    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    summary = read_run_json(summary_path) if summary_path.is_file() else {}
     if not isinstance(summary, dict):
         raise StoreError(f"{summary_path} does not hold a JSON object", "re-run the audit to rewrite it")
 
-    samples = None
-    if table_path is not None:
-        try:
-            samples = pd.read_parquet(table_path)
-        except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-            raise StoreError(f"{table_path} cannot be read ({type(exc).__name__})",
-                             "re-run the audit to rewrite it") from None
+    samples = read_run_table(table_path) if table_path is not None else None
 
-    curves = _read_json(path / "curves.json") if (path / "curves.json").is_file() else {}
+    curves = read_run_json(path / "curves.json") if (path / "curves.json").is_file() else {}
     if not isinstance(curves, dict):
         curves = {}
 

@@ -57,3 +57,5 @@ def read_json_file(path: str | os.PathLike, what: str, fix: str) -> Any:
         raise InputError(f"{what} file {path} does not exist", "check the path") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{what} file {path} is not readable JSON ({exc})", fix) from None
+    except RecursionError:  # nested beyond Python's limit: no file brittle writes
+        raise InputError(f"{what} file {path} is not readable JSON (nested too deeply)", fix) from None

@@ -555,8 +555,10 @@ def compare_tau(runs: Sequence[Run], labels: Sequence[str]) -> str | None:
     for i, (run, label) in enumerate(zip(runs, labels)):
         tau = run.summary.get("kendall_tau") or {}
         value = num(tau.get("value")) if isinstance(tau, dict) else None
-        if value is not None:
-            rows.append((i, label, value, num(tau.get("ci_low")), num(tau.get("ci_high"))))
+        if value is not None and -1.0 <= value <= 1.0:  # a τ outside [-1, 1] is a damaged summary: not drawn
+            lo, hi = num(tau.get("ci_low")), num(tau.get("ci_high"))
+            ci_ok = lo is not None and hi is not None and -1.0 <= lo <= value <= hi <= 1.0
+            rows.append((i, label, value, lo if ci_ok else None, hi if ci_ok else None))
     if not rows:
         return None
     fig = new_figure(7.6, 0.9 + 0.42 * len(rows))

@@ -71,7 +71,7 @@ def norm_text(norm: str) -> str:
 def seconds_text(value: Any) -> str:
     """``3725.2`` → ``"1 h 02 min"``."""
     s = num(value)
-    if s is None:
+    if s is None or not math.isfinite(s) or s < 0:  # a damaged summary: shown as unknown, never a crash
         return DASH
     if s < 60:
         return f"{s:.1f} s"

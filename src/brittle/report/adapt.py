@@ -3,7 +3,6 @@ segment, the per-layer update heat map and the settings. Self-contained (figures
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .._version import __version__
+from ..core.runs import read_run_json, read_run_table
 from ..errors import InputError
 from ._plots import RC, new_figure, plain, to_data_uri
 
@@ -140,9 +140,10 @@ def render_adapt_report(run_dir: str | os.PathLike, out: str | os.PathLike | Non
     if not (d / "summary.json").exists() or not (d / "steps.parquet").exists():
         raise InputError(f"{d} holds no finished adaptation run (summary.json / steps.parquet missing)",
                          "pass a directory written by brittle adapt")
-    summary = json.loads((d / "summary.json").read_text())
-    steps = pd.read_parquet(d / "steps.parquet")
-    samples = pd.read_parquet(d / "samples.parquet") if (d / "samples.parquet").exists() else pd.DataFrame()
+    fix = "re-run brittle adapt to rewrite it"
+    summary = read_run_json(d / "summary.json", fix)
+    steps = read_run_table(d / "steps.parquet", fix)
+    samples = read_run_table(d / "samples.parquet", fix) if (d / "samples.parquet").exists() else pd.DataFrame()
     html = _environment().get_template("adapt.html.j2").render(**adapt_context(summary, steps, samples))
     path = Path(out) if out is not None else d / "report.html"
     tmp = path.with_suffix(path.suffix + ".tmp")

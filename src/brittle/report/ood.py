@@ -29,9 +29,12 @@ def load_ood_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except FileNotFoundError:
         raise InputError(f"{run_dir} is not an OOD run (summary.json / scores.parquet missing)",
                          "pass a directory written by `brittle ood`") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{run_dir} holds an unreadable OOD run ({exc})", "re-run `brittle ood`") from None
-    if "metrics" not in summary or "ood_sets" not in summary:
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(f"{run_dir} holds an unreadable OOD run ({type(exc).__name__}: {str(exc)[:200]})",
+                         "re-run `brittle ood`") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types for corrupt files
+        raise InputError(f"{run_dir} holds an unreadable OOD run ({type(exc).__name__})", "re-run `brittle ood`") from None
+    if not isinstance(summary, dict) or "metrics" not in summary or "ood_sets" not in summary:
         raise InputError(f"{run_dir}/summary.json is not an OOD summary", "pass a directory written by `brittle ood`")
     return summary, scores
 

@@ -382,18 +382,25 @@ class PseudoMargin(Scorer):
             pm._t_mean, pm._t_std = float(d["t_mean"]), float(d["t_std"])
             if not (math.isfinite(pm._t_mean) and math.isfinite(pm._t_std) and pm._t_std > 0):
                 raise ValueError(f"t_mean / t_std are {pm._t_mean!r} / {pm._t_std!r}")
-            net = _mlp(pm.n_features, pm.hidden)
-            linears = [m for m in net if isinstance(m, nn.Linear)]
-            if not isinstance(d["linear_layers"], list) or len(linears) != len(d["linear_layers"]):
+            # the saved layers are checked against the widths before the network is built: widths written in
+            # a small file must not make brittle allocate a network far larger than the weights it holds
+            widths = [pm.n_features, *pm.hidden, 1]
+            layers = d["linear_layers"]
+            if not isinstance(layers, list) or len(layers) != len(widths) - 1:
                 raise ValueError("layer count mismatch")
+            values = []
+            for i, (w, n_in, n_out) in enumerate(zip(layers, widths[:-1], widths[1:])):
+                for key, shape in (("weight", (n_out, n_in)), ("bias", (n_out,))):
+                    value = torch.as_tensor(np.asarray(w[key], dtype=np.float32))
+                    if tuple(value.shape) != shape or not bool(torch.isfinite(value).all()):
+                        raise ValueError(f"linear layer {i} {key} has shape {tuple(value.shape)}, expected "
+                                         f"{shape} finite values")
+                    values.append(value)
+            net = _mlp(pm.n_features, pm.hidden)
             with torch.no_grad():
-                for i, (m, w) in enumerate(zip(linears, d["linear_layers"])):
-                    for key, param in (("weight", m.weight), ("bias", m.bias)):
-                        value = torch.as_tensor(w[key], dtype=torch.float32)
-                        if value.shape != param.shape or not bool(torch.isfinite(value).all()):
-                            raise ValueError(f"linear layer {i} {key} has shape {tuple(value.shape)}, expected "
-                                             f"{tuple(param.shape)} finite values")
-                        param.copy_(value)
+                params = [p for m in net if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+                for param, value in zip(params, values):
+                    param.copy_(value)
         except InputError as exc:  # a setting of the wrong type or value
             raise InputError(f"the pseudo-margin description is corrupt ({exc.problem})",
                              "re-save it with PseudoMargin.save") from None

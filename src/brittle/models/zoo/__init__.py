@@ -33,7 +33,9 @@ def names() -> list[str]:
 def card(name: str) -> dict[str, Any]:
     """The model card of zoo model ``name`` (recipe, accuracies, robust accuracies)."""
     path = _folder("cards") / f"{name}.json"
-    if not path.exists():
+    # a name is a file stem in the zoo's folder: never a path (zoo:../../x read a card and weights from anywhere)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\\0") or name.startswith(".") \
+            or not path.exists():
         raise ModelError(f"no zoo model named {name!r}", f"use one of: {', '.join(names()) or '(zoo not built)'}")
     return json.loads(path.read_text())
 
