@@ -168,4 +168,10 @@ def write_doc(results):
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # no options: the parser gives --help (which once started the study and rewrote the tracked files)
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog="Rewrites the study section of docs/explanations.md, docs/img/explain-*.svg "
+                                   "and benchmarks/results/explain_study.json.").parse_args()
     main()

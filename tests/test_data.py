@@ -44,7 +44,9 @@ def test_mnist_and_fashion_from_a_local_folder(shared_data):
 
 def test_fashion_without_root_names_the_fix(monkeypatch):
     monkeypatch.delenv("BRITTLE_DATA_ROOT", raising=False)
-    with pytest.raises(InputError, match="only the MNIST test split ships.*--data-root"):
+    with pytest.raises(InputError, match=r"fashion-mnist:test needs a data folder: of its splits only the MNIST test "
+                                         r"split ships with brittle whole \(the first 5,000 Fashion-MNIST test images "
+                                         r"ship as the OOD set: .*load_fashion_mnist_test\(\)\).*--data-root"):
         load_data("fashion-mnist")
 
 

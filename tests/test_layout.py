@@ -90,3 +90,36 @@ def test_import_brittle_is_light():
             "if m in sys.modules]; print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def _resolve(dotted: str):
+    import importlib
+
+    parts = dotted.split(".")
+    obj = importlib.import_module(parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            obj = importlib.import_module(".".join(parts[:i + 1]))  # a submodule not imported yet
+    return obj
+
+
+def test_every_dotted_brittle_name_in_the_readme_and_docs_resolves():
+    """A user copies `brittle.x.Y` from the docs: `brittle.execution.make_executor` and
+    `brittle.auditing.SubsetEstimateStage` were named there but not exported."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    names = {}
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for m in re.finditer(r"(?<![\w./-])(brittle(?:\.[A-Za-z_]\w*)+)", page.read_text(encoding="utf-8")):
+            names.setdefault(m.group(1), page.name)
+    assert len(names) > 30
+    bad = []
+    for name, page in sorted(names.items()):
+        try:
+            _resolve(name)
+        except (AttributeError, ImportError) as exc:
+            bad.append(f"{name} ({page}): {type(exc).__name__}")
+    assert not bad, bad

@@ -48,6 +48,20 @@ def test_linear_warmup_constant_and_callable() -> None:
     assert make_schedule("two-hinge", 0.3, 10)(2.5) == pytest.approx(0.15)  # default t1=1, t2=4
 
 
+def test_a_two_hinge_bound_given_alone_moves_the_other_default() -> None:
+    """--t1 alone was checked against the hidden default t2 = 40% of the epochs: with 2 epochs `--t1 1` (the
+    fix the error suggested) was refused as "t1=1.0 > t2=0.8", a t2 the user never passed."""
+    s = make_schedule("two-hinge", 0.3, 2, t1=1)
+    assert (s.t1, s.t2) == (1.0, pytest.approx(1.6)) and s(1.3) == pytest.approx(0.15)
+    s = make_schedule("two-hinge", 0.3, 10, t1=8)
+    assert (s.t1, s.t2) == (8.0, 10.0)  # the ramp ends with the run at the latest
+    s = make_schedule("two-hinge", 0.3, 10, t2=0.5)
+    assert (s.t1, s.t2) == (0.5, 0.5)  # a t2 before the default t1: a step at t2
+    assert (make_schedule("two-hinge", 0.3, 10).t1, make_schedule("two-hinge", 0.3, 10).t2) == (1.0, 4.0)
+    with pytest.raises(InputError, match=r"starts its ramp at epoch t1=5, but the run has 2 epoch\(s\).*pass t1 < 2"):
+        make_schedule("two-hinge", 0.3, 2, t1=5)
+
+
 def test_automatic_schedule_starts_ramp_on_plateau() -> None:
     s = Automatic(0.3, ramp=2, patience=1, min_delta=0.01, max_wait=10)
     for epoch, acc in enumerate([0.80, 0.90, 0.95]):

@@ -449,7 +449,10 @@ def load_mnist(split: str = "test", root: str | os.PathLike | None = None, varia
     root = root or os.environ.get("BRITTLE_DATA_ROOT")
     if root is None:
         if variant != "mnist" or split != "test":
-            raise InputError(f"only the MNIST test split ships with brittle; {variant}:{split} needs a data folder",
+            bundled = (" (the first 5,000 Fashion-MNIST test images ship as the OOD set: "
+                       "brittle.data.ood_sets.load_fashion_mnist_test())" if variant == "fashion-mnist" else "")
+            raise InputError(f"{variant}:{split} needs a data folder: of its splits only the MNIST test split ships "
+                             f"with brittle whole{bundled}",
                              "pass root=DIR (CLI: --data-root DIR) with the idx files, or set BRITTLE_DATA_ROOT")
         folder = _bundled_mnist_dir()
         images, labels = folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"

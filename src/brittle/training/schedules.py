@@ -238,7 +238,8 @@ def make_schedule(spec: str | Schedule | Callable[[float], float] | None, eps: f
     """A `Schedule` from a name, an instance, or a callable, checked to reach its ε within ``epochs``.
 
     Names and their defaults (``options`` override them): ``constant``; ``linear`` (``warmup`` = 30% of
-    the epochs); ``two-hinge`` (``t1`` = 10%, ``t2`` = 40% of the epochs); ``auto`` (``ramp`` = 20% of the
+    the epochs); ``two-hinge`` (``t1`` = 10%, ``t2`` = 40% of the epochs; ``t1`` given alone: ``t2`` = ``t1`` + 30%
+    of the epochs, at least 40% and at most all of them; ``t2`` alone: ``t1`` at most ``t2``); ``auto`` (``ramp`` = 20% of the
     epochs, ``patience``, ``min_delta``, ``max_wait``). An option the schedule does not take, and a schedule
     that cannot reach ε within ``epochs`` (two-hinge ``t1 >= epochs`` or ``t2 > epochs``, linear ``warmup >
     epochs``), raise `InputError`.
@@ -261,7 +262,14 @@ def make_schedule(spec: str | Schedule | Callable[[float], float] | None, eps: f
     elif name == "linear":
         schedule = LinearWarmup(eps, float(options.get("warmup", 0.3 * epochs)))
     elif name == "two-hinge":
-        schedule = TwoHinge(eps, float(options.get("t1", 0.1 * epochs)), float(options.get("t2", 0.4 * epochs)))
+        # defaults: the ramp from 10% to 40% of the epochs; a t1 or t2 given alone moves the other default so
+        # that the ramp still fits (--t1 1 of 2 epochs ramps to 1.6, not to the default 0.8 before it)
+        t1, t2 = options.get("t1"), options.get("t2")
+        t1 = float(t1) if t1 is not None else min(0.1 * epochs, float(t2)) if t2 is not None else 0.1 * epochs
+        if t2 is None:
+            t2 = max(0.4 * epochs, t1 + 0.3 * epochs)
+            t2 = min(t2, float(epochs)) if t1 < epochs else t2
+        schedule = TwoHinge(eps, t1, float(t2))
     else:
         schedule = Automatic(eps, ramp=float(options.get("ramp", 0.2 * epochs)),
                              patience=int(options.get("patience", 1)),
