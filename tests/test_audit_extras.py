@@ -234,3 +234,30 @@ def test_cli_flags_end_to_end_and_report_sections(tmp_path, capsys):
                 "-d", str(tmp_path / "d.npz"), "--out", str(tmp_path / "bad"), "--pseudo-margin", "fc9", "--quiet"])
     err = capsys.readouterr().err
     assert bad == 2 and "the model has no layer 'fc9'" in err and "--pseudo-margin NAME" in err
+
+
+def test_result_reprs_are_one_line_of_headline_numbers():
+    """repr(audit) printed the whole table, summary and ROC arrays: 14 kB over 177 lines for 1,797 inputs."""
+    import numpy as np
+    import pandas as pd
+
+    from brittle.auditing.result import Audit
+    from brittle.core.runs import Run
+    from brittle.margins.input import InputMargins
+    from brittle.margins.logit import LogitMargins
+
+    summary = {"model": "net", "norm": "linf", "eps": [0.1], "clean_accuracy": 0.9712,
+               "kendall_tau": {"value": 0.61234, "ci_low": 0.5, "ci_high": 0.7},
+               "robust_accuracy": {"0.1": {"upper": 0.5, "lower": None}},
+               "detection": {"0.1": {"roc": list(range(5000))}}}
+    table = pd.DataFrame({"logit_margin": np.arange(1797.0)})
+    audit = Audit(table=table, summary=summary, curves={"roc": np.arange(5000)}, directory=None)
+    assert repr(audit) == ("Audit(n=1797, model='net', norm='linf', eps=[0.1], clean_accuracy=0.9712, "
+                           "kendall_tau=0.6123, robust_accuracy={0.1: 0.5})")
+    run = Run(path="runs/x", summary=summary, samples=table, curves={}, examples=None)
+    assert repr(run).startswith("Run(n=1797, model='net'") and repr(run).endswith("directory='runs/x')")
+    upper = np.array([0.1, 0.3, np.inf])
+    im = InputMargins(upper=upper, lower=np.zeros(3), x_adv=np.zeros((3, 784)), adv_class=np.zeros(3), pred=np.zeros(3),
+                      norm="l2", method="brittle", seconds=1.5)
+    assert repr(im) == "InputMargins(n=3, norm='l2', method='brittle', found=2, median_upper=0.2, seconds=1.5)"
+    assert repr(LogitMargins(np.array([1.0, 2.0, 4.0]), np.zeros(3), np.ones(3))) == "LogitMargins(n=3, median_margin=2)"

@@ -29,6 +29,11 @@ class Audit:
     directory: Path | None = None
     fitted: dict[str, Any] = field(default_factory=dict)  # audit stage name → fitted object (saved to its file)
 
+    def __repr__(self) -> str:
+        from ..core.runs import summary_repr
+
+        return summary_repr("Audit", self.summary, len(self.table), self.directory)
+
     @property
     def pseudo_margin(self) -> Any:
         """The fitted `PseudoMargin` of the ``pseudo_margin`` stage, or None."""

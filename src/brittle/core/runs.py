@@ -88,6 +88,27 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
+def summary_repr(kind: str, summary: dict[str, Any], n: int, where: Any) -> str:
+    """A one-line repr of an audit's headline numbers (the whole summary and table are attributes)."""
+    def fmt(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+    parts = [f"n={n}"]
+    for key in ("model", "norm", "eps", "clean_accuracy"):
+        if summary.get(key) is not None:
+            parts.append(f"{key}={fmt(summary[key])}")
+    tau = summary.get("kendall_tau")
+    if isinstance(tau, dict) and tau.get("value") is not None:
+        parts.append(f"kendall_tau={fmt(tau['value'])}")
+    robust = summary.get("robust_accuracy")
+    if isinstance(robust, dict) and robust:
+        values = {k: v.get("upper") if isinstance(v, dict) else v for k, v in robust.items()}
+        parts.append("robust_accuracy={" + ", ".join(f"{k}: {fmt(v)}" for k, v in values.items()) + "}")
+    if where is not None:
+        parts.append(f"directory={str(where)!r}")
+    return f"{kind}({', '.join(parts)})"
+
+
 @dataclass
 class Run:
     """One audit as the report sees it: the summary, per-sample table, curves and (optional) examples."""
@@ -121,6 +142,9 @@ class Run:
 
     def __len__(self) -> int:
         return 0 if self.samples is None else len(self.samples)
+
+    def __repr__(self) -> str:
+        return summary_repr("Run", self.summary, len(self), self.path)
 
     @property
     def model(self) -> str:

@@ -58,6 +58,12 @@ class InputMargins:
     def __len__(self) -> int:
         return len(self.upper)
 
+    def __repr__(self) -> str:
+        found = np.isfinite(self.upper)
+        median = f"{float(np.median(self.upper[found])):.4g}" if found.any() else "none"
+        return (f"InputMargins(n={len(self)}, norm={self.norm!r}, method={self.method!r}, found={int(found.sum())}, "
+                f"median_upper={median}, seconds={self.seconds:.3g})")
+
     @property
     def found(self) -> np.ndarray:
         """Whether an adversarial example was found, per sample."""

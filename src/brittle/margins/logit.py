@@ -28,6 +28,10 @@ class LogitMargins:
     def __len__(self) -> int:
         return len(self.margin)
 
+    def __repr__(self) -> str:
+        median = f"{float(np.median(self.margin)):.4g}" if len(self) else "none"
+        return f"LogitMargins(n={len(self)}, median_margin={median})"
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"logit_margin": self.margin, "pred": self.pred, "runner_up": self.runner_up})
 
