@@ -28,10 +28,32 @@ def _net():
 
 
 def test_train_mode_is_switched_off_with_a_warning():
-    net = _net().train()
+    net = nn.Sequential(_net(), nn.Dropout(0.5)).train()
     with pytest.warns(UserWarning, match="train mode"):
         out = prepare_model(net, device="cpu")
     assert not out.training
+
+
+class _ReadsTraining(nn.Module):
+    def forward(self, x):
+        return nn.functional.dropout(x, 0.5, training=self.training)
+
+
+def test_the_train_mode_warning_comes_only_where_the_mode_changes_the_output():
+    """A plain Linear/ReLU model in train mode computes what it computes in eval mode: it got the warning
+    on every call. Dropout, running statistics and user code reading self.training still warn."""
+    for quiet in (_net(), nn.Sequential(nn.Linear(6, 3), nn.BatchNorm1d(3, track_running_stats=False))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not prepare_model(quiet.train(), device="cpu").training
+            brittle.logit_margins(quiet.train(), torch.rand(4, 6), device="cpu")
+    for loud in (nn.Sequential(_net(), nn.Dropout()), nn.Sequential(nn.Linear(6, 3), nn.BatchNorm1d(3)),
+                 nn.Sequential(_net(), _ReadsTraining())):
+        with pytest.warns(UserWarning, match="train mode"):
+            prepare_model(loud.train(), device="cpu")
+        with pytest.warns(UserWarning, match="train mode"):
+            brittle.logit_margins(loud.train(), torch.rand(4, 6), device="cpu")
+        assert loud.training
 
 
 def test_eval_model_gives_no_warning():

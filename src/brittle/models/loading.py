@@ -111,6 +111,38 @@ def _user_stacklevel() -> int:
     return level
 
 
+def mode_matters(model: nn.Module) -> bool:
+    """Whether switching ``model`` to eval mode can change what it computes: it holds dropout, a normalisation
+    layer with running statistics, a TorchScript module, or a module of the user's own whose code reads
+    ``self.training``. A plain ``nn.Linear`` in train mode computes what it computes in eval mode."""
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.modules.dropout import _DropoutNd
+
+    for module in model.modules():
+        if isinstance(module, (_DropoutNd, nn.AlphaDropout, torch.jit.ScriptModule)):
+            return True
+        if isinstance(module, _NormBase):
+            if module.track_running_stats:
+                return True
+            continue
+        cls = type(module)
+        if not cls.__module__.startswith("torch.nn."):
+            for attr in vars(cls).values():
+                code = getattr(attr, "__code__", None)
+                if code is not None and "training" in _code_names(code):
+                    return True
+    return False
+
+
+def _code_names(code: Any) -> set[str]:
+    """The attribute and global names a function's code reads, its nested functions' included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
 @contextmanager
 def evaluation_mode(model: Any) -> Iterator[Any]:
     """Run brittle's work on ``model`` in eval mode and give the model back in the mode it was given.
@@ -124,7 +156,7 @@ def evaluation_mode(model: Any) -> Iterator[Any]:
         yield model
         return
     modes = [(module, module.training) for module in model.modules()]
-    if model.training:
+    if model.training and mode_matters(model):
         warnings.warn("the model was in train mode; brittle evaluates it in eval mode (dropout/batch-norm frozen) "
                       "and puts it back in train mode afterwards", stacklevel=_user_stacklevel())
     model.eval()
@@ -163,7 +195,7 @@ def prepare_model(model: Any, *, device: str | torch.device | None = "auto", sam
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}",
                          "pass a torch.nn.Module (or a path / zoo name to brittle.load_model)")
-    if model.training:
+    if model.training and mode_matters(model):
         warnings.warn("the model was in train mode; brittle put it in eval mode (dropout/batch-norm frozen)",
                       stacklevel=2)
     model.eval()
