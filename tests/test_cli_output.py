@@ -52,7 +52,7 @@ def test_zoo_show_is_concise_and_full_on_request():
 
     short = _cli("zoo", "show", "linf_madry", COLUMNS="80")
     assert short.returncode == 0 and len(short.stdout.splitlines()) < 40 and "history" not in short.stdout
-    assert "55.9% at linf ε = 0.3 by margins" in " ".join(short.stdout.split())
+    assert "48.9% at linf ε = 0.3 by margins" in " ".join(short.stdout.split())
     full = _cli("zoo", "show", "linf_madry", "--full")
     assert full.returncode == 0 and "history" in full.stdout
     assert json.loads(_cli("--json", "zoo", "show", "linf_madry").stdout) == zoo.card("linf_madry")
@@ -71,3 +71,31 @@ def test_every_card_leads_with_its_strongest_evaluation():
         if "robust_accuracy_strongest" in card:
             assert keys.index("robust_accuracy_strongest") < keys.index("robust_accuracy")
             assert "weaker" in card["robust_accuracy"]["note"]
+
+
+def test_safe_text_shows_data_literally_without_control_characters():
+    """Names from data files, paths and model output are printed through `safe_text`: never markup, no raw
+    control characters (ESC, BEL, CR, C1 controls), newlines and tabs kept."""
+    import io
+
+    from rich.console import Console
+
+    from brittle.cli._common import safe_text
+
+    text = safe_text("[/bold] [link=https://x]y[/link] :smile: \x1b[2J\x1b]0;t\x07\r\x9b\x7fa\tb\nc")
+    assert text.plain == "[/bold] [link=https://x]y[/link] :smile: [2J]0;ta\tb\nc"
+    screen = io.StringIO()
+    Console(file=screen, force_terminal=True, color_system="truecolor", width=200).print(text)
+    assert "\x1b" not in screen.getvalue() and "[link=https://x]y[/link] :smile:" in screen.getvalue()
+
+
+def test_error_and_warning_lines_print_their_message_literally(capsys):
+    """One-line errors name paths, columns and library messages (torch's hold ANSI codes): printed as they are,
+    without their control characters (markup was escaped before, but a raw ESC reached the terminal)."""
+    from brittle.cli.app import _error, _one_line_warning
+
+    _error("cannot read [/x].csv \x1b[1mbold\x1b[0m. Fix: pass [link=https://x]a file[/link]")
+    _one_line_warning(UserWarning("odd [bold]name\x1b]0;t\x07"), UserWarning, "f.py", 1)
+    err = capsys.readouterr().err
+    assert err == ("error: cannot read [/x].csv [1mbold[0m. Fix: pass [link=https://x]a file[/link]\n"
+                   "warning: odd [bold]name]0;t\n"), repr(err)
