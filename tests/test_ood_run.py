@@ -184,3 +184,32 @@ def test_combined_monitor_gives_a_brittleness_and_an_ood_flag_in_one_pass(model)
         assert torch.equal(out.flags[name], single.flag)
     assert torch.equal(out.any_flag, out.flags["brittle"] | out.flags["ood"] | out.flags["odin"] | out.flags["energy"])
     assert torch.equal(out.pred, brittle(x).pred)
+
+
+def test_cli_prints_ood_set_names_from_file_paths_literally(tmp_path, capsys, monkeypatch):
+    """An OOD file at '[/x].npz' (folder '[') made the summary table crash with a MarkupError (exit 1, after
+    report.html and summary.json were written); a path's ESC bytes reached the terminal."""
+    import io
+
+    from rich.console import Console
+
+    import brittle.cli._common as common
+    import brittle.cli.ood as cli_ood
+    from brittle.data.loading import load_data
+
+    monkeypatch.chdir(tmp_path)
+    mnist = load_data("mnist", limit=60)
+    (tmp_path / "[").mkdir()
+    names = ["[/x].npz", "[bold]b.npz", "\x1b[2Jc.npz"]
+    for name in names:
+        np.savez(tmp_path / name, x=1.0 - mnist.x.numpy(), y=mnist.y.numpy())
+    screen = io.StringIO()
+    wide = Console(file=screen, width=200)
+    monkeypatch.setattr(common, "console", wide)
+    monkeypatch.setattr(cli_ood, "console", wide)
+    code = main(["ood", "-m", "standard", "--ood", ",".join(names), "--detectors", "msp", "--limit", "40",
+                 "--out", "run"])
+    out = screen.getvalue()
+    assert code == 0, capsys.readouterr().err
+    assert "[/x].npz" in out and "[bold]b.npz" in out and "[2Jc.npz" in out, out
+    assert "\x1b" not in out, repr(out)

@@ -783,3 +783,198 @@ def test_to_frame_keeps_the_explained_tables_row_labels():
     joined = rows.join(frame, rsuffix="_shap")
     np.testing.assert_allclose(joined["prediction"], model.predict(rows), atol=1e-9)
     assert list(TreeExplainer().fit(model, df.iloc[:10]).explain(rows.to_numpy()).to_frame().index) == [0, 1, 2]
+
+
+# ---- scikit-learn trees in .skops files: node arrays scikit-learn trusts (crafted: a crash, a hang) ---------------
+
+# The node arrays of a scikit-learn Tree are raw indices scikit-learn follows without bounds checks (a child out of
+# range: a segmentation fault in apply; a cycle: brittle's own traversal looped forever), so crafted files are tried
+# in a child process with limits: a regression fails these tests instead of taking the test session down.
+_SKOPS_CRASHERS = r"""
+import sys
+from pathlib import Path
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+except (ImportError, ValueError, OSError):
+    pass
+import faulthandler
+faulthandler.enable()
+import numpy as np
+from brittle.explain import TreeExplainer, load_model
+x = np.random.default_rng(0).normal(size=(12, 3))
+for p in sys.argv[1:]:
+    try:
+        m = load_model(p)
+        TreeExplainer().fit(m, x[:8]).explain(x[8:])
+    except Exception as e:
+        print(Path(p).name, type(e).__name__, str(e), flush=True)
+        continue
+    print(Path(p).name, "EXPLAINED", type(m).__name__, flush=True)
+"""
+
+
+def _skops_tree(root):
+    """A DecisionTreeRegressor saved with skops in ``root``, its data table, and a maker of crafted copies whose
+    node array (``edit(nodes)``, returning a new array or None) or Tree state (``state(dict)``) is changed."""
+    import io
+    import zipfile
+
+    sio = pytest.importorskip("skops.io", reason="skops not installed")
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(50, 3)), columns=["a", "b", "c"])
+    y = df["a"] * 2 + df["b"]
+    model = DecisionTreeRegressor(max_depth=3, random_state=0).fit(df, y)
+    df.assign(t=y).to_csv(root / "data.csv", index=False)
+    sio.dump(model, root / "good.skops")
+    with zipfile.ZipFile(root / "good.skops") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    nodes_file = json.loads(files["schema.json"])["content"]["content"]["tree_"]["content"]["content"]["nodes"]["file"]
+
+    def craft(name, edit=None, state=None):
+        out = dict(files)
+        if edit is not None:
+            nodes = np.load(io.BytesIO(files[nodes_file]), allow_pickle=False).copy()
+            new = edit(nodes)
+            buf = io.BytesIO()
+            np.save(buf, nodes if new is None else new, allow_pickle=False)
+            out[nodes_file] = buf.getvalue()
+        if state is not None:
+            schema = json.loads(files["schema.json"])
+            state(schema["content"]["content"]["tree_"]["content"]["content"])
+            out["schema.json"] = json.dumps(schema).encode()
+        with zipfile.ZipFile(root / name, "w") as z:
+            for n, data in out.items():
+                z.writestr(n, data)
+        return root / name
+
+    return model, df, craft
+
+
+def _node_count(count):
+    def state(tree):
+        tree["node_count"]["content"] = str(count)
+    return state
+
+
+_SKOPS_TREES = [  # (file, edit of the node array, edit of the Tree's state, what the one line says)
+    ("neg_child.skops", lambda a: a["left_child"].__setitem__(0, -1000000), None,
+     "the tree: node 0's left child is -1000000, not a node after it"),
+    ("cycle.skops", lambda a: a["left_child"].__setitem__(1, 0), None,
+     "the tree: node 1's left child is 0, not a node after it"),
+    ("neg_feature.skops", lambda a: a["feature"].__setitem__(0, -100000), None,
+     "node 0 splits on feature -100000, but the model takes 3 features"),
+    ("big_feature.skops", lambda a: a["feature"].__setitem__(0, 10**6), None,
+     "node 0 splits on feature 1000000, but the model takes 3 features"),
+    ("two_parents.skops", lambda a: a["right_child"].__setitem__(0, a["left_child"][0]), None,
+     "is the child of 2 nodes"),
+    ("nan_threshold.skops", lambda a: a["threshold"].__setitem__(0, np.nan), None, "node 0's threshold is NaN"),
+    # mismatched lengths: node_count below the node array's, a node array shorter than the value array
+    ("short_count.skops", None, _node_count(5), "not a node after it and below 5"),
+    ("short_nodes.skops", lambda a: a[:10].copy(), None, "short_nodes.skops is a corrupt skops file (ValueError"),
+]
+
+
+def test_crafted_sklearn_trees_in_skops_files_are_refused_in_one_line(tmp_path):
+    _, _, craft = _skops_tree(tmp_path)
+    files = [craft(name, edit, state) for name, edit, state, _ in _SKOPS_TREES] + [tmp_path / "good.skops"]
+    try:
+        proc = subprocess.run([sys.executable, "-c", _SKOPS_CRASHERS, *map(str, files)], capture_output=True,
+                              text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"a crafted tree hung brittle: {exc.stdout!r}")
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    lines = dict(ln.split(" ", 1) for ln in proc.stdout.splitlines())
+    assert set(lines) == {f.name for f in files}, proc.stdout
+    assert lines["good.skops"] == "EXPLAINED DecisionTreeRegressor"
+    for name, _, _, fragment in _SKOPS_TREES:
+        line = lines[name]
+        assert line.startswith("ModelError ") and fragment in line, line
+        assert "corrupt" in line and "Fix: re-save the model with skops" in line, line
+
+
+@pytest.mark.parametrize("variant", ["neg_child.skops", "cycle.skops", "big_feature.skops"])
+def test_cli_refuses_a_crafted_sklearn_tree_with_exit_2_and_one_line(tmp_path, variant):
+    _, _, craft = _skops_tree(tmp_path)
+    name, edit, state, fragment = next(v for v in _SKOPS_TREES if v[0] == variant)
+    path = craft(name, edit, state)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "brittle.cli", "explain", "--model", str(path),
+                               "--data", str(tmp_path / "data.csv"), "--drop", "t", "--background", "10",
+                               "--out", str(tmp_path / "never")], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"brittle explain hung on {variant}")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the DecisionTreeRegressor is corrupt or was tampered "
+                                                   "with: ") and fragment in lines[0], proc.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_valid_skops_tree_explains_as_the_fitted_model_does(tmp_path, capsys):
+    from brittle.cli.app import main
+
+    model, df, _ = _skops_tree(tmp_path)
+    code = main(["explain", "--model", str(tmp_path / "good.skops"), "--data", str(tmp_path / "data.csv"),
+                 "--drop", "t", "--background", "10", "--limit", "20", "--out", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    values = pd.read_parquet(tmp_path / "o" / "values.parquet")
+    rng = np.random.default_rng(0)
+    bg = df.iloc[np.sort(rng.choice(len(df), 10, replace=False))]
+    expect = TreeExplainer().fit(model, bg).explain(df.iloc[:20])
+    np.testing.assert_array_equal(values[["a", "b", "c"]].to_numpy(), expect.values)
+    np.testing.assert_allclose(values["prediction"], model.predict(df.iloc[:20]), atol=1e-12)
+
+
+def test_damaged_trees_of_fitted_models_are_refused_through_the_python_api():
+    """The checks run wherever brittle reads a scikit-learn model, not only for .skops files."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = X[:, 0] + X[:, 1]
+    rf = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=0).fit(X, y)
+    rf.estimators_[2].tree_.feature[0] = 7
+    with pytest.raises(ModelError, match=r"RandomForestRegressor is corrupt .*: tree 2: node 0 splits on feature 7"):
+        TreeExplainer().fit(rf, X[:10])
+    gb = GradientBoostingClassifier(n_estimators=4, max_depth=2, random_state=0).fit(X, X[:, 0] > 0)
+    gb.estimators_[3, 0].tree_.children_right[0] = 0
+    with pytest.raises(ModelError, match=r"stage 3: node 0's right child is 0, not a node after it") as info:
+        TreeExplainer().fit(gb, X[:10])
+    assert "\n" not in str(info.value)
+    tree = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, y)
+    thresholds = tree.tree_.threshold
+    thresholds[tree.tree_.children_left >= 0] = np.inf  # scikit-learn's own split of "missing vs the rest"
+    TreeExplainer().fit(tree, X[:10])  # infinite thresholds are valid
+
+
+# ---- names from the data are printed literally (never rich markup, no control characters) -----------------------
+
+def test_cli_prints_feature_names_literally_without_markup_or_escape_bytes(tmp_path, capsys, monkeypatch):
+    """A column named '[/bold]' crashed the command (exit 1, after the outputs were written); '[link=…]' became a
+    terminal hyperlink, and an ESC sequence in a name reached the terminal (clearing it, setting its title)."""
+    import io
+
+    from rich.console import Console
+
+    import brittle.cli._common as common
+    import brittle.cli.explain as cli_explain
+    from brittle.cli.app import main
+
+    sio = pytest.importorskip("skops.io", reason="skops not installed")
+    names = ["[/bold]", "[link=https://x]y[/link]", "\x1b[2J\x1b]0;pwned\x07esc", "plain"]
+    model, df = _forest(names)
+    df.to_csv(tmp_path / "data.csv", index=False)
+    sio.dump(model, tmp_path / "m.skops")
+    screen = io.StringIO()  # a colour terminal: markup would become styles and hyperlinks there
+    terminal = Console(file=screen, force_terminal=True, color_system="truecolor", width=150)
+    monkeypatch.setattr(common, "console", terminal)
+    monkeypatch.setattr(cli_explain, "console", terminal)
+    code = main(["explain", "--model", str(tmp_path / "m.skops"), "--data", str(tmp_path / "data.csv"),
+                 "--background", "10", "--limit", "5", "--out", str(tmp_path / "o")])
+    out = screen.getvalue()
+    assert code == 0, capsys.readouterr().err
+    assert "[/bold]" in out and "[link=https://x]y[/link]" in out and "[2J]0;pwnedesc" in out, out
+    assert "\x1b]8;" not in out and "\x1b[2J" not in out and "\x1b]0;" not in out and "\x07" not in out, repr(out)

@@ -166,3 +166,23 @@ def test_curate_refuses_a_folder_as_out_before_any_work(overwrite, tmp_path, mon
     assert code == 3 and err.strip() == (f"error: --out '{tmp_path / 'calib'}' is a folder. Fix: pass a file path, "
                                          "e.g. --out calib.pt"), err
     assert list((tmp_path / "calib").iterdir()) == []
+
+
+def test_generate_prints_each_answer_after_its_z_score_literally(capsys):
+    """'[z=3.71] <answer>' went through rich markup: the z-score vanished as a style tag, and the answer's raw
+    control bytes (a random model's tokens) reached the terminal."""
+    code, out, err = _run(["llm", "watermark", "generate", "hello there", "second", "--model", "tiny",
+                           "--max-new-tokens", "8"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("[z=") and "] " in line for line in lines), out
+    assert not any(ch < " " and ch not in "\n\t" or "\x7f" <= ch <= "\x9f" for ch in out), repr(out)
+
+
+def test_model_output_with_brackets_and_escapes_is_printed_as_is(capsys):
+    """An answer holding a Llama chat tag ('[/INST]') crashed the command with a MarkupError."""
+    from brittle.cli.llm import _print
+
+    _print({}, ["[z=1.23] Sure! [/INST] [bold]Paris[/bold] \x1b[2J\x1b]0;title\x07done"])
+    out = capsys.readouterr().out
+    assert out == "[z=1.23] Sure! [/INST] [bold]Paris[/bold] [2J]0;titledone\n"

@@ -299,7 +299,7 @@ class SubsetEstimateStage(AuditStage):
         from ..analysis.subset import ESTIMATION_METHODS
 
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-            raise InputError(f"the subset size must be an integer >= 2, got {n!r}", "pass e.g. --subset-estimate 100")
+            raise InputError(f"the subset size must be an integer >= 2, got {n!r}", "pass e.g. subset_estimate=100 (CLI: --subset-estimate 100)")
         unknown = [m for m in methods if m not in ESTIMATION_METHODS]
         if unknown or not methods:
             raise InputError(f"unknown subset-estimation method(s) {unknown or methods!r}", f"use some of {ESTIMATION_METHODS}")

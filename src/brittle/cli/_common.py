@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -10,11 +11,24 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..core.serialize import json_default, jsonable
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+#: C0 and C1 control characters (ESC, BEL, CR, backspace, CSI, …) and DEL; newline and tab are kept
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: Any, style: str = "") -> Text:
+    """``str(value)`` as a rich ``Text`` shown literally: never read as markup (``[/bold]``, ``[link=…]``), emoji
+    codes or highlighted, and without control characters (but newline and tab), which would reach the terminal
+    raw (clearing it, setting its title, hyperlinks). For every data-derived string the CLI prints: feature,
+    class, set, model and file names, paths, model output."""
+    return Text(_CONTROL.sub("", str(value)), style=style)
 
 
 class State:

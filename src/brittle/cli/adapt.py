@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, parse_floats
+from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, parse_floats, safe_text
 
 ORDERS = ("sequence", "sorted", "imbalanced")
 
@@ -17,17 +17,18 @@ def _table(summary: dict[str, Any], title: str) -> Table:
     def pct(v: Any) -> str:
         return "–" if v is None else f"{100 * v:.1f}%"
 
-    table = Table(title=title)
+    table = Table(title=safe_text(title, "table.title"))  # the model, data and layer names: printed literally
     for col in ("segment", "source", "adapted (last pass)"):
         table.add_column(col, justify="right" if col != "segment" else "left")
     for name, acc in (summary.get("accuracy_per_segment") or {}).items():
-        table.add_row(name, pct(summary["source_accuracy_per_segment"].get(name)), pct(acc))
+        table.add_row(safe_text(name), pct(summary["source_accuracy_per_segment"].get(name)), pct(acc))
     table.add_row("all", pct(summary.get("source_accuracy")), pct(summary.get("online_accuracy")))
     clean = summary.get("clean_accuracy") or {}
     after = (clean.get("after_pass") or [None])[-1]
     updates = ", ".join(f"{k} {v}" for k, v in (summary.get("updates_per_layer") or {}).items())
-    table.caption = (f"clean held-out accuracy {pct(clean.get('source'))} → {pct(after)} · updates per layer: "
-                     f"{updates or '–'} · {summary.get('steps')} steps in {summary.get('seconds', 0):.1f}s")
+    table.caption = safe_text(f"clean held-out accuracy {pct(clean.get('source'))} → {pct(after)} · updates per "
+                              f"layer: {updates or '–'} · {summary.get('steps')} steps in "
+                              f"{summary.get('seconds', 0):.1f}s", "table.caption")
     return table
 
 
@@ -121,7 +122,8 @@ def adapt(model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. s
     emit(result.summary, _table(result.summary, f"{model} · {adapter.name} · {stream.data.name}"))
     if not State.quiet:
         extra = f"  ·  adapted weights: {out / 'model.pt'}" if save_model else ""
-        console.print(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else "") + extra)
+        console.print(safe_text(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else "")
+                                + extra))
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,7 @@ import typer
 
 from .._version import __version__
 from ..errors import BrittleError, StoreError
-from ._common import State, err_console
+from ._common import State, err_console, safe_text
 
 EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_STORE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 
@@ -237,18 +237,20 @@ def _is_broken_pipe(exc: BaseException) -> bool:
 
 
 def _error(line: str) -> None:
-    from rich.markup import escape
+    from rich.text import Text
 
-    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    # the message names paths, columns and library errors (torch's hold ANSI codes): printed literally
+    err_console.print(Text.assemble(("error:", "bold red"), " ", safe_text(line)), highlight=False, soft_wrap=True)
 
 
 def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                       line: Any = None) -> None:
     """Python warnings as one ``warning: …`` line (the file and line number only with ``--debug``)."""
-    from rich.markup import escape
+    from rich.text import Text
 
     text = " ".join(str(message).split())
-    err_console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", safe_text(text)), highlight=False,
+                      soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,7 +300,7 @@ def _run(args: list[str], debug: bool) -> int:
         if _is_click_error(exc):
             line, help_text = _usage_line(exc)
             if help_text:
-                err_console.print(help_text.rstrip(), highlight=False, markup=False, soft_wrap=True)
+                err_console.print(safe_text(help_text.rstrip()), highlight=False, soft_wrap=True)
                 err_console.print()
             _error(line)
             return int(getattr(exc, "exit_code", EXIT_INPUT) or EXIT_INPUT)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, WEIGHTS, WORKERS, State,
-                      attack_options, command_line, console, emit, load_inputs, parse_floats)
+                      attack_options, command_line, console, emit, load_inputs, parse_floats, safe_text)
 
 
 def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
@@ -20,7 +20,7 @@ def audit_summary_table(summary: dict[str, Any], title: str) -> Table:
     def num(v: Any) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    table = Table(title=title)
+    table = Table(title=safe_text(title, "table.title"))  # the model and data names: printed literally
     for col in ("ε", "robust acc (attack, upper)", "robust acc (certified, lower)", "AUROC", "AUPR", "FPR@95"):
         table.add_column(col, justify="right")
     for e in summary.get("eps", []):
@@ -102,8 +102,8 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
     emit(result.summary, audit_summary_table(result.summary, f"{model} on {dataset.name} ({result.summary['norm']})"))
     if not State.quiet:
         for line in audit_extras_lines(result.summary):
-            console.print(line, highlight=False)
-        console.print(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else ""))
+            console.print(safe_text(line), highlight=False)  # layer names come from the model
+        console.print(safe_text(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else "")))
 
 
 def audit_extras_lines(summary: dict[str, Any]) -> list[str]:
@@ -136,7 +136,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written
     path = render_report(run_dir, out)
     emit({"report": str(path)})
     if not State.quiet:
-        console.print(f"report: {path}")
+        console.print(safe_text(f"report: {path}"))
 
 
 def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more audit run directories."),
@@ -155,7 +155,7 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Two or more audit r
     path = render_comparison(run_dirs, out)
     emit({"report": str(path)})
     if not State.quiet:
-        console.print(f"comparison report: {path}")
+        console.print(safe_text(f"comparison report: {path}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import State, command_line, console, emit
+from ._common import State, command_line, console, emit, safe_text
 
 
 def demo(out: Path = typer.Option(Path("brittle-demo"), "--out", "-o", help="Output directory."),
@@ -38,11 +38,11 @@ def demo(out: Path = typer.Option(Path("brittle-demo"), "--out", "-o", help="Out
     emit({"runs": summaries, "comparisons": comparisons, "reports": reports, "next": first}, table)
     if not State.quiet:
         for name, path in reports.items():
-            console.print(f"report: {path}", highlight=False, soft_wrap=True)
+            console.print(safe_text(f"report: {path}"), highlight=False, soft_wrap=True)
         for norm, path in comparisons.items():
-            console.print(f"comparison ({norm}): {path}", highlight=False, soft_wrap=True)
-        console.print(f"next: open {Path(first).resolve()} in a browser (every model side by side); then audit your "
-                      "own model: brittle audit --help", highlight=False, soft_wrap=True)
+            console.print(safe_text(f"comparison ({norm}): {path}"), highlight=False, soft_wrap=True)
+        console.print(safe_text(f"next: open {Path(first).resolve()} in a browser (every model side by side); then "
+                                "audit your own model: brittle audit --help"), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ._common import State, command_line, console, emit
+from ._common import State, command_line, console, emit, safe_text
 
 
 def explain(model: Path = typer.Option(..., "--model", "-m",
@@ -35,16 +35,17 @@ def explain(model: Path = typer.Option(..., "--model", "-m",
     summary = explain_to_dir(model, data, out, background=background, interactions=interactions, output=out_arg,
                              limit=limit, drop=[c for c in (drop or "").split(",") if c], seed=seed, trust=trust,
                              overwrite=overwrite, command=command_line())
-    table = Table(title=f"explain: {summary['model_type']} — {summary['output']}")
+    # feature names and class labels come from the data: printed literally (see safe_text)
+    table = Table(title=safe_text(f"explain: {summary['model_type']} — {summary['output']}", "table.title"))
     table.add_column("feature")
     table.add_column("mean |φ|", justify="right")
     for name, value in sorted(summary["mean_abs_attribution"].items(), key=lambda kv: -kv[1]):
-        table.add_row(name, f"{value:.4g}")
+        table.add_row(safe_text(name), f"{value:.4g}")
     emit(summary, table)
     if not State.quiet:
         c = summary["consensus"]
-        console.print(f"consensus: {c['cardinality']} of {c['mean_order_pairs']} pairs of the mean order "
-                      f"({100 * c['support']:.0f}%); report: {out / 'report.html'}")
+        console.print(safe_text(f"consensus: {c['cardinality']} of {c['mean_order_pairs']} pairs of the mean "
+                                f"order ({100 * c['support']:.0f}%); report: {out / 'report.html'}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -113,12 +113,14 @@ def _det_dict(d: Any) -> dict:
 
 
 def _print(payload: dict, lines: list[str]) -> None:
-    from ._common import State, console
+    """``payload`` as JSON with ``--json``, else ``lines`` printed literally: they hold model output and paths
+    (``[z=1.23] <answer>`` read as markup lost its z-score, and an answer with ``[/INST]`` crashed)."""
+    from ._common import State, console, safe_text
 
     emit(payload)
     if not State.as_json and not State.quiet:
         for line in lines:
-            console.print(line, highlight=False)
+            console.print(safe_text(line), highlight=False)
 
 
 @wm_app.command("detect")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, State, WEIGHTS, WORKERS,
-                      attack_options, console, emit, load_inputs, parse_floats)
+                      attack_options, console, emit, load_inputs, parse_floats, safe_text)
 
 
 def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScript file, or module:factory."),
@@ -47,14 +47,15 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
                              executor=executor, method_options=options)
     summary = {"n": len(result.table), "norm": norm, "method": method, **result.summary(),
                "seconds": round(time.perf_counter() - t0, 2), "margins": str(result.path)}
-    table = Table(title=f"input margins ({norm}) — {out}")
+    table = Table(title=safe_text(f"input margins ({norm}) — {out}", "table.title"))  # paths: printed literally
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        table.add_row(key, "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(key, "–" if value is None else f"{value:.4g}" if isinstance(value, float)
+                      else safe_text(value))
     emit(summary, table)
     if not State.quiet:
-        console.print(f"per-sample results: {out / 'margins.parquet'}")
+        console.print(safe_text(f"per-sample results: {out / 'margins.parquet'}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit
+from ._common import OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit, safe_text
 
 
 def _combine_module() -> Any:
@@ -78,18 +78,20 @@ def _check_model_on_id(net: Any, bench: Any) -> None:
 
 
 def _table(summary: dict[str, Any]) -> Table:
-    sets = summary["ood_sets"]
-    table = Table(title=f"AUROC · FPR@{round(100 * summary['target_tpr'])}%TPR  ({summary.get('model')})")
+    sets = summary["ood_sets"]  # set names (data file paths), the model and detector names: printed literally
+    table = Table(title=safe_text(f"AUROC · FPR@{round(100 * summary['target_tpr'])}%TPR  ({summary.get('model')})",
+                                  "table.title"))
     table.add_column("detector")
     for s in sets:
-        table.add_column(s, justify="right")
+        table.add_column(safe_text(s), justify="right")
     table.add_column("mean AUROC", justify="right")
     for det, per_set in summary["metrics"].items():
-        table.add_row(det, *[f"{per_set[s]['auroc']:.3f} · {100 * per_set[s]['fpr_at_tpr']:.0f}%" for s in sets],
+        table.add_row(safe_text(det),
+                      *[f"{per_set[s]['auroc']:.3f} · {100 * per_set[s]['fpr_at_tpr']:.0f}%" for s in sets],
                       f"{summary['mean_auroc'][det]:.3f}")
     winners = summary["winners"]
-    table.caption = "best AUROC: " + ", ".join(f"{s} → {winners[s]['auroc']}" for s in sets) + \
-        f"; mean → {winners['mean']['auroc']}"
+    table.caption = safe_text("best AUROC: " + ", ".join(f"{s} → {winners[s]['auroc']}" for s in sets)
+                              + f"; mean → {winners['mean']['auroc']}", "table.caption")
     return table
 
 
@@ -189,17 +191,18 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
             TimeElapsedColumn,
         )
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
+        # the description names the OOD sets (file paths): never read as markup
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("ood", total=None)
 
             def progress(text: str, done: int, total: int) -> None:
-                bar.update(task, description=text, completed=done, total=total)
+                bar.update(task, description=safe_text(text).plain, completed=done, total=total)
 
             summary = run_ood(net, bench, dets, out, progress=progress, **common)
     emit(summary, _table(summary))
     if not State.quiet:
-        console.print(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else ""))
+        console.print(safe_text(f"results: {out}" + (f"  ·  report: {out / 'report.html'}" if report else "")))
 
 
 def register(app: typer.Typer) -> None:

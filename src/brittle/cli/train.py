@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._common import (DATA_ROOT, OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit,
-                      torch_seed)
+                      safe_text, torch_seed)
 
 
 def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root: Optional[Path], limit: Optional[int],
@@ -32,7 +32,7 @@ def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root
             module.training = training
     summary = train_run(net, train_data, out, val_data=val, overwrite=overwrite, progress=not State.quiet,
                         command=command_line(), eval_n=eval_n, **options)
-    table = Table(title=f"training run {out}")
+    table = Table(title=safe_text(f"training run {out}", "table.title"))  # a path: printed literally
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("epochs", "clean_accuracy", "robust_accuracy", "robust_eps", "expected_robustness", "train_seconds"):
@@ -41,7 +41,8 @@ def _training(net: Any, out: Path, data: str, val_data: Optional[str], data_root
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     emit({k: v for k, v in summary.items() if k != "history"}, table)
     if not State.quiet:
-        console.print(f"weights: {out / 'model.pt'}  ·  curve: {out / 'training_curve.png'}  ·  {out / 'summary.json'}")
+        console.print(safe_text(f"weights: {out / 'model.pt'}  ·  curve: {out / 'training_curve.png'}  ·  "
+                                f"{out / 'summary.json'}"))
 
 
 def _train_options(method: str, attack: str, norm: str, eps: float, steps: int, trades_beta: float, epochs: int,

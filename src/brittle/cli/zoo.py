@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import emit
+from ._common import emit, safe_text
 
 zoo_app = typer.Typer(help="The bundled MNIST model zoo.", no_args_is_help=True)
 
@@ -58,36 +58,40 @@ def zoo_show(name: str = typer.Argument(..., help="Zoo model name (see `brittle 
     from ..models import zoo
 
     info = zoo.card(name)
-    table = Table(title=f"zoo model {name}", show_header=False)
+    table = Table(title=safe_text(f"zoo model {name}", "table.title"), show_header=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
+
+    def add(field: str, value: str) -> None:  # a card's text (names, data paths) is printed literally
+        table.add_row(field, safe_text(value))
+
     if full:
         for key, value in info.items():
-            table.add_row(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
+            add(key, json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value))
         emit(info, table)
         return
     recipe = info.get("recipe", {})
     best = zoo.strongest_robust_accuracy(info) or {}
     mc = info.get("margin_consistency_estimate") or {}
-    table.add_row("description", str(info.get("description", "")))
-    table.add_row("architecture", f"{info['architecture']['name']} · input {tuple(info.get('input_shape', ()))} "
-                                  f"in {info.get('domain')} · {info.get('num_classes')} classes")
-    table.add_row("training", f"{recipe.get('method')} ({recipe.get('attack', '')}, {recipe.get('norm', '')} "
-                              f"ε = {recipe.get('eps', 0):g}), {recipe.get('epochs')} epochs, "
-                              f"epoch {info.get('selected_epoch', '?')} kept, {info.get('training_seconds', '?')} s")
-    table.add_row("clean accuracy", f"{_pct(info.get('clean_accuracy'))} on {info.get('clean_accuracy_data', '')}")
+    add("description", str(info.get("description", "")))
+    add("architecture", f"{info['architecture']['name']} · input {tuple(info.get('input_shape', ()))} "
+                        f"in {info.get('domain')} · {info.get('num_classes')} classes")
+    add("training", f"{recipe.get('method')} ({recipe.get('attack', '')}, {recipe.get('norm', '')} "
+                    f"ε = {recipe.get('eps', 0):g}), {recipe.get('epochs')} epochs, "
+                    f"epoch {info.get('selected_epoch', '?')} kept, {info.get('training_seconds', '?')} s")
+    add("clean accuracy", f"{_pct(info.get('clean_accuracy'))} on {info.get('clean_accuracy_data', '')}")
     if best:
-        table.add_row("robust accuracy", f"{_pct(best['value'])} at {best['norm']} ε = {best['eps']:g} by "
-                                         f"{_by(best['by'])} on {best.get('data')} (the strongest evaluation)")
+        add("robust accuracy", f"{_pct(best['value'])} at {best['norm']} ε = {best['eps']:g} by "
+                               f"{_by(best['by'])} on {best.get('data')} (the strongest evaluation)")
         for weaker in best.get("weaker", []):
-            table.add_row("", f"{_pct(weaker['value'])} by {_by(weaker['by'])} ({weaker.get('samples')} images; weaker)")
+            add("", f"{_pct(weaker['value'])} by {_by(weaker['by'])} ({weaker.get('samples')} images; weaker)")
     for e in zoo.evaluations(info):
         if best and e["norm"] == best["norm"] and abs(e["eps"] - best["eps"]) < 1e-9:
             continue
-        table.add_row("also", f"{_pct(e['value'])} at {e['norm']} ε = {e['eps']:g} by {_by(e['by'])}")
+        add("also", f"{_pct(e['value'])} at {e['norm']} ε = {e['eps']:g} by {_by(e['by'])}")
     if mc:
-        table.add_row("margin consistency", f"Kendall τ {mc.get('kendall_tau')} ({mc.get('norm')}, {mc.get('data')})")
-    table.add_row("built with", f"{info.get('built_with', '')} (torch {info.get('torch_version', '?')})")
+        add("margin consistency", f"Kendall τ {mc.get('kendall_tau')} ({mc.get('norm')}, {mc.get('data')})")
+    add("built with", f"{info.get('built_with', '')} (torch {info.get('torch_version', '?')})")
     table.caption = "every field of the card: --full (or --json)"
     emit(info, table)
 

@@ -48,18 +48,18 @@ def check_backend(backend: Any, workers: Any, gpus_per_worker: Any, address: Any
     With ``device`` (the run's ``--device``), the settings that conflict with it are refused too (``cpu`` with
     GPUs per worker, ``cuda`` without)."""
     if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}", "use --backend local or --backend ray")
+        raise InputError(f"unknown backend {backend!r}", "use 'local' or 'ray' (CLI: --backend local or --backend ray)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"workers must be a positive integer, got {workers!r}", "pass e.g. --workers 2")
+        raise InputError(f"workers must be a positive integer, got {workers!r}", "pass e.g. workers=2 (CLI: --workers 2)")
     try:
         gpus = float(gpus_per_worker)
     except (TypeError, ValueError):
         raise InputError(f"gpus_per_worker must be a number, got {gpus_per_worker!r}",
-                         "pass e.g. --gpus-per-worker 1 (or 0.5 to share a GPU between two workers)") from None
+                         "pass e.g. gpus_per_worker=1 (CLI: --gpus-per-worker 1; 0.5 shares a GPU between two workers)") from None
     if not math.isfinite(gpus) or gpus < 0:
-        raise InputError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}", "pass e.g. --gpus-per-worker 1")
+        raise InputError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}", "pass e.g. gpus_per_worker=1 (CLI: --gpus-per-worker 1)")
     if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise InputError(f"address must be a Ray address, got {address!r}", "pass e.g. --address auto")
+        raise InputError(f"address must be a Ray address, got {address!r}", "pass e.g. address='auto' (CLI: --address auto)")
     if backend == "local" and (workers != 1 or gpus > 0 or address is not None):
         raise InputError("--workers, --gpus-per-worker and --address apply to the ray backend only",
                          "add --backend ray (or drop those options to run in this process)")

@@ -89,7 +89,7 @@ class RunStore:
                 changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 self.close()
                 raise StoreError(f"{self.directory} holds a different run (differs in: {', '.join(changed) or 'settings'})",
-                                 "use another output directory, or pass --overwrite to replace it")
+                                 "use another output directory, or pass --overwrite (Python: overwrite=True) to replace it")
             self._reset()
         if self.get_meta("fingerprint") is None:
             with self._tx() as c:
@@ -117,7 +117,7 @@ class RunStore:
                 self._remove_results()
                 return self._connect()
             raise StoreError(f"{self.path} is not a usable run database ({exc})",
-                             "move it away or pass --overwrite to start a new run there") from None
+                             "move it away or pass --overwrite (Python: overwrite=True) to start a new run there") from None
         return conn
 
     def _tx(self) -> "_Transaction":

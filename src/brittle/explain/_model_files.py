@@ -1,9 +1,11 @@
-"""Checks of XGBoost's and LightGBM's native model files before their own parsers read them.
+"""Checks of XGBoost's and LightGBM's native model files before their own parsers read them, and of
+scikit-learn's tree arrays before anything indexes them.
 
 Their parsers crash or hang on some corrupt files (a truncated LightGBM text: a segmentation fault; a truncated
 XGBoost ``.ubj``: an endless loop that allocates memory; an XGBoost model whose tree arrays point out of range:
 a segmentation fault while loading or predicting), so `brittle.explain.loading` checks a file here first and
-refuses it with one :class:`~brittle.errors.ModelError` line.
+refuses it with one :class:`~brittle.errors.ModelError` line. scikit-learn's ``Tree`` (in a ``.skops`` file:
+raw node arrays) is checked by `sklearn_tree_problem` when `brittle.explain.trees` reads a model.
 """
 
 from __future__ import annotations
@@ -409,6 +411,75 @@ def _check_tree(tree: dict, i: int, features: int) -> None:
                 or (cat_nodes >= nodes).any() or (segments < 0).any() or (sizes < 0).any() \
                 or (segments + sizes > cats.size).any() or int((kinds[inner] == 1).sum()) > len(cat_nodes):
             raise CorruptModel(f"tree {i}'s categorical splits do not match their categories")
+
+
+#: what to do about a scikit-learn model whose trees fail `sklearn_tree_problem`
+SKLEARN_FIX = "re-save the model with skops (skops.io.dump) from the trained estimator, or refit it"
+
+
+def sklearn_tree_problem(tree: Any, features: int, outputs: int, classes: int) -> str | None:
+    """What in a scikit-learn ``Tree`` (``estimator.tree_``) scikit-learn would trust and crash on, or None.
+
+    scikit-learn indexes its node arrays without bounds checks (a ``.skops`` file holds them as raw data): a
+    child index out of range makes ``apply`` / ``predict`` read out of bounds (a segmentation fault), a cycle
+    makes a traversal loop forever, a feature index out of range reads beyond the input row, and a
+    ``node_count`` above the node array's length makes even reading the arrays read beyond them. scikit-learn's
+    builders (depth first, best first, pruning) give every child a larger id than its parent, which rules out
+    cycles. Checked, vectorised: the node count against the arrays' lengths, each internal node's children
+    after it and within the tree, each node but the root the child of exactly one node (the root of none), the
+    split features within the ``features`` the model takes, no NaN threshold (infinite ones are scikit-learn's
+    own, for missing values), and the values' shape ``(nodes, outputs, classes)``. ``features``, ``outputs``
+    and ``classes`` come from the model.
+    """
+    import numpy as np
+    from sklearn.tree._tree import Tree
+
+    if not isinstance(tree, Tree):
+        return f"its tree_ is a {type(tree).__name__}, not a scikit-learn Tree"
+    nodes, capacity = int(tree.node_count), int(tree.capacity)
+    if nodes < 1 or nodes > capacity:  # the arrays below would be views of `nodes` rows of `capacity` stored
+        return f"it says {nodes} nodes but its node array holds {capacity}"
+    if int(tree.n_features) != features:
+        return f"it takes {int(tree.n_features)} features, the model {features}"
+    left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
+    feature, threshold = np.asarray(tree.feature), np.asarray(tree.threshold)
+    arrays = {"children_left": left, "children_right": right, "feature": feature, "threshold": threshold,
+              "n_node_samples": np.asarray(tree.n_node_samples),
+              "weighted_n_node_samples": np.asarray(tree.weighted_n_node_samples),
+              "impurity": np.asarray(tree.impurity)}
+    for key, arr in arrays.items():
+        if arr.ndim != 1 or len(arr) != nodes:
+            return f"its {key} has {arr.size} values for {nodes} nodes"
+    value = np.asarray(tree.value)
+    if value.shape != (nodes, outputs, classes):
+        return f"its values have shape {value.shape}, not ({nodes}, {outputs}, {classes}) for {nodes} nodes"
+    ids = np.arange(nodes)
+    leaf = left == -1
+    inner = ~leaf
+
+    def first(mask: np.ndarray) -> int | None:
+        hit = np.flatnonzero(mask)
+        return int(hit[0]) if hit.size else None
+
+    node = first(leaf != (right == -1))
+    if node is not None:
+        return f"node {node} has one child (left {int(left[node])}, right {int(right[node])})"
+    for name, child in (("left", left), ("right", right)):
+        node = first(inner & ((child <= ids) | (child >= nodes)))
+        if node is not None:
+            return f"node {node}'s {name} child is {int(child[node])}, not a node after it and below {nodes}"
+    # every child is after its parent, so the root (node 0) is no node's child; every other node must be one's
+    parents = np.bincount(np.concatenate([left[inner], right[inner]]), minlength=nodes)
+    node = first(parents[1:] != 1)
+    if node is not None:
+        return f"node {node + 1} is the child of {int(parents[node + 1])} nodes"
+    node = first(inner & ((feature < 0) | (feature >= features)))
+    if node is not None:
+        return f"node {node} splits on feature {int(feature[node])}, but the model takes {features} features"
+    node = first(inner & np.isnan(threshold))
+    if node is not None:
+        return f"node {node}'s threshold is NaN"
+    return None
 
 
 @contextmanager

@@ -7,6 +7,7 @@
 A corrupt file (random bytes, empty, truncated, another format) is refused with one :class:`ModelError` line.
 Some are checked here before the library sees them, since its parser would crash or hang on them (a truncated
 LightGBM text: a segmentation fault; a truncated XGBoost ``.ubj``: an endless loop that allocates memory).
+The trees of a scikit-learn model (from ``.skops`` or not) are checked when `brittle.explain.trees` reads them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from ..errors import InputError, ModelError
-from ._model_files import LGB_FIX, XGB_FIX, lightgbm_text, quiet_stderr, xgboost_file_problem
+from ._model_files import LGB_FIX, SKLEARN_FIX, XGB_FIX, lightgbm_text, quiet_stderr, xgboost_file_problem
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
-#: skops leaves scikit-learn's tree structure out of its default trusted set; it is plain data (node arrays)
+#: skops leaves scikit-learn's tree structure out of its default trusted set: it is plain data (node arrays), but
+#: scikit-learn indexes them without bounds checks. brittle trusts it because `brittle.explain.trees` checks every
+#: tree's arrays (`_model_files.sklearn_tree_problem`) before anything indexes them
 SKOPS_TREE_TYPES = ("sklearn.tree._tree.Tree",)
 SUFFIXES = (".skops", ".json", ".ubj", ".txt", ".lgb") + PICKLE_SUFFIXES
 
@@ -67,7 +70,12 @@ def load_model(path, trust: bool = False):
         if untrusted and not trust:
             raise InputError(f"{path.name} holds types skops does not trust ({', '.join(untrusted[:3])})",
                              "pass --trust (trust=True) if you trust the file")
-        return sio.load(path, trusted=list(SKOPS_TREE_TYPES) + untrusted)
+        try:
+            return sio.load(path, trusted=list(SKOPS_TREE_TYPES) + untrusted)
+        except Exception as exc:  # noqa: BLE001 - e.g. a Tree whose arrays scikit-learn's __setstate__ refuses
+            detail = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise ModelError(f"{path.name} is a corrupt skops file ({type(exc).__name__}"
+                             + (f": {detail}" if detail else "") + ")", SKLEARN_FIX) from None
     if suffix in (".json", ".ubj"):
         xgb = _need("xgboost", "xgboost")
         if path.stat().st_size == 0:

@@ -15,7 +15,9 @@ scikit-learn's gradient boosting), and an intercept, so that the explained outpu
 The trees read are those the model's own ``predict`` uses: an XGBoost scikit-learn model trained with early
 stopping up to ``best_iteration`` (its ``iteration_range``); a ``Booster`` all of them, as ``Booster.predict``
 does by default. Models whose structure cannot be read this way (categorical splits, linear trees, multi-output
-leaves) are refused with a :class:`~brittle.errors.ModelError`.
+leaves) are refused with a :class:`~brittle.errors.ModelError`, and so are scikit-learn models whose node arrays
+are damaged (checked before brittle or scikit-learn indexes them: scikit-learn follows them without bounds checks,
+see `brittle.explain._model_files.sklearn_tree_problem`).
 """
 
 from __future__ import annotations
@@ -232,18 +234,44 @@ def _quiet(fn):
     return call
 
 
+def _check_sklearn_trees(model, estimators: list, names: list[str], outputs: int, classes: int) -> None:
+    """Refuse a model whose trees scikit-learn would read out of bounds or loop on (see `sklearn_tree_problem`);
+    called before anything (brittle or scikit-learn) indexes the trees' node arrays."""
+    from ._model_files import SKLEARN_FIX, sklearn_tree_problem
+
+    for est, name in zip(estimators, names):
+        tree = getattr(est, "tree_", None)
+        problem = sklearn_tree_problem(tree, int(model.n_features_in_), outputs, classes) if tree is not None \
+            else f"it is a {type(est).__name__}, not a fitted decision tree"
+        if problem:
+            raise ModelError(f"the {type(model).__name__} is corrupt or was tampered with: {name}: {problem}",
+                             SKLEARN_FIX)
+
+
 def _from_sklearn(model, output) -> TreeEnsemble:
     from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
                                   GradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
     from sklearn.tree import BaseDecisionTree
 
+    from ._model_files import SKLEARN_FIX
+
     if not hasattr(model, "n_features_in_"):
         raise _not_fitted(model)
     names = [str(c) for c in getattr(model, "feature_names_in_", [])] or None
     d = model.n_features_in_
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 1 \
+            or (names is not None and len(names) != d):
+        raise ModelError(f"the {type(model).__name__} is corrupt or was tampered with: n_features_in_ is {d!r}"
+                         + (f" for {len(names)} feature names" if names is not None else ""), SKLEARN_FIX)
     is_clf = hasattr(model, "classes_")
     if isinstance(model, (GradientBoostingClassifier, GradientBoostingRegressor)):
         stages = model.estimators_  # (n_stages, K)
+        if not isinstance(stages, np.ndarray) or stages.ndim != 2 or stages.size == 0:
+            raise ModelError(f"the {type(model).__name__} is corrupt or was tampered with: its estimators_ is not "
+                             f"a 2-D array of trees", SKLEARN_FIX)
+        _check_sklearn_trees(model, list(stages.ravel()),
+                             [f"stage {s}" + (f" output {j}" if stages.shape[1] > 1 else "")
+                              for s in range(stages.shape[0]) for j in range(stages.shape[1])], 1, 1)
         n_out = stages.shape[1]
         labels = list(model.classes_) if is_clf else list(range(n_out))
         if is_clf and len(labels) == 2:
@@ -267,11 +295,15 @@ def _from_sklearn(model, output) -> TreeEnsemble:
     elif isinstance(model, (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier,
                             ExtraTreesRegressor)):
         estimators = list(model.estimators_)
+        if not estimators:
+            raise ModelError(f"the {type(model).__name__} is corrupt or was tampered with: it has no trees",
+                             SKLEARN_FIX)
         weight = 1.0 / len(estimators)
     else:
         raise ModelError(f"{type(model).__name__} is not a supported scikit-learn tree model",
                          "use a DecisionTree, RandomForest, ExtraTrees or GradientBoosting model "
                          "(or XGBoost / LightGBM)")
+    tree_names = ["the tree"] if isinstance(model, BaseDecisionTree) else [f"tree {i}" for i in range(len(estimators))]
     if isinstance(model, BaseDecisionTree):
         leaf_ids = _quiet(lambda X: model.apply(X)[:, None])
     else:
@@ -280,6 +312,7 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         if isinstance(model.classes_, list) or getattr(model, "n_outputs_", 1) > 1:
             raise ModelError("multi-output classifiers are not supported", "fit one classifier per output")
         labels = list(model.classes_)
+        _check_sklearn_trees(model, estimators, tree_names, 1, len(labels))
         k = _resolve_output(output, len(labels), labels, "class")
         trees = []
         for est in estimators:
@@ -294,6 +327,10 @@ def _from_sklearn(model, output) -> TreeEnsemble:
         ens.extra["leaf_ids"] = leaf_ids
     else:
         n_out = getattr(model, "n_outputs_", 1)
+        if isinstance(n_out, (bool, np.bool_)) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
+            raise ModelError(f"the {type(model).__name__} is corrupt or was tampered with: n_outputs_ is "
+                             f"{n_out!r}", SKLEARN_FIX)
+        _check_sklearn_trees(model, estimators, tree_names, int(n_out), 1)
         k = _resolve_output(output, n_out, list(range(n_out)), "target")
         trees = [_sk_tree(est, est.tree_.value[:, k, 0], weight) for est in estimators]
         desc = "predict" if n_out == 1 else f"predict[:, {k}]"

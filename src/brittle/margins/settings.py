@@ -73,8 +73,8 @@ def check_margin_settings(*, norm: str, method: str, lower: str | None, batch_si
     before anything is written or started."""
     norm = check_norm(norm)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. --batch-size 250")
-    seed = check_nonnegative_int(seed, "seed", "pass e.g. --seed 0")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. batch_size=250 (CLI: --batch-size 250)")
+    seed = check_nonnegative_int(seed, "seed", "pass e.g. seed=0 (CLI: --seed 0)")
     options = dict(method_options or {})
     check_method(method, lower)
     if method == "exact" and norm != "linf":

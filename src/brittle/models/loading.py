@@ -48,7 +48,7 @@ def resolve_device(device: str | torch.device | None = "auto", like: Any = None)
     except (RuntimeError, TypeError):
         raise ModelError(f"unknown device {device!r}", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' was requested but CUDA is not available here", "use --device cpu (or auto)")
+        raise ModelError("device 'cuda' was requested but CUDA is not available here", "use device='cpu' or 'auto' (CLI: --device cpu)")
     return dev
 
 

@@ -44,7 +44,7 @@ def _load_state(payload: bytes) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
         reason = short_message(exc) or type(exc).__name__  # an empty file's EOFError has no message
         raise StoreError(f"the saved training checkpoint cannot be read ({reason})",
-                         "pass --overwrite to restart the training run") from None
+                         "pass --overwrite (Python: overwrite=True) to restart the training run") from None
 
 
 def plot_history(history: History, path: Path) -> Path:
