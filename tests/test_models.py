@@ -398,6 +398,26 @@ def test_a_torch_export_archive_loads_only_when_trusted(tmp_path):
     assert not marker.exists()
 
 
+def test_the_cli_loads_a_torch_export_archive_only_with_trust_model(tmp_path, capsys):
+    from brittle.cli import main
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    path = tmp_path / "mnist.pt2"
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(net, (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: batch},)), str(path))
+    args = ["--quiet", "margins", "-m", str(path), "--limit", "4", "--strength", "fast"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "unpickles" in err and "--trust-model" in err and "Traceback" not in err and not (tmp_path / "a").exists()
+    assert main([*args, "--trust-model", "-o", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "margins.parquet").exists()
+    # an archive exported for one batch size: named, with the fix (it was "an unexpected AssertionError")
+    torch.export.save(torch.export.export(net, (torch.rand(2, 1, 28, 28),)), str(path))
+    assert main([*args, "--trust-model", "-o", str(tmp_path / "c")]) == 2
+    assert "graph takes other input shapes" in capsys.readouterr().err
+
+
 def _fake_hub(tmp_path, kind: str):
     """A stand-in for torchvision.models / timm that builds a small real network, and records the calls."""
     import types

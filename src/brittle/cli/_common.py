@@ -69,6 +69,9 @@ def parse_floats(text: str, what: str = "eps") -> list[float]:
 WEIGHTS = typer.Option(None, help="State-dict checkpoint (e.g. a fine-tuned model.pt) to load into the model: "
                                    "a zoo name, module:factory, torchvision:, timm: or robustbench: (keys and "
                                    "shapes must fit).")
+TRUST_MODEL = typer.Option(False, "--trust-model",
+                           help="Load a torch.export archive (.pt2), which torch unpickles in part: only for a file you "
+                                "made or whose source you trust.")
 DATA_ROOT = typer.Option(None, help="Folder holding dataset files.")
 OVERWRITE = typer.Option(False, help="Replace a different run in --out.")
 BACKEND = typer.Option("local", help="Where margins are computed: local (this process) or ray.")
@@ -77,7 +80,7 @@ GPUS = typer.Option(0.0, "--gpus-per-worker", help="--backend ray: GPUs per work
 ADDRESS = typer.Option(None, help="--backend ray: existing cluster (auto, ray://HOST:10001); default: start one.")
 
 def load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optional[Path], limit: Optional[int],
-                 domain: Optional[str], device: str):
+                 domain: Optional[str], device: str, trust_model: bool = False):
     from ..data.loading import DEFAULT_DOMAIN, load_data
     from ..models.loading import load_model
 
@@ -86,7 +89,7 @@ def load_inputs(model: str, data: str, weights: Optional[Path], data_root: Optio
         from ..errors import InputError
         raise InputError(f"--domain needs two numbers low,high, got {domain!r}", "pass e.g. --domain 0,1")
     dataset = load_data(data, data_root, domain=dom, limit=limit)
-    net = load_model(model, weights, device=device)
+    net = load_model(model, weights, device=device, trust=trust_model)
     return net, add_missing_channel(net, dataset)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import DATA_ROOT, OVERWRITE, State, WEIGHTS, command_line, console, emit, parse_floats, safe_text
+from ._common import DATA_ROOT, OVERWRITE, State, TRUST_MODEL, WEIGHTS, command_line, console, emit, parse_floats, safe_text
 
 ORDERS = ("sequence", "sorted", "imbalanced")
 
@@ -59,6 +59,7 @@ def adapt(model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. s
           holdout: int = typer.Option(1000, help="The last N images are held out, clean, to measure forgetting "
                                                  "(0: no forgetting measurement)."),
           weights: Optional[Path] = WEIGHTS,
+          trust_model: bool = TRUST_MODEL,
           data_root: Optional[Path] = DATA_ROOT,
           domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
           chunk: int = typer.Option(1024, help="Samples per checkpoint of the adapted state."),
@@ -106,7 +107,7 @@ def adapt(model: str = typer.Option(..., "--model", "-m", help="Zoo name (e.g. s
                          "pass a smaller --holdout")
     clean = dataset.subset(slice(len(dataset) - holdout, len(dataset))) if holdout else None
     pool = dataset.subset(slice(0, len(dataset) - holdout)).head(limit)
-    net = load_model(model, weights, device=device)
+    net = load_model(model, weights, device=device, trust=trust_model)
     stream = C.shift_stream(pool, shifts, seed=seed, per_shift=per_shift)
     if order == "sorted":
         stream = C.label_sorted(stream)

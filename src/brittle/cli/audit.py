@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, WEIGHTS, WORKERS, State,
+from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, TRUST_MODEL, WEIGHTS, WORKERS, State,
                       attack_options, command_line, console, emit, load_inputs, parse_floats, safe_text)
 
 
@@ -45,6 +45,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
           strength: Optional[str] = STRENGTH,
           lower: Optional[str] = typer.Option(None, help="Certified lower bounds (ReLU nets): crown (tightest, slow on conv nets), crown-ibp or ibp."),
           weights: Optional[Path] = WEIGHTS,
+          trust_model: bool = TRUST_MODEL,
           data_root: Optional[Path] = DATA_ROOT,
           domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
           limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
@@ -91,7 +92,7 @@ def audit(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchS
                                                  "to audit the data as it is")
         if len(parse_shifts(shift)) != 1:
             raise InputError(f"--shift takes one NAME:SEVERITY, got {shift!r}", "pass e.g. --shift fog:5")
-    net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
+    net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device, trust_model)
     if shift is not None:
         dataset = apply_shift(dataset, shift, seed=seed)
     result = run_audit(net, dataset, norm=norm, eps=budgets, method=method, lower=lower,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, State, WEIGHTS, WORKERS,
+from ._common import (ADDRESS, BACKEND, DATA_ROOT, GPUS, OVERWRITE, STRENGTH, State, TRUST_MODEL, WEIGHTS, WORKERS,
                       attack_options, console, emit, load_inputs, parse_floats, safe_text)
 
 
@@ -24,6 +24,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
                 None, help="Comma-separated ε at which robust accuracy will be read off the margins: samples just "
                            "above each are attacked at it (brittle's attack; `brittle audit` does this for --eps)."),
             weights: Optional[Path] = WEIGHTS,
+            trust_model: bool = TRUST_MODEL,
             data_root: Optional[Path] = DATA_ROOT,
             limit: Optional[int] = typer.Option(None, help="Use only the first N samples."),
             domain: Optional[str] = typer.Option(None, help="Input domain low,high (default 0,1)."),
@@ -40,7 +41,7 @@ def margins(model: str = typer.Option(..., "--model", "-m", help="Zoo name, Torc
     options = attack_options(method, strength, parse_floats(budgets, "budgets") if budgets is not None else None)
     executor = make_executor(backend, workers=workers, gpus_per_worker=gpus_per_worker, address=address,
                              device=device)
-    net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device)
+    net, dataset = load_inputs(model, data, weights, data_root, limit, domain, device, trust_model)
     t0 = time.perf_counter()
     result = compute_margins(net, dataset, norm=norm, method=method, lower=lower, batch_size=batch_size,
                              device=device, seed=seed, out=out, overwrite=overwrite, progress=not State.quiet,

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit, safe_text
+from ._common import OVERWRITE, State, TRUST_MODEL, WEIGHTS, add_missing_channel, command_line, console, emit, safe_text
 
 
 def _combine_module() -> Any:
@@ -105,6 +105,7 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
         combine: Optional[str] = typer.Option(None, "--combine", help="Combination strategies of the detectors "
                                               "(when available), comma-separated."),
         weights: Optional[Path] = WEIGHTS,
+        trust_model: bool = TRUST_MODEL,
         data_root: Optional[Path] = typer.Option(None, help="Folder with dataset files (MNIST train split, full "
                                                  "Fashion-MNIST); also BRITTLE_DATA_ROOT."),
         limit: Optional[int] = typer.Option(None, help="Cap every set at N inputs (quick runs)."),
@@ -143,7 +144,7 @@ def ood(model: str = typer.Option(..., "--model", "-m", help="Zoo name, TorchScr
     if combine:
         mod = _combine_module()
         strategies = mod.validate_cli([p.strip() for p in combine.split(",") if p.strip()], [d.name for d in dets])
-    net = load_model(model, weights, device=device)
+    net = load_model(model, weights, device=device, trust=trust_model)
     root = str(data_root) if data_root is not None else None
     for n in names:
         if n not in OOD_SETS and not Path(n).exists() and not n.startswith(("torchvision:", "fashion-mnist:")):

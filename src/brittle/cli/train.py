@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import (DATA_ROOT, OVERWRITE, State, WEIGHTS, add_missing_channel, command_line, console, emit,
+from ._common import (DATA_ROOT, OVERWRITE, State, TRUST_MODEL, WEIGHTS, add_missing_channel, command_line, console, emit,
                       safe_text, torch_seed)
 
 
@@ -102,6 +102,7 @@ def train_cmd(out: Path = typer.Option(..., "--out", "-o", help="Run directory (
 def finetune(model: str = typer.Option(..., "--model", "-m", help="Pretrained model: zoo name or module:factory."),
              out: Path = typer.Option(..., "--out", "-o", help="Run directory (resumable)."),
              weights: Optional[Path] = WEIGHTS,
+             trust_model: bool = TRUST_MODEL,
              data: str = typer.Option(..., "--data", "-d", help="Target-task training data."),
              val_data: Optional[str] = typer.Option(None, help="Target-task validation / evaluation data."),
              data_root: Optional[Path] = DATA_ROOT,
@@ -123,7 +124,7 @@ def finetune(model: str = typer.Option(..., "--model", "-m", help="Pretrained mo
     from ..models.loading import load_model
 
     torch_seed(check_nonnegative_int(seed, "seed", "pass e.g. --seed 0"))
-    net = load_model(model, weights, device="cpu")
+    net = load_model(model, weights, device="cpu", trust=trust_model)
     if reset_head:
         last = [m for m in net.modules() if isinstance(m, nn.Linear)]
         if not last:

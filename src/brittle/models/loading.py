@@ -505,7 +505,15 @@ class _Exported(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x)
+        try:
+            return self.module(x)
+        except (AssertionError, RuntimeError) as exc:
+            if "Guard failed" not in str(exc) and "Expected input" not in str(exc):
+                raise
+            raise ModelError(f"the torch.export archive's graph takes other input shapes than {tuple(x.shape)} "
+                             f"({short_message(exc)})",
+                             "export it with a dynamic batch size: torch.export.export(model, (x,), "
+                             "dynamic_shapes=({0: torch.export.Dim('batch')},))") from None
 
 
 PT2_UNTRUSTED = ("{path} is a torch.export archive, and torch.export.load unpickles parts of it: a crafted "
