@@ -189,3 +189,36 @@ def test_ctrl_c_during_an_audit_exits_130_and_resumes(tmp_path):
     assert len(after) == 20
     assert all(after[b] == created for b, created in done.items())  # finished batches were kept, not redone
     assert json.loads((out / "summary.json").read_text())["n"] == 400
+
+
+def test_ctrl_c_promises_a_resume_only_for_commands_that_keep_their_batches(tmp_path, capsys, monkeypatch):
+    """`brittle explain` keeps nothing when interrupted, yet said "finished batches are saved; re-run the same
+    command to resume"."""
+    import brittle.explain.run as explain_run
+    from brittle.cli.app import RESUMABLE, _command_name, main
+
+    assert _command_name(["--threads", "2", "--quiet", "audit", "-m", "x"]) == "audit"
+    assert _command_name(["--json", "explain", "--model", "m"]) == "explain"
+    assert {"margins", "audit", "ood", "adapt", "train", "finetune"} <= RESUMABLE and "explain" not in RESUMABLE
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(explain_run, "explain_to_dir", interrupted)
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "m.json").write_text("{}")
+    code = main(["explain", "--model", str(tmp_path / "m.json"), "--data", str(tmp_path / "d.csv"),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 130 and "keeps no partial results; re-running it starts again" in err and "resume" not in err
+
+
+def test_an_unfinished_explanation_is_named_with_overwrite_as_the_way_out(tmp_path):
+    from brittle.errors import StoreError
+    from brittle.explain.run import _check_out
+
+    (tmp_path / "values.parquet").write_bytes(b"")  # killed while writing its files
+    with pytest.raises(StoreError, match=r"is not empty \(it holds an unfinished explanation\)\. "
+                                         r"Fix: pass a new or empty directory, or --overwrite to replace it"):
+        _check_out(tmp_path, overwrite=False)
+    _check_out(tmp_path, overwrite=True)

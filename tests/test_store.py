@@ -135,3 +135,72 @@ def test_sigkill_during_writes_leaves_a_consistent_store(tmp_path):
         for b, _, _, arrays in store.batches("job"):  # every committed batch is complete and intact
             assert arrays["b"].tolist() == [b]
             assert np.array_equal(arrays["v"], np.random.default_rng(b).random(20000))
+
+
+def _flip_a_byte(db, table, where):
+    conn = sqlite3.connect(db)
+    (payload,) = conn.execute(f"SELECT payload FROM {table} WHERE {where}").fetchone()  # noqa: S608
+    damaged = bytearray(payload)
+    damaged[len(damaged) // 2] ^= 0x01
+    conn.execute(f"UPDATE {table} SET payload = ? WHERE {where}", (bytes(damaged),))  # noqa: S608
+    conn.commit()
+    conn.close()
+
+
+def test_a_damaged_batch_is_named_and_overwrite_computes_it_again(tmp_path):
+    """One flipped byte in a batch's payload ended in "unexpected BadZipFile ... a bug" (exit 1), and --overwrite
+    kept the same store, so the fix it was offered did not work."""
+    with RunStore(tmp_path, {"a": 1}) as store:
+        clean = run_batched(store, "job", 30, 10, _compute_factory([]))
+    _flip_a_byte(tmp_path / "run.sqlite", "batches", "batch = 1")
+    with RunStore(tmp_path, {"a": 1}) as store:
+        with pytest.raises(StoreError, match=r"batch 1 of 'job' is damaged \(its checksum does not match\)\. "
+                                             r"Fix: pass --overwrite .*the rest of the run is kept"):
+            run_batched(store, "job", 30, 10, _compute_factory([]))
+    calls = []
+    with RunStore(tmp_path, {"a": 1}, overwrite=True) as store:
+        again = run_batched(store, "job", 30, 10, _compute_factory(calls))
+    assert calls == [10]  # only the damaged batch is computed again
+    assert all(np.array_equal(clean[k], again[k]) for k in clean)
+
+
+def test_a_damaged_artifact_is_named_and_overwrite_drops_it(tmp_path):
+    """A flipped byte inside a saved torch checkpoint loaded without any error and changed a weight."""
+    with RunStore(tmp_path, {"a": 1}) as store:
+        store.put_artifact("checkpoint", b"weights" * 100)
+        assert store.get_artifact("checkpoint") == b"weights" * 100
+    _flip_a_byte(tmp_path / "run.sqlite", "artifacts", "name = 'checkpoint'")
+    with RunStore(tmp_path, {"a": 1}) as store:
+        with pytest.raises(StoreError, match=r"the saved 'checkpoint' is damaged.*Fix: pass --overwrite"):
+            store.get_artifact("checkpoint")
+    with RunStore(tmp_path, {"a": 1}, overwrite=True) as store:
+        assert store.get_artifact("checkpoint") is None
+        assert store.artifact_names() == []
+
+
+def test_a_store_of_the_previous_schema_still_resumes(tmp_path):
+    """Stores written before payloads carried a checksum (schema 1) are read as they are."""
+    from brittle.execution.store import pack_arrays
+
+    with RunStore(tmp_path, {"a": 1}) as store:
+        pass
+    conn = sqlite3.connect(tmp_path / "run.sqlite")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    conn.execute("INSERT INTO batches VALUES ('job', 0, 0, 10, ?, 0)", (pack_arrays(_compute_factory([])(0, 10)),))
+    conn.commit()
+    conn.close()
+    calls = []
+    with RunStore(tmp_path, {"a": 1}) as store:
+        out = run_batched(store, "job", 20, 10, _compute_factory(calls))
+    assert calls == [10] and out["idx"].tolist() == list(range(20))
+
+
+def test_differs_in_names_only_what_changed_and_a_file_is_no_output_directory(tmp_path):
+    """Settings held as tuples were read back as lists, so they were always listed as changed."""
+    with RunStore(tmp_path / "r", {"segments": (("fog:5", 0, 10),), "lr": 0.1}):
+        pass
+    with pytest.raises(StoreError, match=r"differs in: lr\)"):
+        RunStore(tmp_path / "r", {"segments": (("fog:5", 0, 10),), "lr": 0.2})
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StoreError, match=r"output directory .*f is a file, not a directory"):
+        RunStore(tmp_path / "f", {})

@@ -46,7 +46,7 @@ def _checkpoint_epoch(out):
         return -1
     if row is None:
         return -1
-    return int(torch.load(io.BytesIO(row[0]), weights_only=True)["epoch"])
+    return int(torch.load(io.BytesIO(row[0][32:]), weights_only=True)["epoch"])  # after the payload's SHA-256
 
 
 def test_kill_and_resume_training(digits_npz, tmp_path):
@@ -61,7 +61,7 @@ def test_kill_and_resume_training(digits_npz, tmp_path):
     finished = _checkpoint_epoch(killed)
     assert 1 <= finished < EPOCHS - 1, "the kill came too late to test resuming"
     state = torch.load(io.BytesIO(sqlite3.connect(killed / "run.sqlite").execute(
-        "SELECT payload FROM artifacts WHERE name = 'checkpoint'").fetchone()[0]), weights_only=True)
+        "SELECT payload FROM artifacts WHERE name = 'checkpoint'").fetchone()[0][32:]), weights_only=True)
     kept = state["history"]
 
     resumed = subprocess.run(_cmd(digits_npz, killed), capture_output=True, text=True, timeout=600)

@@ -115,3 +115,37 @@ def test_bad_inputs(tmp_path, tiny):
         WatermarkDistillation(tiny_llama(), _cfg(steps=2, lr=1e-2), DOMAIN, OTHER, tmp_path / "d")
     with pytest.raises(BrittleError, match="target_modules"):
         _ = WatermarkDistillation(tiny_llama(), _cfg(target_modules=("nope",)), DOMAIN, OTHER, tmp_path / "e").model
+
+
+def test_a_checkpoint_left_between_the_two_renames_belongs_to_its_own_run_only(tmp_path):
+    """Killed between `_save`'s renames, only checkpoint.old/ is left: the different-run check read only
+    checkpoint/, and overwrite=True removed only checkpoint/, so another run resumed the old run's weights."""
+    from brittle.errors import StoreError
+    from brittle.llm.models import tiny_llama
+
+    out = tmp_path / "d"
+    assert WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, out).run(stop_after=2).step == 2
+    os.replace(out / "checkpoint", out / "checkpoint.old")  # the state a kill between the renames leaves
+    with pytest.raises(StoreError, match="holds a different distillation run"):
+        WatermarkDistillation(tiny_llama(seed=0), _cfg(seed=1), DOMAIN, OTHER, out)
+    fresh = WatermarkDistillation(tiny_llama(seed=0), _cfg(seed=1), DOMAIN, OTHER, out, overwrite=True).run()
+    assert fresh.resumed_from == 0 and fresh.step == 6
+    same = tmp_path / "s"
+    WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, same).run(stop_after=2)
+    os.replace(same / "checkpoint", same / "checkpoint.old")
+    assert WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, same).run().resumed_from == 2
+
+
+@pytest.mark.parametrize("name, content", [("state.json", b"{"), ("adapter.safetensors", b"\x00" * 10),
+                                           ("optimizer.pt", b"")])
+def test_a_damaged_checkpoint_file_is_named(tmp_path, name, content):
+    """Damaged checkpoint files raised raw JSONDecodeError / SafetensorError / OSError."""
+    from brittle.errors import StoreError
+    from brittle.llm.models import tiny_llama
+
+    out = tmp_path / "d"
+    WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, out).run(stop_after=2)
+    (out / "checkpoint" / name).write_bytes(content)
+    with pytest.raises(StoreError, match=r"checkpoint.*is damaged.*Fix: start again with overwrite=True"):
+        WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, out).run()
+    assert WatermarkDistillation(tiny_llama(seed=0), _cfg(), DOMAIN, OTHER, out, overwrite=True).run().resumed_from == 0

@@ -267,6 +267,23 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, debug)
 
 
+#: the commands that keep their finished batches in a run store, so that re-running them resumes
+RESUMABLE = frozenset({"margins", "audit", "ood", "adapt", "train", "finetune", "demo"})
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The subcommand of a command line (the first word that is neither an option nor an option's value)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--threads",):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def _run(args: list[str], debug: bool) -> int:
     try:
         try:
@@ -287,8 +304,10 @@ def _run(args: list[str], debug: bool) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the one-line exit
         if debug and not isinstance(exc, KeyboardInterrupt):
             raise
-        err_console.print("interrupted: finished batches are saved; re-run the same command to resume",
-                          highlight=False, soft_wrap=True)
+        message = ("interrupted: finished batches are saved; re-run the same command to resume"
+                   if _command_name(args) in RESUMABLE else
+                   "interrupted: this command keeps no partial results; re-running it starts again")
+        err_console.print(message, highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     except EOFError:
         _error("end of input while reading from stdin. Fix: pass the value as an option")

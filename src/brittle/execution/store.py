@@ -23,7 +23,10 @@ import numpy as np
 from ..errors import StoreError
 
 DB_NAME = "run.sqlite"
-SCHEMA_VERSION = 1
+#: 2: every payload (batch, artifact) is stored after its SHA-256, checked on every read; a store of schema 1
+#: (brittle 0.3.0 and earlier) still resumes, its payloads unchecked
+SCHEMA_VERSION = 2
+_DIGEST = 32
 #: the result files brittle's jobs (audit, margins, ood, adapt, train) write next to the database. A run that
 #: replaces another (``overwrite``) removes those of the old run, so that no reader (`brittle.load_run`,
 #: ``brittle report``) takes them for the new run's. Model files (``model.pt``) are left alone: one may be
@@ -72,6 +75,9 @@ class RunStore:
         self.directory = Path(directory)
         self.config = config
         self.fingerprint = fingerprint(config)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise StoreError(f"the output directory {self.directory} is a file, not a directory",
+                             "pass a directory path as --out (new, or a run's folder)")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             probe = self.directory / ".brittle-write-test"
@@ -81,12 +87,14 @@ class RunStore:
             raise StoreError(f"cannot write to the output directory {self.directory} ({exc.strerror or exc})",
                              "choose a writable --out directory") from None
         self.path = self.directory / DB_NAME
+        self.overwrite = overwrite
         self._conn = self._connect(replace_damaged=overwrite)
         existing = self.get_meta("fingerprint")
         if existing is not None and existing != self.fingerprint:
             if not overwrite:
                 old = json.loads(self.get_meta("config") or "{}")
-                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                new = json.loads(json.dumps(config, sort_keys=True, default=str))  # as stored: tuples read as lists
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 self.close()
                 raise StoreError(f"{self.directory} holds a different run (differs in: {', '.join(changed) or 'settings'})",
                                  "use another output directory, or pass --overwrite (Python: overwrite=True) to replace it")
@@ -97,6 +105,10 @@ class RunStore:
                                    ("config", json.dumps(config, sort_keys=True, default=str)),
                                    ("created", str(time.time()))):
                     c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        try:
+            self.schema = int(self.get_meta("schema") or SCHEMA_VERSION)
+        except ValueError:
+            self.schema = SCHEMA_VERSION
 
     # -- connection ---------------------------------------------------------------------------
     def _connect(self, replace_damaged: bool = False) -> sqlite3.Connection:
@@ -158,13 +170,40 @@ class RunStore:
         return None if row is None else row[0]
 
     # -- batches ------------------------------------------------------------------------------
+    # -- payload integrity ----------------------------------------------------------------------
+    def _framed(self, payload: bytes) -> bytes:
+        return hashlib.sha256(payload).digest() + payload if self.schema >= 2 else payload
+
+    def _unframed(self, stored: bytes) -> bytes | None:
+        """The payload, or None when its checksum does not match (a damaged database page, a torn write)."""
+        stored = bytes(stored)
+        if self.schema < 2:
+            return stored
+        digest, payload = stored[:_DIGEST], stored[_DIGEST:]
+        return payload if len(stored) >= _DIGEST and hashlib.sha256(payload).digest() == digest else None
+
+    def _damaged(self, what: str) -> StoreError:
+        return StoreError(f"{self.path}: {what} is damaged (its checksum does not match)",
+                          "pass --overwrite (Python: overwrite=True) to compute it again; the rest of the run is kept")
+
+    # -- batches ------------------------------------------------------------------------------
     def done(self, job: str) -> set[int]:
-        """Indices of the committed batches of ``job``."""
-        return {r[0] for r in self._conn.execute("SELECT batch FROM batches WHERE job = ?", (job,))}
+        """Indices of the committed batches of ``job``. Each one's payload is checked: a damaged one is refused
+        (`StoreError`), or, in a store opened with ``overwrite``, dropped so that it is computed again."""
+        done = set()
+        for batch, payload in self._conn.execute("SELECT batch, payload FROM batches WHERE job = ?", (job,)):
+            if self._unframed(payload) is not None:
+                done.add(batch)
+            elif self.overwrite:
+                with self._tx() as c:
+                    c.execute("DELETE FROM batches WHERE job = ? AND batch = ?", (job, batch))
+            else:
+                raise self._damaged(f"batch {batch} of {job!r}")
+        return done
 
     def put_batch(self, job: str, batch: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
         """Commit one batch's arrays atomically (all or nothing)."""
-        payload = pack_arrays(arrays)
+        payload = self._framed(pack_arrays(arrays))
         with self._tx() as c:
             c.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
                       (job, batch, start, stop, payload, time.time()))
@@ -172,8 +211,15 @@ class RunStore:
     def batches(self, job: str) -> Iterator[tuple[int, int, int, dict[str, np.ndarray]]]:
         """``(batch, start, stop, arrays)`` of ``job`` in batch order."""
         rows = self._conn.execute("SELECT batch, start, stop, payload FROM batches WHERE job = ? ORDER BY batch", (job,))
-        for batch, start, stop, payload in rows:
-            yield batch, start, stop, unpack_arrays(payload)
+        for batch, start, stop, stored in rows:
+            payload = self._unframed(stored)
+            try:
+                arrays = None if payload is None else unpack_arrays(payload)
+            except Exception:  # noqa: BLE001 - numpy/zipfile raise several types for a damaged archive
+                arrays = None
+            if arrays is None:
+                raise self._damaged(f"batch {batch} of {job!r}")
+            yield batch, start, stop, arrays
 
     def gather(self, job: str) -> dict[str, np.ndarray]:
         """All batches of ``job`` concatenated in order."""
@@ -185,11 +231,25 @@ class RunStore:
     # -- artifacts ----------------------------------------------------------------------------
     def put_artifact(self, name: str, payload: bytes) -> None:
         with self._tx() as c:
-            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", (name, payload, time.time()))
+            c.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?)", (name, self._framed(payload), time.time()))
 
     def get_artifact(self, name: str) -> bytes | None:
+        """The artifact's payload (None if absent). A damaged one is refused (`StoreError`), or, in a store
+        opened with ``overwrite``, dropped and reported absent so that it is computed again."""
         row = self._conn.execute("SELECT payload FROM artifacts WHERE name = ?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        payload = self._unframed(row[0])
+        if payload is None:
+            if not self.overwrite:
+                raise self._damaged(f"the saved {name!r}")
+            self.drop_artifact(name)
+        return payload
+
+    def drop_artifact(self, name: str) -> None:
+        """Forget an artifact (a damaged one that its job will compute again)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM artifacts WHERE name = ?", (name,))
 
     def artifact_names(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT name FROM artifacts ORDER BY name")]

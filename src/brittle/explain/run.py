@@ -76,7 +76,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise StoreError(f"--out {str(out)!r} is a file", "pass a directory path")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite and not (out / "summary.json").is_file():
-            raise StoreError(f"--out {str(out)!r} is not empty", "pass a new or empty directory")
+            unfinished = any((out / name).exists() for name in ("values.parquet", "consensus.json", "report.html"))
+            raise StoreError(f"--out {str(out)!r} is not empty" + (" (it holds an unfinished explanation)"
+                                                                   if unfinished else ""),
+                             "pass a new or empty directory" + (", or --overwrite to replace it" if unfinished else ""))
         if not overwrite:
             raise StoreError(f"--out {str(out)!r} holds an earlier explanation", "pass --overwrite to replace it")
 

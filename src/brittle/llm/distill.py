@@ -99,14 +99,15 @@ class WatermarkDistillation:
         data_hash = hashlib.sha256(self.domain.numpy().tobytes()
                                    + (self.other.numpy().tobytes() if self.other is not None else b"")).hexdigest()
         self.run_id = config.fingerprint(data_hash + lm.name)
-        ckpt = self.out_dir / "checkpoint" / "state.json"
-        if ckpt.is_file() and not overwrite:
-            prev = json.loads(ckpt.read_text()).get("run_id")
+        ckpt = self._checkpoint_dir()
+        if overwrite and self.out_dir.exists():  # the checkpoint and a half-renamed one (killed between renames)
+            for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+                shutil.rmtree(self.out_dir / name, ignore_errors=True)
+        elif ckpt is not None:
+            prev = self._read_state(ckpt).get("run_id")
             if prev != self.run_id:
                 raise StoreError(f"'{self.out_dir}' holds a different distillation run",
                                  "pass another out_dir, or overwrite=True (--overwrite) to start again")
-        elif overwrite and self.out_dir.exists():
-            shutil.rmtree(self.out_dir / "checkpoint", ignore_errors=True)
         self.green = GreenLists(int(lm.model.config.vocab_size), config.watermark.gamma,
                                 config.watermark.hashing_key)
         self._model = None
@@ -175,24 +176,51 @@ class WatermarkDistillation:
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
 
+    def _checkpoint_dir(self) -> Path | None:
+        """The folder of the last checkpoint: ``checkpoint/``, or ``checkpoint.old/`` when a run was killed
+        between `_save`'s two renames; None when there is none."""
+        for name in ("checkpoint", "checkpoint.old"):
+            if (self.out_dir / name / "state.json").is_file():
+                return self.out_dir / name
+        return None
+
+    @staticmethod
+    def _read_state(folder: Path) -> dict[str, Any]:
+        try:
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise StoreError(f"the checkpoint's state.json in '{folder}' is damaged ({type(exc).__name__})",
+                             "start again with overwrite=True (--overwrite)") from None
+        if not isinstance(state, dict):
+            raise StoreError(f"the checkpoint's state.json in '{folder}' is damaged (not an object)",
+                             "start again with overwrite=True (--overwrite)")
+        return state
+
     def _load(self, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
         from safetensors.torch import load_file
 
-        final = self.out_dir / "checkpoint"
-        if not (final / "state.json").is_file() and (self.out_dir / "checkpoint.old" / "state.json").is_file():
-            final = self.out_dir / "checkpoint.old"  # killed between the two renames
-        if not (final / "state.json").is_file():
+        final = self._checkpoint_dir()
+        if final is None:
             return 0, []
-        state = json.loads((final / "state.json").read_text())
-        weights = load_file(str(final / "adapter.safetensors"))
+        state = self._read_state(final)
+        if state.get("run_id") != self.run_id:  # never another run's weights, whichever folder they are in
+            raise StoreError(f"'{self.out_dir}' holds a different distillation run",
+                             "pass another out_dir, or overwrite=True (--overwrite) to start again")
+        try:
+            weights = load_file(str(final / "adapter.safetensors"))
+            optimizer = torch.load(final / "optimizer.pt", weights_only=True)
+            step, losses = int(state["step"]), list(state["losses"])
+        except Exception as exc:  # noqa: BLE001 - safetensors, torch and json raise many types for a damaged file
+            raise StoreError(f"the checkpoint in '{final}' is damaged ({type(exc).__name__})",
+                             "start again with overwrite=True (--overwrite)") from None
         params = self._trainable()
         if set(weights) != set(params):
             raise StoreError(f"checkpoint in '{final}' does not match the adapters", "start again with overwrite=True")
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(weights[n])
-        opt.load_state_dict(torch.load(final / "optimizer.pt", weights_only=True))
-        return int(state["step"]), list(state["losses"])
+        opt.load_state_dict(optimizer)
+        return step, losses
 
     # ----------------------------------------------------------------------------------------------- run
     def run(self, *, stop_after: int | None = None, log: Any = None) -> DistillResult:

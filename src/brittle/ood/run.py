@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from ..errors import BrittleError, StoreError
 from ..execution.store import RunStore
 from ..scores.base import Scorer, scorer_from_dict
 from .benchmark import Benchmark, Session, detector_labels
@@ -77,8 +78,16 @@ def run_ood(model: nn.Module, bench: Benchmark, detectors: Sequence[Scorer], out
             t0 = time.perf_counter()
             saved = store.get_artifact(f"detector/{label}")
             if saved is not None:
-                det = scorer_from_dict(json.loads(saved.decode()))
-            else:
+                try:
+                    det = scorer_from_dict(json.loads(saved.decode()))
+                except (ValueError, UnicodeDecodeError, RecursionError, BrittleError):
+                    if not overwrite:
+                        raise StoreError(f"{store.path}: the saved detector {label!r} cannot be read",
+                                         "pass --overwrite (Python: overwrite=True) to fit it again; the rest of the "
+                                         "run is kept") from None
+                    store.drop_artifact(f"detector/{label}")
+                    saved = None
+            if saved is None:
                 session.fit(det)
                 store.put_artifact(f"detector/{label}", json.dumps(det.to_dict()).encode())
             t1 = time.perf_counter()

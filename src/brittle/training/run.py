@@ -109,7 +109,13 @@ def train_run(model: nn.Module, data: Data, out: str | os.PathLike, *, val_data:
               "val_fingerprint": val_data.fingerprint() if val_data is not None else None, **settings}
     with RunStore(out, config, overwrite=overwrite) as store:
         saved = store.get_artifact(CHECKPOINT)
-        resume = _load_state(saved) if saved is not None else None
+        try:
+            resume = _load_state(saved) if saved is not None else None
+        except StoreError:
+            if not overwrite:
+                raise
+            store.drop_artifact(CHECKPOINT)  # --overwrite: an unreadable checkpoint restarts the run
+            resume = None
         if resume is not None and progress:
             print(f"resuming after epoch {int(resume['epoch']) + 1} from {out}")
 
