@@ -99,3 +99,42 @@ def test_error_and_warning_lines_print_their_message_literally(capsys):
     err = capsys.readouterr().err
     assert err == ("error: cannot read [/x].csv [1mbold[0m. Fix: pass [link=https://x]a file[/link]\n"
                    "warning: odd [bold]name]0;t\n"), repr(err)
+
+
+def test_margins_only_rewrites_a_cards_margin_evaluation_and_its_headline(tmp_path, monkeypatch):
+    """`brittle zoo build --margins-only` re-measures the cards' margins (now with the audit's budget stage)
+    and re-derives the headline robust accuracy from every evaluation, keeping the card's layout."""
+    import json
+    import shutil
+
+    import brittle.models.zoo.build as build
+    from brittle.models import zoo
+
+    for sub in ("cards", "weights"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(zoo._folder("cards") / "linf_madry.json", tmp_path / "cards")
+    shutil.copy(zoo._folder("weights") / "linf_madry.pt", tmp_path / "weights")
+    before = json.loads((tmp_path / "cards" / "linf_madry.json").read_text())
+    seen = []
+
+    def fake(model, data, norm, eps):
+        seen.append((norm, eps, len(data)))
+        return {**before["margin_consistency_estimate"], "robust_accuracy_from_margins": {"eps": eps, "value": 0.123}}
+
+    monkeypatch.setattr(build, "estimate_margin_consistency", fake)
+    build.build_zoo(tmp_path, None, ["linf_madry"], "cpu", command="brittle zoo build --margins-only",
+                    margins_only=True)
+    after = json.loads((tmp_path / "cards" / "linf_madry.json").read_text())
+    assert seen == [("linf", 0.3, 10000)]
+    assert after["robust_accuracy_strongest"]["value"] == 0.123
+    assert after["robust_accuracy_strongest"]["by"] == "brittle input margins"
+    assert [w["value"] for w in after["robust_accuracy_strongest"]["weaker"]] == sorted(
+        [e["value"] for e in before["robust_accuracy_extra"] if e["norm"] == "linf" and e["eps"] == 0.3]
+        + [before["robust_accuracy"]["value"]])
+    keys = list(after)
+    assert keys.index("robust_accuracy_strongest") < keys.index("robust_accuracy")
+    assert after["margins_evaluated_with"] == "brittle zoo build --margins-only"
+    assert {k: v for k, v in after.items() if k not in ("robust_accuracy_strongest", "margin_consistency_estimate",
+                                                         "margins_evaluated_with")} == \
+        {k: v for k, v in before.items() if k not in ("robust_accuracy_strongest", "margin_consistency_estimate",
+                                                      "margins_evaluated_with")}

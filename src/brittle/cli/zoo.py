@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import emit, safe_text
+from ._common import command_line, emit, safe_text
 
 zoo_app = typer.Typer(help="The bundled MNIST model zoo.", no_args_is_help=True)
 
@@ -91,7 +91,8 @@ def zoo_show(name: str = typer.Argument(..., help="Zoo model name (see `brittle 
         add("also", f"{_pct(e['value'])} at {e['norm']} ε = {e['eps']:g} by {_by(e['by'])}")
     if mc:
         add("margin consistency", f"Kendall τ {mc.get('kendall_tau')} ({mc.get('norm')}, {mc.get('data')})")
-    add("built with", f"{info.get('built_with', '')} (torch {info.get('torch_version', '?')})")
+    add("built with", f"{info.get('built_with', '')} (torch {info.get('torch_version', '?')}; "
+                      "the command as it was run: today `brittle zoo build --root DIR --names NAME`)")
     table.caption = "every field of the card: --full (or --json)"
     emit(info, table)
 
@@ -100,11 +101,15 @@ def zoo_show(name: str = typer.Argument(..., help="Zoo model name (see `brittle 
 def zoo_build(root: Path = typer.Option(..., "--root", help="Folder with MNIST idx files (train and test)."),
               names: Optional[str] = typer.Option(None, help="Comma-separated subset of models to build."),
               device: str = typer.Option("auto", help="auto, cpu or cuda."),
-              epochs_scale: float = typer.Option(1.0, help="Scale every recipe's epochs (quick trial < 1).")) -> None:
+              epochs_scale: float = typer.Option(1.0, help="Scale every recipe's epochs (quick trial < 1)."),
+              evaluate_only: bool = typer.Option(False, help="Re-measure built models' cards; no training."),
+              margins_only: bool = typer.Option(False, help="Re-measure only the cards' margin consistency "
+                                                            "(no training, no PGD/APGD).")) -> None:
     """Train the zoo from brittle's own training code and write weights and model cards."""
     from ..models.zoo.build import build_zoo
 
-    build_zoo(root=str(root), names=names.split(",") if names else None, device=device, epochs_scale=epochs_scale)
+    build_zoo(root=str(root), names=names.split(",") if names else None, device=device, epochs_scale=epochs_scale,
+              command=command_line(), evaluate_only=evaluate_only, margins_only=margins_only)
 
 
 def register(app: typer.Typer) -> None:
