@@ -366,19 +366,6 @@ def test_cli_torchvision_split_dataset_without_files(monkeypatch, tmp_path, caps
     assert "Traceback" not in err and "bug in brittle" not in err and not out.exists()
 
 
-class _Items(torch.utils.data.Dataset):
-    """A map-style dataset returning the given (x, y) items as they are."""
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 _X6 = torch.rand(6, 3)
 
 
@@ -394,7 +381,7 @@ def test_dataset_labels_get_the_checks_of_tensor_labels(labels, message):
     """Items' labels were cast with int() one by one: 2.7 became 2, bools passed, one-hot rows and strings
     ended in tracebacks, and one missing label dropped every label in silence."""
     with pytest.raises(InputError, match=message):
-        as_data(_Items([(x, y) if y is not None else (x,) for x, y in zip(_X6, labels)]))
+        as_data(_ListDataset([(x, y) if y is not None else (x,) for x, y in zip(_X6, labels)]))
 
 
 def test_dataloader_labels_get_the_checks_of_tensor_labels():
@@ -402,7 +389,7 @@ def test_dataloader_labels_get_the_checks_of_tensor_labels():
     with pytest.raises(InputError, match=r"labels have shape \(6, 3\) \(one-hot\?\).*argmax"):
         as_data(DataLoader(TensorDataset(_X6, onehot), batch_size=4))
     with pytest.raises(InputError, match=r"DataLoader batch labels are not numbers \(e\.g\. 'a'\)"):
-        as_data(DataLoader(_Items([(x, "ab"[i % 2]) for i, x in enumerate(_X6)]), batch_size=4))
+        as_data(DataLoader(_ListDataset([(x, "ab"[i % 2]) for i, x in enumerate(_X6)]), batch_size=4))
     fine = as_data(DataLoader(TensorDataset(_X6, torch.tensor([0, 1, 2, 0, 1, 2]).float()), batch_size=4))
     assert fine.y.dtype == torch.int64 and fine.y.tolist() == [0, 1, 2, 0, 1, 2]
 
