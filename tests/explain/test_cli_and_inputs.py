@@ -978,3 +978,15 @@ def test_cli_prints_feature_names_literally_without_markup_or_escape_bytes(tmp_p
     assert code == 0, capsys.readouterr().err
     assert "[/bold]" in out and "[link=https://x]y[/link]" in out and "[2J]0;pwnedesc" in out, out
     assert "\x1b]8;" not in out and "\x1b[2J" not in out and "\x1b]0;" not in out and "\x07" not in out, repr(out)
+
+
+def test_the_explain_report_forbids_scripts_like_every_other_report(tmp_path):
+    """The other reports carry a Content-Security-Policy that forbids scripts and remote loads; the explain
+    report, with its own template, had none (its escaping was right: this is defence in depth)."""
+    from brittle.explain import explain_to_dir
+
+    model, df = _forest(["a", "b", "c"])
+    explain_to_dir(model, df, tmp_path / "o", background=10, limit=5)
+    head = (tmp_path / "o" / "report.html").read_text().split("</head>")[0]
+    assert ('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+            'style-src \'unsafe-inline\'">') in head
