@@ -288,7 +288,7 @@ def test_bad_settings_raise_input_error() -> None:
         FastBoundaryAttack("linf", steps=0)
     with pytest.raises(InputError, match="does not support norm"):
         make_attack("ddn-foolbox", "linf") if importlib.util.find_spec("foolbox") else FakeL2Only("linf")
-    with pytest.raises(InputError, match="invalid options"):
+    with pytest.raises(InputError, match="has no parameter 'stepz'"):
         make_attack("brittle", "linf", stepz=3)
 
 
@@ -400,3 +400,12 @@ def test_masked_rows_give_the_bounds_of_compacted_batches(norm: str) -> None:
     masked = FastBoundaryAttack(norm, masked=True)(model, x, pred)
     assert bool(torch.isfinite(compact.upper).all())
     torch.testing.assert_close(masked.upper, compact.upper, rtol=1e-4, atol=1e-6)
+
+
+def test_an_unknown_attack_option_is_named_with_the_ones_there_are() -> None:
+    """A misspelt option read "FastBoundaryAttack.__init__() got an unexpected keyword argument 'stepz'"."""
+    from brittle.margins.attacks import make_attack
+
+    with pytest.raises(InputError, match=r"method 'brittle' has no parameter 'stepz'\. Fix: use one of .*\bsteps\b"):
+        make_attack("brittle", "linf", stepz=3)
+    assert make_attack("brittle", "linf", steps=3).steps == 3

@@ -113,7 +113,7 @@ def test_killed_worker_is_replaced(digits, local, cluster, tmp_path):
 
 def test_brittle_error_in_worker_is_reraised(digits, cluster):
     net, data = digits
-    with pytest.raises(InputError, match="invalid options for method 'brittle'"):
+    with pytest.raises(InputError, match="method 'brittle' has no parameter 'bogus'. Fix: use one of"):
         audit(net, data, eps=EPS, batch_size=BATCH, n_boot=20, executor=make_executor("ray", workers=2),
               method_options={"bogus": 1})
 

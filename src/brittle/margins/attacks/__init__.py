@@ -72,6 +72,13 @@ def make_attack(method: str, norm: str = "linf", *, seed: int = 0, **options: An
                 raise InputError(f"ensemble member {spec!r} is not a method name, (name, options) pair or attack",
                                  "pass e.g. attacks=['brittle', ('fab-autoattack', {'steps': 50})]")
         return Ensemble(members, norm, seed=seed)
+    import inspect
+
+    from ...core.registry import check_params
+
+    params = inspect.signature(ATTACKS[method]).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):  # unknown options, by name
+        check_params(f"method {method!r}", options, [n for n in params if n not in ("self", "norm", "seed")])
     try:
         return ATTACKS[method](norm, seed=seed, **options)
     except TypeError as exc:
