@@ -261,3 +261,23 @@ def test_result_reprs_are_one_line_of_headline_numbers():
                       norm="l2", method="brittle", seconds=1.5)
     assert repr(im) == "InputMargins(n=3, norm='l2', method='brittle', found=2, median_upper=0.2, seconds=1.5)"
     assert repr(LogitMargins(np.array([1.0, 2.0, 4.0]), np.zeros(3), np.ones(3))) == "LogitMargins(n=3, median_margin=2)"
+
+
+def test_every_result_with_a_table_converts_with_to_frame():
+    """Some results converted with to_frame(), others only through .table: every one now has to_frame()."""
+    import numpy as np
+    import pandas as pd
+
+    from brittle.adaptation.stream import AdaptationResult
+    from brittle.auditing.result import Audit
+    from brittle.core.runs import Run
+    from brittle.margins.compute import MarginTable
+    from brittle.ood.benchmark import BenchmarkResult
+
+    table = pd.DataFrame({"v": [1.0, 2.0]})
+    results = [Audit(table=table, summary={}), Run(path="r", summary={}, samples=table, curves={}, examples=None),
+               MarginTable(table=table, x_adv=np.zeros((2, 1)), forward_passes=0, backward_passes=0, seconds=0.0),
+               BenchmarkResult(table=table, scores={}, detectors={}),
+               AdaptationResult(summary={}, steps=table, samples=pd.DataFrame())]
+    for result in results:
+        assert result.to_frame() is table, type(result).__name__

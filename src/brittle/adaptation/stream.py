@@ -56,6 +56,10 @@ class AdaptationResult:
     adapter: Adapter | None = field(default=None, repr=False)
     out: Path | None = None
 
+    def to_frame(self) -> pd.DataFrame:
+        """The per-step table (``steps``); ``samples`` holds one row per sample and pass."""
+        return self.steps
+
     def report(self, path: str | os.PathLike | None = None) -> Path:
         """Write the HTML page of this run (default ``OUT/report.html``)."""
         from ..report.adapt import render_adapt_report

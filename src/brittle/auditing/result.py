@@ -34,6 +34,10 @@ class Audit:
 
         return summary_repr("Audit", self.summary, len(self.table), self.directory)
 
+    def to_frame(self) -> pd.DataFrame:
+        """The per-sample table (``table``), as every result's ``to_frame()`` gives it."""
+        return self.table
+
     @property
     def pseudo_margin(self) -> Any:
         """The fitted `PseudoMargin` of the ``pseudo_margin`` stage, or None."""

@@ -125,6 +125,10 @@ class Run:
         """The per-sample table (``samples.parquet``, or ``margins.parquet`` of a margins-only run)."""
         return self.samples
 
+    def to_frame(self) -> pd.DataFrame | None:
+        """The per-sample table (``table``), as every result's ``to_frame()`` gives it."""
+        return self.samples
+
     # Indexing a run indexes its per-sample table (``run["input_margin_upper"]``), as with a DataFrame.
     def __getitem__(self, column: Any) -> Any:
         if self.samples is None:

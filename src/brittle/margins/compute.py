@@ -45,6 +45,10 @@ class MarginTable:
     seconds: float
     path: Path | None = None  # margins.parquet, once saved
 
+    def to_frame(self) -> pd.DataFrame:
+        """The per-sample table (``table``), as every result's ``to_frame()`` gives it."""
+        return self.table
+
     def summary(self) -> dict[str, Any]:
         """Headline figures: median input margin, share censored (no adversarial example found), median
         upper/lower bracket ratio, and the attack's cost."""

@@ -122,6 +122,10 @@ class BenchmarkResult:
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     target_tpr: float = 0.95
 
+    def to_frame(self) -> pd.DataFrame:
+        """The detector × OOD set table (``table``), as every result's ``to_frame()`` gives it."""
+        return self.table
+
     def pivot(self, metric: str = "auroc") -> pd.DataFrame:
         """Detector × OOD set table of one metric, with the mean over sets."""
         p = self.table.pivot(index="detector", columns="ood_set", values=metric)
