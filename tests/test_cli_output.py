@@ -138,3 +138,10 @@ def test_margins_only_rewrites_a_cards_margin_evaluation_and_its_headline(tmp_pa
                                                          "margins_evaluated_with")} == \
         {k: v for k, v in before.items() if k not in ("robust_accuracy_strongest", "margin_consistency_estimate",
                                                       "margins_evaluated_with")}
+
+
+def test_safe_text_drops_bidirectional_overrides():
+    """A name holding U+202E (right-to-left override) shows reordered on the terminal (Trojan Source)."""
+    from brittle.cli._common import safe_text
+
+    assert safe_text("cost\u202e ssap \u2066x\u2069\u200d").plain == "cost ssap x\u200d"  # zero-width joiner kept

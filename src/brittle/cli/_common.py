@@ -20,13 +20,15 @@ err_console = Console(stderr=True)
 
 
 #: C0 and C1 control characters (ESC, BEL, CR, backspace, CSI, …) and DEL; newline and tab are kept
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: C0/C1 controls and DEL (but tab and newline), and the bidirectional overrides and isolates that make a terminal
+#: show text in another order than it is stored ("Trojan Source", CVE-2021-42574)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_text(value: Any, style: str = "") -> Text:
     """``str(value)`` as a rich ``Text`` shown literally: never read as markup (``[/bold]``, ``[link=…]``), emoji
     codes or highlighted, and without control characters (but newline and tab), which would reach the terminal
-    raw (clearing it, setting its title, hyperlinks). For every data-derived string the CLI prints: feature,
+    raw (clearing it, setting its title, hyperlinks), nor bidirectional overrides, which reorder what it shows. For every data-derived string the CLI prints: feature,
     class, set, model and file names, paths, model output."""
     return Text(_CONTROL.sub("", str(value)), style=style)
 
