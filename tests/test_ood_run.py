@@ -134,6 +134,8 @@ def test_cli_writes_outputs_resumes_and_validates_first(tmp_path, capsys):
     finally:
         B.Session.fit = fit
     pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"), before)
+    # the timings are those of the sessions that did the work (a resume counted only its own, near-zero time)
+    assert json.loads((out / "summary.json").read_text())["detectors"] == summary["detectors"]
     # a different run into the same directory is refused (exit 3), every bad input before the directory exists
     assert main([*args[:-3], "--limit", "100", "--out", str(out), "--quiet"]) == 3
     for bad in (["--detectors", "nope"], ["--ood", "nope"], ["--target-tpr", "1.5"], ["-m", "no-such-model"]):

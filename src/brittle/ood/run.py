@@ -75,7 +75,9 @@ def run_ood(model: nn.Module, bench: Benchmark, detectors: Sequence[Scorer], out
     total, step = len(detectors) * (len(sets) + 1), 0
     with RunStore(out, config, overwrite=overwrite) as store:
         for det, label in zip(detectors, labels):
-            t0 = time.perf_counter()
+            # the seconds of every session that fitted or scored (stored with the results): a resumed run
+            # reports the work its earlier sessions did too, not only this session's
+            fit_seconds = score_seconds = 0.0
             saved = store.get_artifact(f"detector/{label}")
             if saved is not None:
                 try:
@@ -88,9 +90,14 @@ def run_ood(model: nn.Module, bench: Benchmark, detectors: Sequence[Scorer], out
                     store.drop_artifact(f"detector/{label}")
                     saved = None
             if saved is None:
+                t0 = time.perf_counter()
                 session.fit(det)
+                fit_seconds = time.perf_counter() - t0
                 store.put_artifact(f"detector/{label}", json.dumps(det.to_dict()).encode())
-            t1 = time.perf_counter()
+                store.put_artifact(f"seconds/{label}", json.dumps(fit_seconds).encode())
+            else:
+                stored = store.get_artifact(f"seconds/{label}")
+                fit_seconds = float(json.loads(stored.decode())) if stored is not None else 0.0
             step += 1
             if progress:
                 progress(f"{label}: fitted", step, total)
@@ -98,15 +105,20 @@ def run_ood(model: nn.Module, bench: Benchmark, detectors: Sequence[Scorer], out
             for name in sets:
                 job = f"scores/{label}/{name}"
                 if 0 in store.done(job):
-                    scores[label][name] = store.gather(job)["score"]
+                    kept = store.gather(job)
+                    scores[label][name] = kept["score"]
+                    score_seconds += float(kept["seconds"].sum()) if "seconds" in kept else 0.0
                 else:
+                    t0 = time.perf_counter()
                     s = session.score(det, name)
-                    store.put_batch(job, 0, 0, len(s), {"score": s})
+                    elapsed = time.perf_counter() - t0
+                    store.put_batch(job, 0, 0, len(s), {"score": s, "seconds": np.array([elapsed])})
                     scores[label][name] = s
+                    score_seconds += elapsed
                 step += 1
                 if progress:
                     progress(f"{label}: {name}", step, total)
-            seconds[label] = {"fit": t1 - t0, "score": time.perf_counter() - t1}
+            seconds[label] = {"fit": fit_seconds, "score": score_seconds}
             fitted[label] = det
         table = bench.metrics(scores, target_tpr).to_dict("records")
         ctx = RunContext(bench, model, session, fitted, scores, table, store, target_tpr, dict(options or {}))
