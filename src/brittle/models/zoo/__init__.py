@@ -78,7 +78,7 @@ def strongest_robust_accuracy(info: dict[str, Any]) -> dict[str, Any] | None:
 
     Every evaluation is an upper bound on the true robust accuracy (each counts a sample as non-robust only
     with a verified adversarial example), so the lowest is the most honest headline. PGD-40 is much weaker on
-    these models (e.g. 82% vs 56% for linf_madry at ε = 0.3); the others stay on the card as ``weaker``.
+    these models (e.g. 82% vs 49% for linf_madry at ε = 0.3); the others stay on the card as ``weaker``.
     """
     stored = info.get("robust_accuracy_strongest")
     if stored:
