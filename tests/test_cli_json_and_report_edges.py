@@ -144,6 +144,9 @@ def test_report_of_a_run_where_nothing_flips_draws_no_empty_legend(runs, tmp_pat
         warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend"
         path = render_report(runs / "constant", tmp_path / "report.html")
     assert path.stat().st_size > 10_000
+    page = path.read_text()
+    # detection is undefined at every ε (nothing flips): no section, link or empty ROC/PR figure
+    assert 'id="detection"' not in page and 'href="#detection"' not in page
 
 
 def test_legend_helper_draws_only_with_labelled_artists():
@@ -267,3 +270,25 @@ def test_logit_margins_checks_batch_size(batch_size):
     with pytest.raises(InputError, match="batch_size must be an integer >= 1"):
         brittle.logit_margins(model, torch.rand(5, 4), batch_size=batch_size, device="cpu")
     assert len(brittle.logit_margins(model, torch.rand(5, 4), batch_size=np.int64(2), device="cpu")) == 5
+
+
+def test_compare_bolds_only_runs_attacked_alike_on_the_same_inputs(runs, tmp_path, models_on_path):
+    """A fast-attack run's higher robust accuracy was bolded as "best" over a thorough one's (an upper bound
+    from a weaker attack is not a more robust model), and runs on 200 and 60 inputs were compared as alike."""
+    import html as html_lib
+    import re
+
+    common = ["-m", "edge_models:small", "-d", str(runs / "d.npz"), "--eps", "0.1", "--no-report"]
+    assert main(["--quiet", "audit", *common, "--strength", "thorough", "--out", str(tmp_path / "thorough")]) == 0
+    assert main(["--quiet", "audit", *common, "--strength", "fast", "--limit", "8", "--out", str(tmp_path / "few")]) == 0
+    summary = json.loads((tmp_path / "thorough" / "summary.json").read_text())
+    assert summary["attack"] == "brittle (strength thorough)" and summary["attack_options"]["strength"] == "thorough"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", summary["finished"])
+    out = tmp_path / "cmp.html"
+    assert main(["--quiet", "compare", str(runs / "small"), str(tmp_path / "thorough"), str(tmp_path / "few"),
+                 "--out", str(out)]) == 0
+    page = html_lib.unescape(out.read_text())
+    assert "brittle (strength fast)" in page and "brittle (strength thorough)" in page
+    assert "attacked differently" in page and "different numbers of inputs" in page
+    robust_rows = [row for row in page.split("<tr") if "ε = 0.1" in row and "<td" in row]
+    assert robust_rows and all('class="num best"' not in row for row in robust_rows)

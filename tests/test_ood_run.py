@@ -215,3 +215,16 @@ def test_cli_prints_ood_set_names_from_file_paths_literally(tmp_path, capsys, mo
     assert code == 0, capsys.readouterr().err
     assert "[/x].npz" in out and "[bold]b.npz" in out and "[2Jc.npz" in out, out
     assert "\x1b" not in out, repr(out)
+
+
+def test_the_split_note_names_the_images_a_limited_run_uses():
+    """With --limit 300 the note still said "images 0–3,999 fit, 4,000–4,999 val, 5,000–9,999 test"."""
+    from brittle.data.loading import load_mnist
+    from brittle.ood.benchmark import Benchmark
+
+    bench = Benchmark.mnist(ood="uniform", limit=300)
+    assert bench.notes == ["ID: bundled MNIST test split — images 0–299 fit, 4,000–4,074 val, 5,000–5,299 test"]
+    full = load_mnist()
+    assert torch.equal(bench.val_data.x, full.x[4000:4075]) and torch.equal(bench.test_data.x, full.x[5000:5300])
+    assert Benchmark.mnist(ood="uniform").notes == [
+        "ID: bundled MNIST test split — images 0–3,999 fit, 4,000–4,999 val, 5,000–9,999 test"]

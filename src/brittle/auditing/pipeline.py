@@ -32,6 +32,7 @@ from torch import nn
 
 from ..analysis.consistency import detection_metrics, margin_correlations, robust_accuracy
 from ..analysis.robustness import expected_robustness, robust_accuracy_from_margins
+from ..core.serialize import jsonable
 from ..core.validation import check_eps, check_eps_for_domain, check_nonnegative_int, check_norm
 from ..data.loading import Data, as_data
 from ..errors import InputError
@@ -133,6 +134,15 @@ def check_analysis_settings(*, n_boot: Any, samples: Any, n_examples: Any) -> No
 
 
 @keeps_model_mode  # eval mode inside, every module's own mode afterwards (also after an error)
+def attack_text(method: str, options: dict[str, Any]) -> str:
+    """How the margins were attacked, for a report: the method, its strength and the other options set
+    (``budgets`` by the audit's ε, which the report shows anyway, left out)."""
+    shown = {k: v for k, v in (options or {}).items() if k != "budgets"}
+    if method == "brittle":
+        shown = {"strength": shown.pop("strength", "default"), **shown}
+    return method + (f" ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else "")
+
+
 def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, method: str = "brittle",
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
           seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = False,
@@ -220,6 +230,8 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
                "forward_passes": margins.forward_passes, "backward_passes": margins.backward_passes,
                "attack_seconds": margins.seconds, "seconds": time.perf_counter() - t0, "seed": seed,
                "device": executor.describe(device) if executor.name != "local" else str(dev),
+               "attack_options": jsonable(method_options), "attack": attack_text(method, method_options),
+               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "versions": versions(), "command": command or "brittle.audit(...)"}
     result = Audit(table, with_eps_keys(summary), eps_keyed(curves),
                    _examples(data, table, margins.x_adv, n_examples), fitted=ctx.fitted)

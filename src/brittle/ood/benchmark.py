@@ -204,18 +204,32 @@ class Benchmark:
                 train = load_mnist("train", root)
             except InputError:
                 notes.append(f"no MNIST train split under {root}: splits cut from the bundled test split")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 20):
+            raise InputError(f"limit must be an integer >= 20, got {limit!r}", "pass e.g. limit=1000")
+        # (start, size) of fit, val and test in their sources, cut to --limit: the note names the images used
         if train is not None:
-            fit, val, test = (train.subset(slice(0, 55000)), train.subset(slice(55000, 60000)),
-                              load_mnist("test", root))
-            notes.append("ID: MNIST train 0–54,999 fit, 55,000–59,999 val; MNIST test (10,000) test")
+            spans = [(0, 55000), (55000, 5000), (0, 10000)]
+        else:
+            spans = [(0, 4000), (4000, 1000), (5000, 5000)]
+        if limit is not None:
+            spans = [(a, min(n, cap)) for (a, n), cap in zip(spans, (limit, max(10, limit // 4), limit))]
+        (f0, fn), (v0, vn), (t0, tn) = spans
+
+        def images(a: int, n: int) -> str:
+            return f"{a:,}–{a + n - 1:,}"
+
+        if train is not None:
+            test_src = load_mnist("test", root)
+            fit, val, test = (train.subset(slice(f0, f0 + fn)), train.subset(slice(v0, v0 + vn)),
+                              test_src.subset(slice(t0, t0 + tn)))
+            notes.append(f"ID: MNIST train {images(f0, fn)} fit, {images(v0, vn)} val; MNIST test {images(t0, tn)} "
+                         "test")
         else:
             mn = load_mnist("test")
-            fit, val, test = mn.subset(slice(0, 4000)), mn.subset(slice(4000, 5000)), mn.subset(slice(5000, 10000))
-            notes.append("ID: bundled MNIST test split — images 0–3,999 fit, 4,000–4,999 val, 5,000–9,999 test")
-        if limit is not None:
-            if not isinstance(limit, int) or limit < 20:
-                raise InputError(f"limit must be an integer >= 20, got {limit!r}", "pass e.g. limit=1000")
-            fit, val, test = fit.head(limit), val.head(max(10, limit // 4)), test.head(limit)
+            fit, val, test = (mn.subset(slice(f0, f0 + fn)), mn.subset(slice(v0, v0 + vn)),
+                              mn.subset(slice(t0, t0 + tn)))
+            notes.append(f"ID: bundled MNIST test split — images {images(f0, fn)} fit, {images(v0, vn)} val, "
+                         f"{images(t0, tn)} test")
         sets = {}
         for name in names:
             if name in OOD_SETS:

@@ -210,8 +210,9 @@ def tau_title(tau: Any, short: bool = False) -> str:
 def detection_curves(run: Run) -> str | None:
     """ROC and precision–recall curves of the logit-margin detector, one line per ε."""
     entries = [(e, run.curve(e)) for e in run.eps]
-    entries = [(e, c) for e, c in entries if isinstance(c, dict)]
-    if not entries:
+    entries = [(e, c) for e, c in entries if isinstance(c, dict)
+               and ((c.get("roc") or {}).get("fpr") or (c.get("pr") or {}).get("recall"))]
+    if not entries:  # detection undefined at every ε (every input on one side): no empty figure
         return None
     fig = new_figure(9.6, 4.1)
     ax_roc, ax_pr = fig.subplots(1, 2)

@@ -232,8 +232,9 @@ def _card(run: Run) -> list[tuple[str, str]]:
     rows = [("Model", str(s.get("model", DASH))), ("Data", str(s.get("data", DASH))),
             ("Inputs", str(s.get("n", DASH))), ("Norm", norm_text(run.norm)),
             ("ε", ", ".join(eps_text(e) for e in run.eps) or DASH),
-            ("Attack", str(s.get("method", DASH))), ("Seed", str(s.get("seed", DASH))),
+            ("Attack", str(s.get("attack") or s.get("method", DASH))), ("Seed", str(s.get("seed", DASH))),
             ("Device", str(s.get("device", DASH))),
+            *([("Finished", str(s["finished"]))] if s.get("finished") else []),
             # seconds: this session's wall-clock time (a resumed run counts only its own session); attack_seconds:
             # the attack time of every batch, stored with the batch, so it covers every session of the run
             ("Run time (this session)", seconds_text(s.get("seconds"))),
@@ -571,8 +572,11 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
     """
     labels = _labels(runs)
     s = [r.summary for r in runs]
-    data_key = [str(x.get("data")) for x in s]
-    norm_key = [(d, r.norm) for d, r in zip(data_key, runs)]
+    # runs are compared (a best value bolded) only on the same inputs (data and their number) and, for what an
+    # attack measures, with the same attack: robust accuracy from a weaker attack is a higher upper bound,
+    # not a more robust model
+    data_key = [f"{x.get('data')} (n={x.get('n')})" for x in s]
+    norm_key = [(d, r.norm, str(x.get("attack") or x.get("method"))) for d, r, x in zip(data_key, runs, s)]
     norms = sorted({r.norm for r in runs})
 
     def info(name: str, values: list[str]) -> dict[str, Any]:
@@ -604,7 +608,7 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
         er_name, er_extra = f"Expected robustness (ε ≤ {er_text[0]})", None
     rows = [info("Data", [str(x.get("data", DASH)) for x in s]),
             info("Norm", [norm_text(r.norm) for r in runs]),
-            info("Attack", [str(x.get("method", DASH)) for x in s]),
+            info("Attack", [str(x.get("attack") or x.get("method", DASH)) for x in s]),
             info("Inputs", [str(x.get("n", DASH)) for x in s]),
             _metric_row("Clean accuracy", [num(x.get("clean_accuracy")) for x in s], pct, groups=data_key),
             _metric_row("Kendall τ [95% CI]", [sub(x.get("kendall_tau"), "value") for x in s], f3,
@@ -655,9 +659,15 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
     if len(norms) > 1:
         warnings.append("The runs use different norms: their ε values and robust accuracies are not comparable "
                         "(rows are per norm, and bold compares runs of the same norm only).")
-    if len(set(data_key)) > 1:
+    if len({str(x.get("data")) for x in s}) > 1:
         warnings.append("The runs audit different data: differences mix model and data effects "
                         "(bold compares runs on the same data only).")
+    elif len(set(data_key)) > 1:
+        warnings.append("The runs audit different numbers of inputs: their figures are not measured on the same "
+                        "inputs (bold compares runs on the same inputs only).")
+    if len({k[2] for k in norm_key}) > 1:
+        warnings.append("The runs were attacked differently (see Attack): robust accuracy from a weaker attack is a "
+                        "higher upper bound, not a more robust model (bold compares runs attacked alike only).")
     return {
         "title": "brittle comparison: " + ", ".join(labels), "labels": labels,
         "colors": [plots.RUN_COLORS[i % len(plots.RUN_COLORS)] for i in range(len(runs))],
