@@ -694,3 +694,31 @@ def test_comparison_groups_runs_by_the_data_name(tmp_path: Path) -> None:
 
 def _row(ctx: dict, metric: str) -> dict:
     return next(r for r in ctx["rows"] if r["metric"] == metric)
+
+
+def test_long_run_names_stay_distinct_in_the_comparison_figures():
+    """Labels were cut to their first 28 characters: two models whose names share a prefix drew as one."""
+    from pathlib import Path
+
+    from brittle.core.runs import Run
+    from brittle.report._plots import plain
+    from brittle.report._render import _labels
+
+    base = "long/mnist_cnn_standard_training_finetuned_with_long_descriptive_name"
+    runs = [Run(path=Path(f"r{i}"), summary={"model": f"{base}_seed{i}.pt"}, samples=None, curves={}, examples=None)
+            for i in range(2)]
+    assert len({plain(label, 28) for label in _labels(runs)}) == 2
+    middle = [Run(path=Path(f"m{i}"), summary={"model": f"aaaaaaaaaaaaaaaaaaaa{i}bbbbbbbbbbbbbbbbbbbbbbbb"}, samples=None,
+                  curves={}, examples=None) for i in range(2)]
+    labels = _labels(middle)  # differing in the middle, where the cut falls: numbered
+    assert labels[0].startswith("1. ") and len({plain(label, 28) for label in labels}) == 2
+
+
+def test_the_lead_says_every_input_was_flipped_not_at_least_100_percent(tmp_path: Path) -> None:
+    from brittle.report._load import load_run
+    from brittle.report._render import _lead
+
+    run = load_run(make_run(tmp_path / "r", strength=0.001, extras=False))  # margins far below every ε
+    text = " ".join(str(m) for m in _lead(run))
+    assert "flipped <strong>every one</strong> of the correctly classified inputs" in text
+    assert "At least <strong>100.0%</strong>" not in text

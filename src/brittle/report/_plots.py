@@ -28,8 +28,9 @@ DPI = 150
 def plain(text: str, limit: int = 40) -> str:
     """A user-supplied string made safe for matplotlib text: no mathtext, bounded length."""
     text = " ".join(str(text).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
+    if len(text) > limit:  # cut in the middle: run names that share a prefix differ at their end (seed0, seed1)
+        head = (limit - 1) // 2
+        text = text[:head] + "…" + text[len(text) - (limit - 1 - head):]
     return text.replace("$", r"\$")
 
 

@@ -196,6 +196,9 @@ def _lead(run: Run) -> list[Markup]:
         if lo_share == 0.0:
             out.append(Markup("The attack flipped <strong>none</strong> of the correctly classified inputs with an "
                               "{} perturbation ≤ {}.").format(norm, eps_text(e)) + detect)
+        elif lo_share == 1.0:  # the attack flipped every one: "at least 100%" reads oddly
+            out.append(Markup("The attack flipped <strong>every one</strong> of the correctly classified inputs with "
+                              "an {} perturbation ≤ {}.").format(norm, eps_text(e)) + detect)
         elif lo_share is not None:
             hi_share = _flipped_share(run, e, "lower")
             bound = (Markup(" and at most {} (the rest are certified robust)").format(pct(hi_share))
@@ -446,8 +449,8 @@ def _labels(runs: Sequence[Run]) -> list[str]:
     out = []
     for run, name in zip(runs, names):
         out.append(f"{name} ({run.path.name})" if names.count(name) > 1 else name)
-    if len(set(out)) < len(out):
-        out = [f"{i + 1}. {label}" for i, label in enumerate(out)]
+    if len(set(out)) < len(out) or len({plots.plain(label, 28) for label in out}) < len(out):
+        out = [f"{i + 1}. {label}" for i, label in enumerate(out)]  # distinct also as the figures shorten them
     return out
 
 
