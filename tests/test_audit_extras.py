@@ -281,3 +281,49 @@ def test_every_result_with_a_table_converts_with_to_frame():
                AdaptationResult(summary={}, steps=table, samples=pd.DataFrame())]
     for result in results:
         assert result.to_frame() is table, type(result).__name__
+
+
+def test_one_input_still_gives_every_summary_key_and_samples_correct_is_checked_first(tmp_path):
+    """With one input the summary had no kendall_tau key (the README reads result.summary["kendall_tau"]), and
+    samples='correct' with fewer than 2 correct inputs was refused after run.sqlite was written."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from brittle import audit
+    from brittle.errors import InputError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = torch.rand(3, 1, 2, 2)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    one = audit(model, (x[:1], pred[:1]), eps=[0.1], method_options={"strength": "fast"})
+    assert one.summary["kendall_tau"] == {"value": None, "ci_low": None, "ci_high": None, "n": 1}
+    wrong = (pred + 1) % 3
+    labels = torch.cat([pred[:1], wrong[1:]])  # one correct input of three
+    with pytest.raises(InputError, match=r"samples='correct' but only 1 input\(s\) are correctly classified"):
+        audit(model, (x, labels), eps=[0.1], samples="correct", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert np.isfinite(audit(model, (x, pred), eps=[0.1], samples="correct",
+                             method_options={"strength": "fast"}).summary["clean_accuracy"])
+
+
+def test_eps_given_as_float32_is_found_under_the_decimal_written():
+    """eps=np.float32(0.1) keyed the summary by 0.10000000149011612: summary['robust_accuracy'][0.1] raised."""
+    import numpy as np
+    import torch
+
+    from brittle import audit
+    from brittle.core.validation import check_eps
+
+    assert check_eps(np.float32(0.1)) == [0.1] and check_eps(torch.tensor([0.1, 0.3])) == [0.1, 0.3]
+    assert check_eps(np.array([0.2, 0.1], dtype=np.float32)) == [0.1, 0.2]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    x = torch.rand(6, 1, 2, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    result = audit(model, (x, y), eps=[np.float32(8 / 255)], method_options={"strength": "fast"})
+    assert result.summary["robust_accuracy"].get(8 / 255) is not None
+    assert result.summary["detection"]["0.03137255"] is not None

@@ -294,3 +294,25 @@ def test_exact_warns_when_the_milp_result_is_not_used(monkeypatch) -> None:
     monkeypatch.setattr(bounds, "exact_margins", unsolved)
     with pytest.warns(RuntimeWarning, match=r"method='exact': 4 of 4 sample\(s\) were not solved"):
         input_margins(mlp(3), points(4), method="exact", device="cpu")
+
+
+class _NormalisedOverTheBatch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        return (z - z.mean(0)) / (z.std(0) + 1e-3)
+
+
+def test_a_model_whose_logits_depend_on_the_rest_of_the_batch_is_refused() -> None:
+    """Its logit margins changed with the batch size (by up to 0.77) and some input margins read 1.2e-38,
+    i.e. the clean input itself counted as adversarial."""
+    from brittle.data.loading import load_mnist
+    from brittle.errors import ModelError
+
+    torch.manual_seed(0)
+    data = load_mnist().head(40)
+    with pytest.raises(ModelError, match=r"logits for an input change with the other inputs of its batch.*Fix: "):
+        input_margins(_NormalisedOverTheBatch().eval(), data, device="cpu", strength="fast")

@@ -365,3 +365,20 @@ def test_calibration_recall_holds_whatever_batches_the_inputs_are_served_in(targ
     for scores in (batch, single, mon.scores(xc, batch_size=7)):
         assert (scores[pos] <= mon.threshold).mean() >= target
     assert mon.calibration["recall"] == (batch[pos] <= mon.threshold).mean() >= target
+
+
+def test_raw_pixels_are_refused_not_scored():
+    """uint8 or 0-255 float pixels were scored as they were: the logit-margin monitor then flagged 0% of them,
+    while logit_margins refuses the same data."""
+    from brittle.data.loading import load_mnist
+    from brittle.errors import BrittleError
+    from brittle.models import zoo
+
+    model = zoo.load("standard")
+    x = load_mnist().x[:8]
+    for raw, match in (((x * 255).to(torch.uint8), r"uint8 pixels.*Fix: pass x.float\(\) / 255"),
+                       (x * 255, r"trained on inputs in \[0, 1\] but the data reaches \[0, 255\]")):
+        with pytest.raises(BrittleError, match=match):
+            Monitor(model, "logit", threshold=1.0)(raw)
+    monitor = Monitor(model, "logit", threshold=1.0)
+    assert len(monitor(x).score) == 8 and len(monitor(x * 0.5).score) == 8  # in range: scored, checked once

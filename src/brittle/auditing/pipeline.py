@@ -89,6 +89,9 @@ def analyse(table: pd.DataFrame, *, norm: str, eps: list[float], n_boot: int = 1
         for key, c in (("kendall_tau", corr.kendall), ("spearman", corr.spearman), ("pearson", corr.pearson)):
             summary[key] = {"value": _finite_or_none(c.value), "ci_low": _finite_or_none(c.ci_low),
                             "ci_high": _finite_or_none(c.ci_high), "n": c.n}
+    else:  # one input: no correlation, but the keys every audit has (summary["kendall_tau"]["value"] is None)
+        for key in ("kendall_tau", "spearman", "pearson"):
+            summary[key] = {"value": None, "ci_low": None, "ci_high": None, "n": len(table)}
     detections = detection_metrics(upper, logit, eps, correct=correct, samples=samples if has_labels else "all")
     summary["detection"] = {}
     curves: dict[str, Any] = {}
@@ -133,7 +136,6 @@ def check_analysis_settings(*, n_boot: Any, samples: Any, n_examples: Any) -> No
     check_nonnegative_int(n_examples, "n_examples", "pass e.g. n_examples=12")
 
 
-@keeps_model_mode  # eval mode inside, every module's own mode afterwards (also after an error)
 def attack_text(method: str, options: dict[str, Any]) -> str:
     """How the margins were attacked, for a report: the method, its strength and the other options set
     (``budgets`` by the audit's ε, which the report shows anyway, left out)."""
@@ -143,6 +145,7 @@ def attack_text(method: str, options: dict[str, Any]) -> str:
     return method + (f" ({', '.join(f'{k} {v}' for k, v in shown.items())})" if shown else "")
 
 
+@keeps_model_mode  # eval mode inside, every module's own mode afterwards (also after an error)
 def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, method: str = "brittle",
           lower: str | None = None, batch_size: int = 250, device: str | torch.device | None = "auto",
           seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False, progress: bool = False,
@@ -205,6 +208,13 @@ def audit(model: nn.Module, data: Any, *, norm: str = "linf", eps: Any = None, m
     dev = executor.driver_device(device)
     user_model = model  # layer names, hooks and the monitor's fingerprint refer to the model as given
     model = prepared_for_margins(model, data, settings, dev)
+    if samples == "correct" and data.y is not None:  # the analysis needs two correct inputs: known in one pass
+        from ..margins.logit import logit_margins
+
+        n_correct = int((logit_margins(model, data, batch_size=batch_size, device=dev).pred == data.y.numpy()).sum())
+        if n_correct < 2:
+            raise InputError(f"samples='correct' but only {n_correct} input(s) are correctly classified",
+                             "pass more inputs, or samples='all'")
     executor.prepare(device)  # Ray: the device, the cluster's connection and resources, before the store exists
     config = run_config(model, data, job="audit", norm=norm, method=method, lower=lower, batch_size=batch_size,
                         seed=seed, method_options=settings.method_options)

@@ -20,6 +20,8 @@ import pandas as pd
 from ..errors import InputError, RunNotFoundError, StoreError
 
 EPS_SECTIONS = ("robust_accuracy", "detection", "flipped_share", "subset_estimate")
+#: relative tolerance of an ε key lookup: a float32's precision, far below the gap between two budgets of a grid
+EPS_MATCH = 1e-6
 
 
 class EpsDict(dict):
@@ -35,8 +37,8 @@ class EpsDict(dict):
             value = float(key)
         else:
             return key
-        for existing in dict.keys(self):
-            if isinstance(existing, float) and math.isclose(existing, value, rel_tol=1e-9, abs_tol=1e-12):
+        for existing in dict.keys(self):  # float32's precision: 8/255 finds the ε given as np.float32(8/255)
+            if isinstance(existing, float) and math.isclose(existing, value, rel_tol=EPS_MATCH, abs_tol=1e-12):
                 return existing
         return value
 
@@ -173,7 +175,7 @@ def lookup_eps(mapping: Any, eps: float) -> Any:
         return None
     for key, value in mapping.items():
         try:
-            if math.isclose(float(key), eps, rel_tol=1e-9, abs_tol=1e-12):
+            if math.isclose(float(key), eps, rel_tol=EPS_MATCH, abs_tol=1e-12):
                 return value
         except (TypeError, ValueError):
             continue

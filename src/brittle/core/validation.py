@@ -128,6 +128,12 @@ def parse_number(value: Any, what: str = "ε") -> float:
 
     Only numbers and ``+ - * /`` are accepted (the string is parsed, never evaluated as code).
     """
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype") and not isinstance(value, np.ndarray):
+        value = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)[()]  # a 0-d tensor
+    if isinstance(value, (np.float16, np.float32)):
+        # the decimal a float32 prints as (0.1, not 0.10000000149011612), so that ε-keyed results are found
+        # under the number the user wrote
+        return float(np.format_float_positional(value, unique=True, trim="-"))
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return float(value)
     text = str(value).strip()
@@ -162,6 +168,8 @@ def check_eps(eps: Any) -> list[float]:
         values: list[Any] = [part for part in eps.split(",") if part.strip()]
     elif isinstance(eps, (int, float, np.integer, np.floating)):
         values = [eps]
+    elif hasattr(eps, "dtype") and hasattr(eps, "shape"):  # a numpy array or torch tensor: keep its dtype
+        values = list(np.asarray(eps.detach().cpu() if hasattr(eps, "detach") else eps).reshape(-1))
     else:
         try:
             values = list(np.asarray(eps, dtype=object).reshape(-1))

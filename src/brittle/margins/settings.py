@@ -98,6 +98,12 @@ RANDOM_MODEL = ("the model's predictions changed between two identical forward p
                 "make forward deterministic in eval mode; margins of a random model are not defined")
 
 
+BATCH_DEPENDENT_MODEL = ("the model's logits for an input change with the other inputs of its batch (e.g. a "
+                         "normalisation or softmax over the batch dimension): its margins would depend on how the "
+                         "data is batched",
+                         "make forward treat each input on its own (normalise per input, or BatchNorm in eval mode)")
+
+
 def prepared_for_margins(model: nn.Module, data: Data, settings: MarginSettings, device: torch.device) -> nn.Module:
     """``model`` ready for `batch_margins` on ``device`` (`prepare_model`), with everything about it that a
     run needs checked first: its output on ``data``, labels within its classes, and, for certified lower
@@ -106,8 +112,15 @@ def prepared_for_margins(model: nn.Module, data: Data, settings: MarginSettings,
     check_labels_fit(model, data, device)
     with torch.inference_mode():
         probe = data.x[:64].to(device)
-        if not torch.equal(model(probe).argmax(1), model(probe).argmax(1)):
+        logits = model(probe)
+        if not torch.equal(logits.argmax(1), model(probe).argmax(1)):
             raise ModelError(*RANDOM_MODEL)
+        half = len(probe) // 2
+        if half >= 2 and bool(torch.isfinite(logits).all()):  # an input's logits must not depend on its batch
+            alone = model(probe[:half]).float()
+            scale = float(logits.float().abs().max().clamp_min(1.0))
+            if not torch.allclose(alone, logits[:half].float(), rtol=1e-3, atol=1e-3 * scale):
+                raise ModelError(*BATCH_DEPENDENT_MODEL)
     if settings.lower is not None or settings.method == "exact":
         from .bounds.network import Network
 

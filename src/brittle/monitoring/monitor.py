@@ -58,6 +58,7 @@ from ..data.loading import as_data
 from ..errors import InputError, ModelError
 from ..models.features import capture_many, resolve_layer
 from ..models.loading import (
+    check_input_scale,
     checked_forward,
     evaluation_mode,
     keeps_model_mode,
@@ -127,6 +128,9 @@ def _as_batch(x: Any, device: torch.device) -> torch.Tensor:
     if x.ndim == 1:
         raise InputError(f"x has shape {tuple(x.shape)}: expected (N, ...) with one row per input",
                          "add a batch dimension, e.g. x[None] for a single input")
+    if x.dtype == torch.uint8:  # raw pixels: the model's scores of 0-255 inputs would flag nothing
+        raise InputError("x holds uint8 pixels (0-255), not the float inputs the model takes",
+                         "pass x.float() / 255 (or the preprocessing the model was trained with)")
     return x.to(device, dtype=torch.float32)
 
 
@@ -220,6 +224,7 @@ class Monitor:
         self._layers = {name: resolve_layer(model, name) for name in self.scorer.layers}
         self._net: nn.Module = model  # evaluated in eval mode (`_forward`); the model keeps its own mode
         self._lock = threading.Lock()  # one call at a time: eval mode, hooks and forward pass (module docstring)
+        self._scale_checked = False  # the first served batch is checked against the model's input range
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -289,6 +294,9 @@ class Monitor:
         ``x`` has a batch dimension, ``(N, ...)``; an empty batch gives an empty output. Concurrent calls take
         turns (see the module docstring)."""
         x = _as_batch(x, _model_device(self.model))
+        if not getattr(self, "_scale_checked", False) and len(x):  # once: inputs outside the model's declared range (0-255 floats)
+            check_input_scale(self.model, x)
+            self._scale_checked = True
         logits, score = self._forward(x)
         return MonitorOutput(logits.argmax(1), score, self.flags(score), logits)
 

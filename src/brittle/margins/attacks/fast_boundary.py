@@ -685,8 +685,10 @@ class FastBoundaryAttack(MinimalNormAttack):
         masked = masked_default(self.masked, x0)
         windows = []
         for eps in self.budgets:  # largest first: a sample pushed below one budget may then sit above the next
-            rows = (torch.isfinite(n_best) & (n_best > eps)
-                    & (n_best <= eps * (1 + self.budget_window))).nonzero().flatten()
+            # the samples whose bound lies just above ε, and those without a bound (nothing flipped them yet:
+            # an audit would count them robust at every ε unless a fixed-ε attack breaks them)
+            rows = (~torch.isfinite(n_best) | ((n_best > eps) & (n_best <= eps * (1 + self.budget_window)))
+                    ).nonzero().flatten()
             if masked:  # all budgets' windows in one stacked batch, below
                 windows.append((eps, rows))
             else:
@@ -863,16 +865,26 @@ class FastBoundaryAttack(MinimalNormAttack):
         found = torch.isfinite(best_n)
         polished, ok = self._polish(model, x0, best_x, found, pred, lo, hi)
         stages.append((polished, torch.where(ok, perturbation_norm(polished - x0, self.norm), torch.inf)))
-        # later stages sit closer to the boundary and were checked on sub-batches: re-check every stage's
-        # points on the whole batch, as `verify` will, and keep per sample the smallest that still flips
+        # later stages sit closer to the boundary and were checked on sub-batches, where float rounding can differ
+        # from the whole batch `verify` runs: re-check every stage's points within a whole batch, and keep per
+        # sample the smallest that still flips; then check the kept points together, as `verify` will, and give
+        # any that no longer flip (a near-tie) the next stage's point
         out, out_n = x0.clone(), torch.full_like(best_n, torch.inf)
+        shape = (len(x0), *self._shape)
         with torch.no_grad():
-            for stage_x, stage_n in reversed(stages):  # latest (usually smallest) first
-                fin = torch.isfinite(stage_n) & (stage_n < out_n)
-                if not bool(fin.any()):
-                    continue
-                rows = fin.nonzero().flatten()
-                ok = is_flipped(model(stage_x[rows].reshape(len(rows), *self._shape)), pred[rows])
-                rows = rows[ok]
-                out[rows], out_n[rows] = stage_x[rows], stage_n[rows]
+            for attempt in range(2):
+                for stage_x, stage_n in reversed(stages):  # latest (usually smallest) first
+                    fin = torch.isfinite(stage_n) & (stage_n < out_n)
+                    if not bool(fin.any()):
+                        continue
+                    trial = torch.where(fin.unsqueeze(1), stage_x, out)
+                    ok = fin & is_flipped(model(trial.reshape(shape)), pred)
+                    out = torch.where(ok.unsqueeze(1), stage_x, out)
+                    out_n = torch.where(ok, stage_n, out_n)
+                lost = torch.isfinite(out_n) & ~is_flipped(model(out.reshape(shape)), pred)
+                if not bool(lost.any()):
+                    break
+                out = torch.where(lost.unsqueeze(1), x0, out)  # those rows choose again among the stages
+                out_n = torch.where(lost, torch.inf, out_n)
+                stages = [(sx, torch.where(lost & (sn >= 0), sn, torch.full_like(sn, torch.inf))) for sx, sn in stages]
         return out.reshape(x.shape).to(x.dtype)
