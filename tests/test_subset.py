@@ -184,3 +184,16 @@ def test_bad_input(kwargs, match):
     with pytest.raises(InputError, match=match):
         estimate_robust_accuracy(args.pop("logit_margin"), args.pop("correct"), args.pop("input_margins"),
                                  args.pop("eps"), args.pop("n"), **args)
+
+
+def test_a_tiny_isotonic_budget_warns_that_its_interval_is_too_narrow():
+    """At n = 1 the isotonic 95% interval (about ±0.06) held the truth in 0 of 40 trials."""
+    import warnings
+
+    lm, correct, d = _population(2000)
+    with pytest.warns(RuntimeWarning, match=r"with n=1 attacked points the isotonic interval is much too narrow"):
+        estimate_robust_accuracy(lm, correct, d, 0.2, 1, n_boot=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate_robust_accuracy(lm, correct, d, 0.2, 1, method="stratified")
+        estimate_robust_accuracy(lm, correct, d, 0.2, 50, n_boot=10)
