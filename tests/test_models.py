@@ -11,6 +11,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -563,3 +564,22 @@ def test_a_zoo_name_is_never_a_path(tmp_path):
     for name in (outside, ".x", "a\\b"):
         with pytest.raises(ModelError, match=r"no zoo model named .*Fix: use one of: .*standard"):
             load_model(f"zoo:{name}", device="cpu")
+
+
+class _Scaled64(nn.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.fc, self.scale = nn.Linear(4, 3), scale
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)).double() * self.scale
+
+
+def test_logits_beyond_float32s_range_are_refused_not_turned_into_inf_margins():
+    """float64 logits past float32's range became inf/NaN margins in silence (brittle computes in float32)."""
+    x = torch.rand(5, 4)
+    for scale in (1e40, 1e300):
+        with pytest.raises(ModelError, match=r"logits beyond ±1e38 \(float32's range"):
+            brittle.logit_margins(_Scaled64(scale).eval(), x, device="cpu")
+    margins = brittle.logit_margins(_Scaled64(1e30).eval(), x, device="cpu").margin
+    assert np.isfinite(margins).all() and (margins > 0).all()

@@ -209,7 +209,8 @@ def check_eps_for_domain(eps: Any, norm: str, domain: Sequence[float], input_dim
         unit = "half the domain's width" if norm == "linf" else "half the diagonal of the input box"
         fix = (f"pass ε in the units of the domain [{lo:g}, {hi:g}]"
                + (", e.g. 8/255 instead of 8 for images in [0, 1]" if width <= 1 and max(too_big) >= 1 else ""))
-        raise InputError(f"ε = {max(too_big):g} is larger than {unit} ({limit:.4g} in {norm} for the domain "
+        shown = f"{max(too_big):g}" if float(f"{max(too_big):g}") > limit else repr(max(too_big))  # 0.5000001 > 0.5
+        raise InputError(f"ε = {shown} is larger than {unit} ({limit:.4g} in {norm} for the domain "
                          f"[{lo:g}, {hi:g}]): every input can then be moved to the centre of the domain, so "
                          f"robustness is 0 by construction", fix)
     return values

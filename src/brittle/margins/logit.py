@@ -14,7 +14,8 @@ from torch import nn
 from ..core.validation import check_positive_int
 from ..data.loading import as_data
 from ..models.loading import (check_input_scale, check_logits_shape, checked_forward, keeps_model_mode,
-                              logit_value_flags, prepare_model, raise_logit_values, resolve_device)
+                              logit_value_flags, logits_in_range, prepare_model, raise_logit_values,
+                              resolve_device)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def logit_margins(model: nn.Module, data: Any, *, batch_size: int = 1024,
         else:
             logits = model(xb)
             check_logits_shape(logits, len(xb), data.num_classes)
-            flags[0] &= torch.isfinite(logits).all()
+            flags[0] &= logits_in_range(logits)
         m, p, r = margins_from_logits(logits.float())
         hi = lo + len(xb)
         margin[lo:hi], labels[0, lo:hi], labels[1, lo:hi] = m, p, r

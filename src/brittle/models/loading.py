@@ -359,7 +359,17 @@ def check_logits_shape(logits: Any, n: int, num_classes: int | None = None) -> N
 
 
 #: the errors behind `logit_value_flags`, in its order
-NONFINITE_LOGITS = ("the model returned NaN or infinite logits", "check the model weights and input scaling")
+NONFINITE_LOGITS = ("the model returned NaN or infinite logits, or logits beyond ±1e38 (float32's range, in which "
+                    "brittle computes margins: their differences would overflow)",
+                    "check the model weights and input scaling")
+#: the largest logit magnitude brittle accepts: a difference of two stays inside float32's range (3.4e38)
+LOGIT_LIMIT = 1e38
+
+
+def logits_in_range(logits: torch.Tensor) -> torch.Tensor:
+    """On the logits' device: every value finite in float32 and at most `LOGIT_LIMIT` in magnitude."""
+    z = logits.detach().float()
+    return torch.isfinite(z).all() & (z.abs() <= LOGIT_LIMIT).all()
 PROBABILITY_OUTPUT = ("the model returns probabilities (every row in [0, 1], summing to 1), not logits: "
                       "margins of probabilities saturate near 1 and rank inputs wrongly",
                       "pass logits: remove the softmax at the end of forward (log-probabilities work too)")
@@ -367,8 +377,8 @@ PROBABILITY_OUTPUT = ("the model returns probabilities (every row in [0, 1], sum
 
 def logit_value_flags(logits: torch.Tensor) -> torch.Tensor:
     """``[all finite, looks like probabilities]`` as a device tensor, to be read once with `raise_logit_values`;
-    later batches and their finite check into element 0 (``flags[0] &= torch.isfinite(logits).all()``)."""
-    finite = torch.isfinite(logits).all()
+    later batches and their range check into element 0 (``flags[0] &= logits_in_range(logits)``)."""
+    finite = logits_in_range(logits)
     return torch.stack([finite, finite & probabilities_flag(logits)])
 
 
@@ -385,7 +395,7 @@ def check_logits(logits: torch.Tensor, n: int, num_classes: int | None = None) -
     """Raise `ModelError` unless ``logits`` has shape (n, C >= 2), C == num_classes, finite values, and is not
     a softmax output (rows in [0, 1] summing to 1)."""
     check_logits_shape(logits, n, num_classes)
-    if not bool(torch.isfinite(logits).all()):
+    if not bool(logits_in_range(logits)):
         raise ModelError(*NONFINITE_LOGITS)
     if looks_like_probabilities(logits):
         raise ModelError(*PROBABILITY_OUTPUT)
