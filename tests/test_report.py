@@ -531,7 +531,8 @@ def test_comparison_fills_missing_eps_and_eps_max_from_stored_margins(tmp_path: 
     assert float(auroc["text"]) == pytest.approx(roc_auc_score(positive, -samples["logit_margin"]), abs=5e-4)
     # expected robustness at one ε_max (a's 0.2): b's computed from its samples, so the row compares like with like
     er = _cell(ctx, "Expected robustness (ε ≤ 0.2)", 1)
-    assert er["derived"] and float(er["text"]) == pytest.approx(_trapezoid_er(b, 0.2), abs=5e-4)
+    assert er["text"].endswith("%")  # expected robustness is an accuracy: shown in % like the others
+    assert er["derived"] and float(er["text"].rstrip("%")) / 100 == pytest.approx(_trapezoid_er(b, 0.2), abs=5e-4)
     html = render_comparison([a, b], tmp_path / "cmp.html").read_text()
     assert "<sup" in html and "computed from its stored per-sample" in html
 

@@ -330,7 +330,7 @@ def robust_accuracy_plot(run: Run) -> str | None:
     er = run.summary.get("expected_robustness") or {}
     value = num(er.get("from_margins")) if isinstance(er, dict) else None
     if value is not None:
-        ax.plot([], [], " ", label=f"expected robustness (ε ≤ {eps_max_of(run):g}): {value:.3f}")
+        ax.plot([], [], " ", label=f"expected robustness (ε ≤ {eps_max_of(run):g}): {100 * value:.1f}%")
     ax.set_xlabel(f"ε ({norm_symbol(run.norm)} perturbation budget)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, max(eps_max_of(run), max(run.eps or [0])) * 1.02 or 1)

@@ -226,7 +226,7 @@ def _lead(run: Run) -> list[Markup]:
     er_value = num(er.get("from_margins")) if isinstance(er, dict) else None
     if er_value is not None:
         out.append(Markup("Expected robustness (accuracy averaged over ε from 0 to {}) is <strong>{}</strong>.").format(
-            eps_text(plots.eps_max_of(run)), f3(er_value)))
+            eps_text(plots.eps_max_of(run)), pct(er_value)))
     return out
 
 
@@ -618,7 +618,7 @@ def comparison_context(runs: Sequence[Run]) -> dict[str, Any]:
                         extra=[f"[{ci_text(x.get('kendall_tau'))}]" if ci_text(x.get("kendall_tau")) != DASH else ""
                                for x in s], groups=norm_key),
             _metric_row("Spearman ρ", [sub(x.get("spearman"), "value") for x in s], f3, groups=norm_key),
-            _metric_row(er_name, er_values, f3, extra=er_extra,
+            _metric_row(er_name, er_values, pct, extra=er_extra,
                         groups=[(*k, m) if m is not None else None for k, m in zip(norm_key, er_eps)],
                         derived=er_derived)]
 
