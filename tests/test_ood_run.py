@@ -228,3 +228,24 @@ def test_the_split_note_names_the_images_a_limited_run_uses():
     assert torch.equal(bench.val_data.x, full.x[4000:4075]) and torch.equal(bench.test_data.x, full.x[5000:5300])
     assert Benchmark.mnist(ood="uniform").notes == [
         "ID: bundled MNIST test split — images 0–3,999 fit, 4,000–4,999 val, 5,000–9,999 test"]
+
+
+def test_who_wins_where_names_every_detector_tied_for_best():
+    """energy and combine:vote both had 7.0% FPR on uniform (both bold in the table) but only one was named."""
+    import pandas as pd
+
+    from brittle.report.ood import report_context
+
+    def m(auroc, fpr):
+        return {"auroc": auroc, "fpr_at_tpr": fpr, "aupr_in": 0.5, "aupr_out": 0.5}
+
+    summary = {"ood_sets": ["uniform"], "metrics": {"energy": {"uniform": m(0.9, 0.07)},
+                                                     "combine:vote": {"uniform": m(0.95, 0.07)},
+                                                     "msp": {"uniform": m(0.95, 0.2)}},
+               "winners": {"uniform": {"auroc": "combine:vote", "fpr_at_tpr": "combine:vote"},
+                           "mean": {"auroc": "combine:vote", "fpr_at_tpr": "combine:vote"}},
+               "detectors": {"energy": {}, "combine:vote": {}, "msp": {}}}
+    ctx = report_context(summary, pd.DataFrame())
+    assert set(ctx["winners"]["uniform"]["fpr_at_tpr"].split(", ")) == {"energy", "combine:vote"}
+    assert set(ctx["winners"]["uniform"]["auroc"].split(", ")) == {"combine:vote", "msp"}
+    assert summary["winners"]["uniform"]["fpr_at_tpr"] == "combine:vote"  # the summary itself is left as written

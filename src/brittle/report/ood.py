@@ -125,7 +125,13 @@ def report_context(summary: dict[str, Any], scores: pd.DataFrame) -> dict[str, A
         info = summary.get("detectors", {}).get(d, {})
         rows.append({"name": d, "cells": cells, "mean": summary.get("mean_auroc", {}).get(d),
                      "paper": info.get("paper", ""), "fit": info.get("fit"), "score": info.get("score")})
-    winners = summary.get("winners", {})
+    # every detector tied for best (the table bolds them all; summary.json names the first)
+    winners = {k: dict(v) for k, v in (summary.get("winners", {}) or {}).items()}
+    for s in sets:
+        if s in winners:
+            winners[s]["auroc"] = ", ".join(d for d in dets if summary["metrics"][d][s]["auroc"] == best[s]["auroc"])
+            winners[s]["fpr_at_tpr"] = ", ".join(d for d in dets
+                                                 if summary["metrics"][d][s]["fpr_at_tpr"] == best[s]["fpr"])
     return {"title": f"OOD detection: {summary.get('model') or 'model'} on {summary.get('benchmark')}",
             "summary": summary, "sets": sets, "rows": rows, "winners": winners,
             "n_sets": summary.get("sets", {}), "hist": histograms(summary, scores), "roc": roc_curves(summary, scores),
