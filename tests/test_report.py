@@ -723,3 +723,26 @@ def test_the_lead_says_every_input_was_flipped_not_at_least_100_percent(tmp_path
     text = " ".join(str(m) for m in _lead(run))
     assert "flipped <strong>every one</strong> of the correctly classified inputs" in text
     assert "At least <strong>100.0%</strong>" not in text
+
+
+def test_the_pseudo_margin_scatter_shows_only_the_held_out_inputs(tmp_path: Path, monkeypatch) -> None:
+    """The section compares on the held-out half, but its scatter also drew the half the pseudo-margin was
+    fitted on."""
+    import pandas as pd
+
+    from brittle.report import _plots
+    from brittle.report._load import load_run
+
+    path = make_run(tmp_path / "run", seed=1)
+    samples = pd.read_parquet(path / "samples.parquet")
+    samples["pseudo_margin"] = np.linspace(0.1, 1.0, len(samples))
+    samples["split"] = np.where(np.arange(len(samples)) % 3 == 0, "fit", "evaluation")
+    samples.to_parquet(path / "samples.parquet")
+    run = load_run(path)
+    figs = _figures(monkeypatch)
+    assert _plots.pseudo_margin_scatter(run)
+    upper = samples["input_margin_upper"].to_numpy(float)
+    shown = (samples["split"] != "fit").to_numpy() & np.isfinite(upper) & (upper > 0)
+    (points,) = [c for c in figs[-1].axes[0].collections if len(c.get_offsets())]
+    assert len(points.get_offsets()) == int(shown.sum()) < int((np.isfinite(upper) & (upper > 0)).sum())
+    assert "held-out" in figs[-1].axes[0].get_title()

@@ -396,9 +396,12 @@ def pseudo_margin_scatter(run: Run) -> str | None:
     pm, im = _column(run, "pseudo_margin"), _column(run, "input_margin_upper")
     if pm is None or im is None or np.all(np.isnan(pm)):
         return None
+    split = run.samples["split"].to_numpy() if "split" in run.samples.columns else None
+    held_out = np.ones(len(pm), bool) if split is None else split != "fit"
     fig = new_figure(4.8, 3.6)
     ax = fig.add_subplot()
-    ok = ~np.isnan(pm) & np.isfinite(im) & (im > 0)
+    # the held-out inputs only, as the section's figures (the pseudo-margin was fitted on the others)
+    ok = held_out & ~np.isnan(pm) & np.isfinite(im) & (im > 0)
     ax.scatter(pm[ok], im[ok], s=7, alpha=0.55, color=CENSORED, linewidths=0, rasterized=True)
     ax.set_yscale("log")
     if np.all(pm[ok] > 0):
@@ -407,7 +410,8 @@ def pseudo_margin_scatter(run: Run) -> str | None:
         ax.axhline(e, color=color, lw=0.9, ls=":", zorder=0, label=f"ε = {e:g}")
     if run.eps:
         legend(ax, loc="lower right", fontsize=7.5, frameon=True, framealpha=0.9)
-    ax.set(xlabel="pseudo-margin", ylabel="input margin", title="Input margin against pseudo-margin")
+    ax.set(xlabel="pseudo-margin", ylabel="input margin",
+           title="Input margin against pseudo-margin" + (" (held-out inputs)" if split is not None else ""))
     return to_data_uri(fig)
 
 
