@@ -746,3 +746,20 @@ def test_the_pseudo_margin_scatter_shows_only_the_held_out_inputs(tmp_path: Path
     (points,) = [c for c in figs[-1].axes[0].collections if len(c.get_offsets())]
     assert len(points.get_offsets()) == int(shown.sum()) < int((np.isfinite(upper) & (upper > 0)).sum())
     assert "held-out" in figs[-1].axes[0].get_title()
+
+
+def test_points_below_the_scatter_axes_are_marked_not_drawn_as_if_there(tmp_path: Path, monkeypatch) -> None:
+    """The axis floors sit at half the 1st percentile: the few inputs below were drawn on the floor like any
+    other point, about 2.7x away from their real position on both axes."""
+    import pandas as pd
+
+    from brittle.report import _plots
+    from brittle.report._load import load_run
+
+    path = make_run(tmp_path / "run", seed=1)
+    samples = pd.read_parquet(path / "samples.parquet")
+    samples.loc[0, "input_margin_upper"] = 1e-7  # far below every other margin
+    samples.to_parquet(path / "samples.parquet")
+    figs = _figures(monkeypatch)
+    assert _plots.margin_scatter(load_run(path))
+    assert "below the axis (n=1), drawn on its floor" in _legend_texts(figs[-1])

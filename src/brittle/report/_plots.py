@@ -138,11 +138,17 @@ def _draw_scatter(ax: Any, run: Run, *, thumbnail: bool = False) -> bool:
     size, alpha = (5, 0.55) if thumbnail else (9, 0.6)
     groups = ([("correct", correct, CORRECT), ("incorrect", ~correct, INCORRECT)]
               if correct is not None else [("unlabelled", np.ones_like(censored), UNLABELLED)])
+    clipped = ~censored & ((lm < x_floor) | (im < y_floor))  # off the scale: drawn on the floor, marked
     for name, mask, color in groups:
-        sel = mask & ~censored
+        sel = mask & ~censored & ~clipped
         if sel.any():
             ax.scatter(x[sel], y[sel], s=size, alpha=alpha, color=color, linewidths=0,
-                       label=f"{name} (n={int(sel.sum())})", rasterized=True)
+                       label=f"{name} (n={int((mask & ~censored).sum())})", rasterized=True)
+    if clipped.any():
+        clip_color = [CORRECT if c else INCORRECT for c in correct[clipped]] if correct is not None else UNLABELLED
+        ax.scatter(x[clipped], y[clipped], s=size * 2.2, marker="v", facecolors="none", edgecolors=clip_color,
+                   linewidths=0.8, alpha=0.8, rasterized=True,
+                   label=f"below the axis (n={int(clipped.sum())}), drawn on its floor")
     n_cens = int(censored.sum())
     if n_cens:
         cens_color = [CORRECT if c else INCORRECT for c in correct[censored]] if correct is not None else UNLABELLED
