@@ -872,7 +872,7 @@ class FastBoundaryAttack(MinimalNormAttack):
         out, out_n = x0.clone(), torch.full_like(best_n, torch.inf)
         shape = (len(x0), *self._shape)
         with torch.no_grad():
-            for attempt in range(2):
+            for _ in range(2):
                 for stage_x, stage_n in reversed(stages):  # latest (usually smallest) first
                     fin = torch.isfinite(stage_n) & (stage_n < out_n)
                     if not bool(fin.any()):
@@ -886,5 +886,5 @@ class FastBoundaryAttack(MinimalNormAttack):
                     break
                 out = torch.where(lost.unsqueeze(1), x0, out)  # those rows choose again among the stages
                 out_n = torch.where(lost, torch.inf, out_n)
-                stages = [(sx, torch.where(lost & (sn >= 0), sn, torch.full_like(sn, torch.inf))) for sx, sn in stages]
+                stages = [(sx, torch.where(lost, sn, torch.full_like(sn, torch.inf))) for sx, sn in stages]
         return out.reshape(x.shape).to(x.dtype)
