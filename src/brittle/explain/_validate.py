@@ -36,7 +36,8 @@ def as_matrix(X, what: str, n_features: int | None = None,
             if missing:
                 raise InputError(f"{what} lacks the model's feature column(s) {missing[:5]}",
                                  "pass a table with the columns the model was trained on")
-            X = X[[X.columns[cols.index(c)] for c in found]]
+            label = dict(zip(cols, X.columns))  # the table's own column labels, by their names
+            X = X[[label[c] for c in found]]
             cols = list(names)
         try:
             X = X.to_numpy(dtype=np.float64)

@@ -50,7 +50,8 @@ def _select_columns(df, names: list[str] | None, n_features: int, drop: list[str
         if missing:
             raise InputError(f"the data lacks the model's feature column(s) {missing[:5]}",
                              "pass a table with the columns the model was trained on")
-        df = df[[df.columns[[str(c) for c in df.columns].index(c)] for c in found]]
+        label = {str(c): c for c in df.columns}  # the table's own column labels, by their names
+        df = df[[label[c] for c in found]]
         df.columns = list(names)
     elif df.shape[1] != n_features:
         raise InputError(f"the data has {df.shape[1]} columns but the model takes {n_features} features",
